@@ -1,0 +1,1 @@
+"""Dagster Definitions, jobs, schedules and resources; the pure learning math (extra [pipeline])."""

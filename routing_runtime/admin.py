@@ -1,0 +1,164 @@
+"""Creating and upgrading a ``ROUTING_HOME``: ``routing init`` as a function."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sqlite3
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from routing_runtime import store
+from routing_runtime.home import NotInitialisedError, db_path, resolve_home
+from routing_runtime.registry import LearningSettings, ModelConfig, ModelRegistry, TaskPolicy
+from routing_runtime.rules import ModelEstimate, build_rules, registry_estimates
+from routing_runtime.ruleset import RuleSet, load_current_rule_set, publish_rule_set
+from routing_runtime.types import RoutingPreference, TaskType
+
+#: Folders inside ROUTING_HOME.
+INBOX_TABLES = ("routing_decisions", "model_performance")
+
+
+@dataclass(frozen=True)
+class InitResult:
+    home: Path
+    schema_version: int
+    previous_schema_version: int
+    models: int
+    rule_set_version: int
+    published: bool
+
+
+def initialise(home: str | os.PathLike | None = None, registry_path: str | os.PathLike | None = None) -> InitResult:
+    """Create or upgrade ``home``; upsert the registry; publish rules when none exist or the
+    registry changed what they are built from. Idempotent; never deletes logs or history."""
+    registry = ModelRegistry.load(registry_path) if registry_path else ModelRegistry.load_default()
+    home_path = resolve_home(home)
+    home_path.mkdir(parents=True, exist_ok=True)
+    for table in INBOX_TABLES:
+        (home_path / "inbox" / table).mkdir(parents=True, exist_ok=True)
+    (home_path / "lake").mkdir(exist_ok=True)
+
+    conn = store.connect(db_path(home_path))
+    try:
+        previous = store.schema_version(conn)
+        version = store.migrate(conn)
+        with store.transaction(conn):
+            _upsert_registry(conn, registry)
+        effective = registry_from_db(conn)
+        rule_set_version, published = _publish_if_changed(conn, effective)
+        count = conn.execute("SELECT COUNT(*) FROM models").fetchone()[0]
+    finally:
+        conn.close()
+    return InitResult(home_path, version, previous, count, rule_set_version, published)
+
+
+def _upsert_registry(conn: sqlite3.Connection, registry: ModelRegistry) -> None:
+    now = store.utc_timestamp()
+    conn.executemany(
+        """INSERT INTO models (id, provider, specialized_for, input_cost_per_1k, output_cost_per_1k, prior_quality,
+               off_specialty_prior_quality, typical_latency_ms, enabled, updated_at)
+           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+           ON CONFLICT (id) DO UPDATE SET provider = excluded.provider, specialized_for = excluded.specialized_for,
+               input_cost_per_1k = excluded.input_cost_per_1k, output_cost_per_1k = excluded.output_cost_per_1k,
+               prior_quality = excluded.prior_quality, off_specialty_prior_quality = excluded.off_specialty_prior_quality,
+               typical_latency_ms = excluded.typical_latency_ms, enabled = excluded.enabled, updated_at = excluded.updated_at""",
+        [(m.id, m.provider, json.dumps([t.value for t in m.specialized_for]), m.input_cost_per_1k, m.output_cost_per_1k,
+          m.prior_quality, m.off_specialty_prior_quality, m.typical_latency_ms, int(m.enabled), now) for m in registry.models],
+    )
+    conn.executemany(
+        """INSERT INTO task_policies (task_type, min_quality_score, max_cost_per_1k, typical_input_tokens, typical_output_tokens, updated_at)
+           VALUES (?, ?, ?, ?, ?, ?)
+           ON CONFLICT (task_type) DO UPDATE SET min_quality_score = excluded.min_quality_score,
+               max_cost_per_1k = excluded.max_cost_per_1k, typical_input_tokens = excluded.typical_input_tokens,
+               typical_output_tokens = excluded.typical_output_tokens, updated_at = excluded.updated_at""",
+        [(t.value, p.min_quality_score, p.max_cost_per_1k, p.typical_input_tokens, p.typical_output_tokens, now)
+         for t, p in registry.task_policies.items()],
+    )
+    conn.executemany(
+        "INSERT INTO settings (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        [("learning", json.dumps(asdict(registry.learning))), ("registry_source", registry.source)],
+    )
+
+
+def registry_from_db(conn: sqlite3.Connection) -> ModelRegistry:
+    """The effective registry: every model and task policy ``routing init`` has stored."""
+    models = [
+        ModelConfig(
+            id=r[0], provider=r[1], specialized_for=tuple(TaskType(t) for t in json.loads(r[2])),
+            input_cost_per_1k=r[3], output_cost_per_1k=r[4], prior_quality=r[5], off_specialty_prior_quality=r[6],
+            typical_latency_ms=r[7], enabled=bool(r[8]),
+        )
+        for r in conn.execute(
+            "SELECT id, provider, specialized_for, input_cost_per_1k, output_cost_per_1k, prior_quality,"
+            " off_specialty_prior_quality, typical_latency_ms, enabled FROM models ORDER BY rowid"
+        )
+    ]
+    policies = {
+        TaskType(r[0]): TaskPolicy(min_quality_score=r[1], max_cost_per_1k=r[2], typical_input_tokens=r[3], typical_output_tokens=r[4])
+        for r in conn.execute("SELECT task_type, min_quality_score, max_cost_per_1k, typical_input_tokens, typical_output_tokens FROM task_policies")
+    }
+    settings = dict(conn.execute("SELECT key, value FROM settings"))
+    learning = LearningSettings(**json.loads(settings["learning"])) if "learning" in settings else LearningSettings()
+    specialized: dict[TaskType, list[ModelConfig]] = {}
+    for m in models:
+        for t in m.specialized_for:
+            specialized.setdefault(t, []).append(m)
+    return ModelRegistry(
+        specialized=specialized, generalist=[m for m in models if m.is_generalist], task_policies=policies,
+        learning=learning, source=settings.get("registry_source", "routing.db"),
+    )
+
+
+def registry_fingerprint(registry: ModelRegistry) -> str:
+    payload = {
+        "models": [asdict(m) for m in registry.models],
+        "policies": {t.value: asdict(p) for t, p in sorted(registry.task_policies.items())},
+        "learning": asdict(registry.learning),
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _publish_if_changed(conn: sqlite3.Connection, registry: ModelRegistry) -> tuple[int, bool]:
+    fingerprint = registry_fingerprint(registry)
+    try:
+        current = load_current_rule_set(conn)
+    except NotInitialisedError:
+        current = None
+    if current is not None and current.inputs.get("registry_fingerprint") == fingerprint:
+        return current.version, False
+    inputs = {"registry_fingerprint": fingerprint, "registry_source": registry.source}
+    if current is None or current.source == "registry":
+        rows = build_rules(registry_estimates(registry), registry)
+        return publish_rule_set(conn, rows, source="registry", inputs=inputs), True
+    estimates, probabilities = _carry_over(current, registry)
+    inputs["carried_over_from"] = current.version
+    rows = build_rules(estimates, registry, probabilities)
+    return publish_rule_set(conn, rows, source="registry-update", as_of=current.as_of, inputs=inputs), True
+
+
+def _carry_over(current: RuleSet, registry: ModelRegistry):
+    """Keep learned estimates, apply the registry's enabled flags, policies and new models."""
+    priors = registry_estimates(registry)
+    learned = {(r.task_type, r.model_id): r for r in current.rows if r.preference is RoutingPreference.QUALITY}
+    estimates: dict[TaskType, list[ModelEstimate]] = {}
+    for task, task_priors in priors.items():
+        estimates[task] = []
+        for prior in task_priors:
+            row = learned.get((task, prior.model_id))
+            if row is None:
+                estimates[task].append(prior)
+                continue
+            estimates[task].append(ModelEstimate(
+                model_id=prior.model_id, task_type=task, expected_quality=row.expected_quality,
+                expected_cost_usd=row.expected_cost_usd, expected_latency_ms=row.expected_latency_ms,
+                expected_cost_per_1k=row.expected_cost_per_1k, is_specialized=prior.is_specialized,
+                is_enabled=prior.is_enabled,
+            ))
+    probabilities = {
+        (r.task_type, r.preference): {} for r in current.rows
+    }
+    for r in current.rows:
+        probabilities[(r.task_type, r.preference)][r.model_id] = r.selection_probability
+    return estimates, probabilities

@@ -1,0 +1,160 @@
+"""The ``routing`` command line: init, select, record, rules, learn."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+
+from routing_runtime.types import RoutingPreference, TaskType
+
+PIPELINE_EXTRA_HINT = "routing learn needs the [pipeline] extra: pip install 'routing-runtime[pipeline]'"
+
+
+def _parser() -> argparse.ArgumentParser:
+    home = argparse.ArgumentParser(add_help=False)
+    home.add_argument("--home", metavar="DIR", help="ROUTING_HOME (default: $ROUTING_HOME, else ./.routing)")
+    parser = argparse.ArgumentParser(prog="routing", description="A self-learning LLM model router.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    init = commands.add_parser("init", parents=[home], help="create or upgrade ROUTING_HOME and load the registry")
+    init.add_argument("--registry", metavar="FILE", help="registry TOML (default: the shipped one)")
+
+    select = commands.add_parser("select", parents=[home], help="choose a model for a prompt and record the decision")
+    select.add_argument("text", metavar="TEXT", help="the prompt (classified unless --task is given)")
+    select.add_argument("--task", choices=[t.value for t in TaskType], help="task type; skips classification")
+    select.add_argument("--preference", default="balanced", choices=[p.value for p in RoutingPreference])
+    select.add_argument("--agent-execution-id", help="the agent execution this request belongs to")
+    select.add_argument("--exclude", action="append", default=[], metavar="MODEL", help="model not to use (repeatable)")
+    select.add_argument("--json", action="store_true", help="print the decision as JSON")
+
+    record = commands.add_parser("record", parents=[home], help="record the outcome of a decision")
+    record.add_argument("decision_id", metavar="DECISION_ID")
+    record.add_argument("outcome", choices=["success", "partial", "failure"])
+    record.add_argument("--quality", type=float, dest="quality_score")
+    record.add_argument("--latency-ms", type=float)
+    record.add_argument("--tokens", type=int, dest="tokens_used")
+    record.add_argument("--cost-usd", type=float)
+
+    rules = commands.add_parser("rules", parents=[home], help="show the published routing rules")
+    rules.add_argument("--task", choices=[t.value for t in TaskType])
+    rules.add_argument("--preference", choices=[p.value for p in RoutingPreference])
+    rules.add_argument("--json", action="store_true", help="print the documented JSON shape")
+
+    learn = commands.add_parser("learn", parents=[home], help="run the nightly learning job now (extra [pipeline])")
+    learn.add_argument("--as-of", metavar="YYYY-MM-DD", help="learn from logs up to the end of this UTC day (default: yesterday)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return _COMMANDS[args.command](args)
+    except BrokenPipeError:  # output piped into head & co.
+        sys.stderr.close()
+        return 0
+    except (ValueError, LookupError, RuntimeError, OSError) as exc:
+        print(f"routing {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _init(args) -> int:
+    from routing_runtime.admin import initialise
+
+    result = initialise(args.home, args.registry)
+    upgraded = (
+        f"schema upgraded {result.previous_schema_version} -> {result.schema_version}"
+        if result.previous_schema_version != result.schema_version else f"schema {result.schema_version}"
+    )
+    published = "published" if result.published else "unchanged"
+    print(f"{result.home}: {upgraded}; {result.models} models; rule set v{result.rule_set_version} {published}")
+    return 0
+
+
+def _select(args) -> int:
+    from routing_runtime.router import ModelRouter
+
+    with ModelRouter.open(args.home) as router:
+        d = router.select_model(args.task or args.text, args.preference, args.agent_execution_id, exclude=args.exclude)
+    payload = {
+        "decision_id": d.decision_id, "model_id": d.model_id, "task_type": d.task_type.value,
+        "preference": d.preference.value, "selection_reason": d.selection_reason,
+        "alternatives": list(d.alternatives), "propensity": d.propensity, "rule_set_version": d.rule_set_version,
+    }
+    if d.classification is not None:
+        payload["classification"] = {"confidence": d.classification.confidence, "matched": list(d.classification.matched)}
+    if args.json:
+        print(json.dumps(payload, indent=2))
+        return 0
+    how = "given"
+    if d.classification is not None:
+        matched = ", ".join(d.classification.matched) or "nothing matched"
+        how = f"classified, confidence {d.classification.confidence:.2f}: {matched}"
+    print(f"model:        {d.model_id}")
+    print(f"task type:    {d.task_type.value} ({how})")
+    print(f"reason:       {d.selection_reason}")
+    print(f"alternatives: {', '.join(d.alternatives) or '-'}")
+    print(f"decision id:  {d.decision_id}")
+    return 0
+
+
+def _record(args) -> int:
+    from routing_runtime.router import ModelRouter
+
+    with ModelRouter.open(args.home) as router:
+        row_id = router.record_performance(
+            args.decision_id, args.outcome, args.quality_score, args.latency_ms, args.tokens_used, args.cost_usd,
+        )
+    print(row_id)
+    return 0
+
+
+def _rules(args) -> int:
+    from routing_runtime.router import ModelRouter
+
+    with ModelRouter.open(args.home) as router:
+        rule_set = router.rule_set
+    task = TaskType(args.task) if args.task else None
+    preference = RoutingPreference(args.preference) if args.preference else None
+    document = rule_set.to_json(task, preference)
+    if args.json:
+        print(json.dumps(document, indent=2))
+        return 0
+    as_of = f", evidence up to {rule_set.as_of}" if rule_set.as_of else ""
+    print(f"rule set v{rule_set.version} ({rule_set.source}{as_of}, published {rule_set.created_at[:19]} UTC)")
+    header = f"  {'#':>2} {'model':<28} {'p(select)':>9} {'quality':>7} {'$/request':>10} {'latency':>9}  notes"
+    for rule in document["rules"]:
+        cap = f", max_cost_per_1k {rule['max_cost_per_1k']}" if rule["max_cost_per_1k"] is not None else ""
+        print(f"\n{rule['task_type']} / {rule['preference']} (min_quality_score {rule['min_quality_score']}{cap})")
+        print(header)
+        for m in rule["models"]:
+            notes = ", ".join(n for n, on in (
+                ("specialized", m["is_specialized"]), ("ineligible", m["is_enabled"] and not m["is_eligible"]),
+                ("disabled", not m["is_enabled"]),
+            ) if on)
+            print(
+                f"  {m['priority']:>2} {m['model_id']:<28} {m['selection_probability']:>9.3f} {m['expected_quality']:>7.3f}"
+                f" {m['expected_cost_usd']:>10.5f} {m['expected_latency_ms']:>7.0f}ms  {notes}"
+            )
+    return 0
+
+
+def _learn(args) -> int:
+    try:
+        import dagster  # noqa: F401
+        import polars  # noqa: F401
+        import pyarrow  # noqa: F401
+        import scipy  # noqa: F401
+    except ImportError:
+        print(PIPELINE_EXTRA_HINT, file=sys.stderr)
+        return 2
+    from pipelines.learn import run_learning
+
+    return run_learning(home=args.home, as_of=args.as_of)
+
+
+_COMMANDS = {"init": _init, "select": _select, "record": _record, "rules": _rules, "learn": _learn}
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,25 @@
+"""Where a router keeps its state: ``ROUTING_HOME`` and the paths inside it."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from routing_runtime.store import DB_NAME
+
+DEFAULT_HOME = ".routing"
+
+
+class NotInitialisedError(RuntimeError):
+    """``ROUTING_HOME`` has no usable ``routing.db``; the message says which command creates it."""
+
+
+def resolve_home(home: str | os.PathLike | None = None) -> Path:
+    """``home`` if given, else ``$ROUTING_HOME``, else ``./.routing``."""
+    if home is None:
+        home = os.environ.get("ROUTING_HOME") or DEFAULT_HOME
+    return Path(home).expanduser().resolve()
+
+
+def db_path(home: Path) -> Path:
+    return home / DB_NAME

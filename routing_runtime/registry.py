@@ -1,0 +1,278 @@
+"""The model registry: which models exist, what they cost, what we believe before evidence.
+
+Loaded from a TOML file (format in the README). Every field is checked; a bad file raises
+:class:`RegistryError` naming the file, the model and the field.
+"""
+
+from __future__ import annotations
+
+import math
+import tomllib
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+from routing_runtime.types import TaskType
+
+DEFAULT_REGISTRY_NAME = "default_registry.toml"
+
+
+class RegistryError(ValueError):
+    """A registry file is unreadable or has a bad value; the message names file, model and field."""
+
+
+@dataclass(frozen=True, slots=True)
+class ModelConfig:
+    """One model as the registry describes it."""
+
+    id: str
+    provider: str
+    specialized_for: tuple[TaskType, ...]
+    input_cost_per_1k: float
+    output_cost_per_1k: float
+    prior_quality: float
+    typical_latency_ms: float
+    enabled: bool = True
+    off_specialty_prior_quality: float | None = None
+
+    @property
+    def is_generalist(self) -> bool:
+        return not self.specialized_for
+
+    def is_specialized(self, task: TaskType) -> bool:
+        return task in self.specialized_for
+
+    def prior_quality_for(self, task: TaskType) -> float:
+        """Prior mean quality on ``task``: ``prior_quality`` on its specialties (all tasks for a
+        generalist), else ``off_specialty_prior_quality`` (default: 0.15 lower)."""
+        if self.is_generalist or task in self.specialized_for:
+            return self.prior_quality
+        if self.off_specialty_prior_quality is not None:
+            return self.off_specialty_prior_quality
+        return max(0.0, self.prior_quality - 0.15)
+
+
+@dataclass(frozen=True, slots=True)
+class TaskPolicy:
+    """Thresholds and request shape for one task type."""
+
+    min_quality_score: float
+    max_cost_per_1k: float | None
+    typical_input_tokens: int
+    typical_output_tokens: int
+
+    def cost_per_request(self, model: ModelConfig) -> float:
+        """List-price cost in USD of a typical request of this task on ``model``."""
+        return (
+            self.typical_input_tokens * model.input_cost_per_1k
+            + self.typical_output_tokens * model.output_cost_per_1k
+        ) / 1000.0
+
+    @property
+    def typical_tokens(self) -> int:
+        return self.typical_input_tokens + self.typical_output_tokens
+
+
+@dataclass(frozen=True, slots=True)
+class LearningSettings:
+    """Knobs of the nightly learning run."""
+
+    half_life_days: float = 14.0
+    prior_pseudo_count: float = 10.0
+    exploration_floor: float = 0.05
+
+
+@dataclass(frozen=True)
+class ModelRegistry:
+    """Models grouped as the story has them: specialists per task type, and generalists.
+
+    >>> registry = ModelRegistry.load_default()
+    >>> [m.id for m in registry.specialized[TaskType.MATH]]
+    ['qwen2.5-math-72b-instruct']
+    """
+
+    specialized: dict[TaskType, list[ModelConfig]]
+    generalist: list[ModelConfig]
+    task_policies: dict[TaskType, TaskPolicy] = field(default_factory=dict)
+    learning: LearningSettings = field(default_factory=LearningSettings)
+    source: str = "<memory>"
+
+    @property
+    def models(self) -> list[ModelConfig]:
+        """Every model once, specialists first, in file order."""
+        seen: dict[str, ModelConfig] = {}
+        for models in self.specialized.values():
+            for model in models:
+                seen.setdefault(model.id, model)
+        for model in self.generalist:
+            seen.setdefault(model.id, model)
+        return list(seen.values())
+
+    def get(self, model_id: str) -> ModelConfig:
+        for model in self.models:
+            if model.id == model_id:
+                return model
+        raise LookupError(f"model_id={model_id!r} is not in the registry ({self.source})")
+
+    def policy(self, task: TaskType) -> TaskPolicy:
+        return self.task_policies[task]
+
+    @classmethod
+    def load(cls, path: str | Path) -> ModelRegistry:
+        """Load and validate a registry TOML file."""
+        path = Path(path)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise RegistryError(f"{path}: cannot read registry file: {exc.strerror or exc}") from None
+        return cls.from_toml(text, source=str(path))
+
+    @classmethod
+    def load_default(cls) -> ModelRegistry:
+        """The registry shipped with the package."""
+        text = resources.files("routing_runtime").joinpath(DEFAULT_REGISTRY_NAME).read_text(encoding="utf-8")
+        return cls.from_toml(text, source=f"<shipped {DEFAULT_REGISTRY_NAME}>")
+
+    @classmethod
+    def from_toml(cls, text: str, source: str = "<string>") -> ModelRegistry:
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise RegistryError(f"{source}: not valid TOML: {exc}") from None
+        return _parse(data, source)
+
+
+# ----------------------------------------------------------------------------- parsing
+
+_MODEL_FIELDS = {
+    "id", "provider", "specialized_for", "input_cost_per_1k", "output_cost_per_1k",
+    "prior_quality", "typical_latency_ms", "enabled", "off_specialty_prior_quality",
+}
+_POLICY_FIELDS = {"min_quality_score", "max_cost_per_1k", "typical_input_tokens", "typical_output_tokens"}
+_LEARNING_FIELDS = {"half_life_days", "prior_pseudo_count", "exploration_floor"}
+_TOP_LEVEL = {"defaults", "tasks", "learning", "models"}
+
+
+def _fail(where: str, message: str) -> RegistryError:
+    return RegistryError(f"{where}: {message}")
+
+
+def _check_keys(table: object, allowed: set[str], where: str) -> dict:
+    if not isinstance(table, dict):
+        raise _fail(where, f"must be a table, got {table!r}")
+    unknown = sorted(set(table) - allowed)
+    if unknown:
+        raise _fail(where, f"unknown field {unknown[0]!r} (allowed: {', '.join(sorted(allowed))})")
+    return table
+
+
+def _number(table: dict, key: str, where: str, *, low: float = 0.0, high: float = math.inf,
+            default: float | None = None, required: bool = False) -> float | None:
+    if key not in table:
+        if required:
+            raise _fail(where, f"missing required field {key!r}")
+        return default
+    value = table[key]
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise _fail(where, f"field {key!r} = {value!r} must be a number")
+    if not low <= value <= high:
+        raise _fail(where, f"field {key!r} = {value!r} must be within [{low}, {high}]")
+    return float(value)
+
+
+def _parse_policy(table: dict, where: str, base: TaskPolicy) -> TaskPolicy:
+    table = _check_keys(table, _POLICY_FIELDS, where)
+    max_cost = _number(table, "max_cost_per_1k", where, default=base.max_cost_per_1k)
+    return TaskPolicy(
+        min_quality_score=_number(table, "min_quality_score", where, high=1.0, default=base.min_quality_score),
+        max_cost_per_1k=max_cost,
+        typical_input_tokens=int(_number(table, "typical_input_tokens", where, high=1e8, default=base.typical_input_tokens)),
+        typical_output_tokens=int(_number(table, "typical_output_tokens", where, high=1e8, default=base.typical_output_tokens)),
+    )
+
+
+def _parse_model(table: object, where: str) -> ModelConfig:
+    table = _check_keys(table, _MODEL_FIELDS, where)
+    model_id = table.get("id")
+    if not isinstance(model_id, str) or not model_id.strip():
+        raise _fail(where, f"field 'id' = {model_id!r} must be a non-empty string")
+    where = f"{where} (id={model_id!r})"
+    provider = table.get("provider", "")
+    if not isinstance(provider, str):
+        raise _fail(where, f"field 'provider' = {provider!r} must be a string")
+    specialized = table.get("specialized_for", [])
+    if not isinstance(specialized, list):
+        raise _fail(where, f"field 'specialized_for' = {specialized!r} must be a list of task types")
+    tasks = []
+    for value in specialized:
+        try:
+            tasks.append(TaskType(value))
+        except ValueError:
+            allowed = ", ".join(t.value for t in TaskType)
+            raise _fail(where, f"field 'specialized_for' has {value!r}, not one of: {allowed}") from None
+    enabled = table.get("enabled", True)
+    if not isinstance(enabled, bool):
+        raise _fail(where, f"field 'enabled' = {enabled!r} must be true or false")
+    return ModelConfig(
+        id=model_id,
+        provider=provider,
+        specialized_for=tuple(dict.fromkeys(tasks)),
+        input_cost_per_1k=_number(table, "input_cost_per_1k", where, required=True),
+        output_cost_per_1k=_number(table, "output_cost_per_1k", where, required=True),
+        prior_quality=_number(table, "prior_quality", where, high=1.0, required=True),
+        typical_latency_ms=_number(table, "typical_latency_ms", where, low=1e-9, required=True),
+        enabled=enabled,
+        off_specialty_prior_quality=_number(table, "off_specialty_prior_quality", where, high=1.0),
+    )
+
+
+def _parse(data: dict, source: str) -> ModelRegistry:
+    _check_keys(data, _TOP_LEVEL, source)
+    base = _parse_policy(
+        data.get("defaults", {}), f"{source}: [defaults]",
+        TaskPolicy(min_quality_score=0.7, max_cost_per_1k=None, typical_input_tokens=1000, typical_output_tokens=500),
+    )
+    tasks = data.get("tasks", {})
+    if not isinstance(tasks, dict):
+        raise _fail(source, "[tasks] must be a table of task types")
+    policies = {}
+    for name in tasks:
+        try:
+            TaskType(name)
+        except ValueError:
+            allowed = ", ".join(t.value for t in TaskType)
+            raise _fail(source, f"[tasks.{name}] is not a task type; use one of: {allowed}") from None
+    for task in TaskType:
+        policies[task] = _parse_policy(tasks.get(task.value, {}), f"{source}: [tasks.{task.value}]", base)
+
+    learning_table = _check_keys(data.get("learning", {}), _LEARNING_FIELDS, f"{source}: [learning]")
+    where = f"{source}: [learning]"
+    learning = LearningSettings(
+        half_life_days=_number(learning_table, "half_life_days", where, low=1e-6, default=14.0),
+        prior_pseudo_count=_number(learning_table, "prior_pseudo_count", where, low=1e-6, default=10.0),
+        exploration_floor=_number(learning_table, "exploration_floor", where, high=0.5, default=0.05),
+    )
+
+    raw_models = data.get("models", [])
+    if not isinstance(raw_models, list) or not raw_models:
+        raise _fail(source, "needs at least one [[models]] entry")
+    models: list[ModelConfig] = []
+    seen: set[str] = set()
+    for i, table in enumerate(raw_models):
+        model = _parse_model(table, f"{source}: models[{i}]")
+        if model.id in seen:
+            raise _fail(f"{source}: models[{i}] (id={model.id!r})", "duplicate model id")
+        seen.add(model.id)
+        models.append(model)
+
+    specialized: dict[TaskType, list[ModelConfig]] = {}
+    for model in models:
+        for task in model.specialized_for:
+            specialized.setdefault(task, []).append(model)
+    return ModelRegistry(
+        specialized=specialized,
+        generalist=[m for m in models if m.is_generalist],
+        task_policies=policies,
+        learning=learning,
+        source=source,
+    )

@@ -1,0 +1,166 @@
+"""Routing rules: what each preference means, and how a rule set is built from estimates.
+
+Pure functions over plain data, shared by ``routing init`` (estimates from registry priors)
+and the nightly learning run (estimates from posteriors, probabilities from Thompson sampling).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from routing_runtime.registry import ModelRegistry, TaskPolicy
+from routing_runtime.types import RoutingPreference, TaskType
+
+RuleKey = tuple[TaskType, RoutingPreference]
+
+
+@dataclass(frozen=True, slots=True)
+class ModelEstimate:
+    """What we expect of one model on one task type."""
+
+    model_id: str
+    task_type: TaskType
+    expected_quality: float
+    expected_cost_usd: float        # per request
+    expected_latency_ms: float
+    expected_cost_per_1k: float     # USD per 1k tokens, for the max_cost_per_1k threshold
+    is_specialized: bool
+    is_enabled: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class RuleRow:
+    """One row of ``model_routing_rules``: a model's place for a (task type, preference)."""
+
+    task_type: TaskType
+    preference: RoutingPreference
+    model_id: str
+    priority: int
+    is_specialized: bool
+    is_enabled: bool
+    is_eligible: bool
+    min_quality_score: float
+    max_cost_per_1k: float | None
+    selection_probability: float
+    expected_quality: float
+    expected_cost_usd: float
+    expected_latency_ms: float
+    expected_cost_per_1k: float
+
+
+def is_eligible(estimate: ModelEstimate, policy: TaskPolicy, preference: RoutingPreference) -> bool:
+    """Enabled and within the task's thresholds; ``quality`` ignores the thresholds."""
+    if not estimate.is_enabled:
+        return False
+    if preference is RoutingPreference.QUALITY:
+        return True
+    if estimate.expected_quality < policy.min_quality_score:
+        return False
+    return policy.max_cost_per_1k is None or estimate.expected_cost_per_1k <= policy.max_cost_per_1k
+
+
+def preference_score(preference: RoutingPreference, quality: float, cost: float, latency: float) -> float:
+    """Higher is better: the objective of each preference as DESIGN.md defines it."""
+    if preference is RoutingPreference.QUALITY:
+        return quality
+    if preference is RoutingPreference.COST_EFFICIENT:
+        return -cost
+    if preference is RoutingPreference.BALANCED:
+        return quality / max(cost, 1e-12)
+    return -latency
+
+
+def _sort_key(preference: RoutingPreference):
+    # Specialists win ties, then higher quality, then the id, so the order is deterministic.
+    def key(e: ModelEstimate):
+        score = preference_score(preference, e.expected_quality, e.expected_cost_usd, e.expected_latency_ms)
+        return (-score, not e.is_specialized, -e.expected_quality, e.model_id)
+    return key
+
+
+def rank(estimates: Iterable[ModelEstimate], policy: TaskPolicy, preference: RoutingPreference) -> list[tuple[ModelEstimate, bool]]:
+    """Priority order with eligibility: eligible models by the preference's objective, then
+    enabled but ineligible models by quality (last resorts), then disabled models."""
+    estimates = list(estimates)
+    eligible = sorted((e for e in estimates if is_eligible(e, policy, preference)), key=_sort_key(preference))
+    ineligible = sorted(
+        (e for e in estimates if e.is_enabled and not is_eligible(e, policy, preference)),
+        key=_sort_key(RoutingPreference.QUALITY),
+    )
+    disabled = sorted((e for e in estimates if not e.is_enabled), key=lambda e: e.model_id)
+    return [(e, True) for e in eligible] + [(e, False) for e in ineligible] + [(e, False) for e in disabled]
+
+
+def build_rules(
+    estimates: Mapping[TaskType, Iterable[ModelEstimate]],
+    registry: ModelRegistry,
+    best_probabilities: Mapping[RuleKey, Mapping[str, float]] | None = None,
+) -> list[RuleRow]:
+    """Rule rows for every (task type, preference).
+
+    ``best_probabilities[(task, preference)][model]`` is the probability that the model is the
+    best eligible one (e.g. from Thompson sampling); without it the top-ranked model is taken as
+    best. Selection probabilities mix it with the exploration floor spread evenly over the
+    eligible models. With no eligible model, the highest-quality enabled model gets all traffic.
+    """
+    floor = registry.learning.exploration_floor
+    rows: list[RuleRow] = []
+    for task in TaskType:
+        policy = registry.policy(task)
+        task_estimates = list(estimates.get(task, ()))
+        for preference in RoutingPreference:
+            ranked = rank(task_estimates, policy, preference)
+            eligible_ids = [e.model_id for e, ok in ranked if ok]
+            probabilities = _selection_probabilities(
+                eligible_ids, (best_probabilities or {}).get((task, preference)), floor,
+            )
+            if not eligible_ids:
+                fallback = next((e.model_id for e, _ in ranked if e.is_enabled), None)
+                probabilities = {fallback: 1.0} if fallback else {}
+            for priority, (e, ok) in enumerate(ranked, start=1):
+                rows.append(RuleRow(
+                    task_type=task, preference=preference, model_id=e.model_id, priority=priority,
+                    is_specialized=e.is_specialized, is_enabled=e.is_enabled, is_eligible=ok,
+                    min_quality_score=policy.min_quality_score, max_cost_per_1k=policy.max_cost_per_1k,
+                    selection_probability=round(probabilities.get(e.model_id, 0.0), 6),
+                    expected_quality=e.expected_quality, expected_cost_usd=e.expected_cost_usd,
+                    expected_latency_ms=e.expected_latency_ms, expected_cost_per_1k=e.expected_cost_per_1k,
+                ))
+    return rows
+
+
+def _selection_probabilities(eligible: list[str], best: Mapping[str, float] | None, floor: float) -> dict[str, float]:
+    if not eligible:
+        return {}
+    if best:
+        mass = {m: max(0.0, float(best.get(m, 0.0))) for m in eligible}
+        total = sum(mass.values())
+    else:
+        total = 0.0
+    if total <= 0:
+        mass, total = {eligible[0]: 1.0}, 1.0
+    share = floor / len(eligible) if len(eligible) > 1 else 0.0
+    spread = share * len(eligible)
+    return {m: (1.0 - spread) * mass.get(m, 0.0) / total + share for m in eligible}
+
+
+def registry_estimates(registry: ModelRegistry) -> dict[TaskType, list[ModelEstimate]]:
+    """Estimates before any evidence: registry priors and list prices."""
+    estimates: dict[TaskType, list[ModelEstimate]] = {}
+    for task in TaskType:
+        policy = registry.policy(task)
+        estimates[task] = [
+            ModelEstimate(
+                model_id=m.id,
+                task_type=task,
+                expected_quality=m.prior_quality_for(task),
+                expected_cost_usd=policy.cost_per_request(m),
+                expected_latency_ms=m.typical_latency_ms,
+                expected_cost_per_1k=policy.cost_per_request(m) / policy.typical_tokens * 1000.0,
+                is_specialized=m.is_specialized(task),
+                is_enabled=m.enabled,
+            )
+            for m in registry.models
+        ]
+    return estimates

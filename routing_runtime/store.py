@@ -1,0 +1,188 @@
+"""``routing.db``: the SQLite schema, its versioned migrations and connection settings.
+
+Schema version 1 is the user's story as written (three tables); version 2 adds what the
+design needs. ``migrate`` brings any older database up to date in place without losing rows.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from datetime import datetime, timezone
+from pathlib import Path
+
+DB_NAME = "routing.db"
+BUSY_TIMEOUT_MS = 10_000
+
+_STORY_SCHEMA = """
+CREATE TABLE model_routing_rules (
+    id TEXT PRIMARY KEY,
+    task_type TEXT NOT NULL,
+    model_id TEXT NOT NULL,
+    priority INTEGER NOT NULL,
+    is_specialized INTEGER DEFAULT 0,
+    min_quality_score REAL,
+    max_cost_per_1k REAL,
+    is_enabled INTEGER DEFAULT 1
+);
+CREATE TABLE routing_decisions (
+    id TEXT PRIMARY KEY,
+    agent_execution_id TEXT NOT NULL,
+    task_type TEXT NOT NULL,
+    selected_model TEXT NOT NULL,
+    selection_reason TEXT,
+    alternatives_considered TEXT,
+    created_at DATETIME DEFAULT CURRENT_TIMESTAMP
+);
+CREATE TABLE model_performance (
+    id TEXT PRIMARY KEY,
+    model_id TEXT NOT NULL,
+    task_type TEXT NOT NULL,
+    outcome TEXT NOT NULL,
+    quality_score REAL,
+    latency_ms INTEGER,
+    tokens_used INTEGER,
+    cost_usd REAL,
+    recorded_at DATETIME DEFAULT CURRENT_TIMESTAMP
+);
+"""
+
+_DESIGN_SCHEMA = """
+CREATE TABLE models (
+    id TEXT PRIMARY KEY,
+    provider TEXT NOT NULL,
+    specialized_for TEXT NOT NULL,          -- JSON array of task types
+    input_cost_per_1k REAL NOT NULL,
+    output_cost_per_1k REAL NOT NULL,
+    prior_quality REAL NOT NULL,
+    off_specialty_prior_quality REAL,
+    typical_latency_ms REAL NOT NULL,
+    enabled INTEGER NOT NULL DEFAULT 1,
+    updated_at TEXT NOT NULL
+);
+CREATE TABLE task_policies (
+    task_type TEXT PRIMARY KEY,
+    min_quality_score REAL NOT NULL,
+    max_cost_per_1k REAL,
+    typical_input_tokens INTEGER NOT NULL,
+    typical_output_tokens INTEGER NOT NULL,
+    updated_at TEXT NOT NULL
+);
+CREATE TABLE settings (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+CREATE TABLE rule_sets (
+    version INTEGER PRIMARY KEY,
+    created_at TEXT NOT NULL,
+    as_of TEXT,                              -- last UTC day of evidence, NULL for registry rules
+    source TEXT NOT NULL,                    -- 'registry', 'learned' or 'legacy'
+    inputs TEXT NOT NULL,                    -- JSON: days, row counts, registry, settings
+    code_version TEXT NOT NULL
+);
+ALTER TABLE model_routing_rules ADD COLUMN rule_set_version INTEGER REFERENCES rule_sets(version);
+ALTER TABLE model_routing_rules ADD COLUMN preference TEXT;
+ALTER TABLE model_routing_rules ADD COLUMN is_eligible INTEGER NOT NULL DEFAULT 1;
+ALTER TABLE model_routing_rules ADD COLUMN selection_probability REAL;
+ALTER TABLE model_routing_rules ADD COLUMN expected_quality REAL;
+ALTER TABLE model_routing_rules ADD COLUMN expected_cost_usd REAL;
+ALTER TABLE model_routing_rules ADD COLUMN expected_latency_ms REAL;
+ALTER TABLE model_routing_rules ADD COLUMN expected_cost_per_1k REAL;
+CREATE INDEX model_routing_rules_by_version ON model_routing_rules (rule_set_version, task_type, preference, priority);
+
+ALTER TABLE routing_decisions ADD COLUMN preference TEXT;
+ALTER TABLE routing_decisions ADD COLUMN propensity REAL;
+ALTER TABLE routing_decisions ADD COLUMN rule_set_version INTEGER;
+CREATE INDEX routing_decisions_by_created_at ON routing_decisions (created_at);
+
+ALTER TABLE model_performance ADD COLUMN decision_id TEXT REFERENCES routing_decisions(id);
+ALTER TABLE model_performance ADD COLUMN preference TEXT;
+CREATE INDEX model_performance_by_recorded_at ON model_performance (recorded_at);
+CREATE INDEX model_performance_by_decision ON model_performance (decision_id);
+
+-- Rules of a database created before rule-set versions become a 'legacy' set, kept, never served.
+INSERT INTO rule_sets (version, created_at, as_of, source, inputs, code_version)
+    SELECT 0, strftime('%Y-%m-%d %H:%M:%f', 'now'), NULL, 'legacy', '{"migrated_from_schema": 1}', 'schema-1'
+    WHERE EXISTS (SELECT 1 FROM model_routing_rules);
+UPDATE model_routing_rules SET rule_set_version = 0 WHERE rule_set_version IS NULL;
+
+CREATE VIEW current_routing_rules AS
+    SELECT * FROM model_routing_rules
+    WHERE rule_set_version = (SELECT MAX(version) FROM rule_sets WHERE source != 'legacy');
+"""
+
+#: Migration ``i`` brings a database from user_version ``i`` to ``i + 1``.
+MIGRATIONS: tuple[str, ...] = (_STORY_SCHEMA, _DESIGN_SCHEMA)
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def utc_timestamp(at: datetime | None = None) -> str:
+    """A UTC timestamp as stored: ``YYYY-MM-DD HH:MM:SS.ffffff`` (sorts as text, SQLite-compatible).
+
+    ``at`` may be naive (taken as UTC) or aware (converted); anything else raises ValueError.
+    """
+    if at is None:
+        at = datetime.now(timezone.utc)
+    elif not isinstance(at, datetime):
+        raise ValueError(f"at={at!r} must be a datetime (UTC)")
+    elif at.tzinfo is not None:
+        at = at.astimezone(timezone.utc)
+    return at.replace(tzinfo=None).isoformat(" ", "microseconds")
+
+
+def connect(path: Path) -> sqlite3.Connection:
+    """Open ``routing.db`` for many concurrent processes: WAL, busy timeout, foreign keys.
+
+    The connection is in autocommit mode; multi-statement writes use ``transaction``.
+    ``synchronous=NORMAL`` in WAL mode makes every commit durable against a process crash
+    (a power loss may drop the last commits, never corrupt the file).
+    """
+    conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None, check_same_thread=False)
+    conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute("PRAGMA synchronous = NORMAL")
+    conn.execute("PRAGMA foreign_keys = ON")
+    return conn
+
+
+class transaction:
+    """``with transaction(conn):`` runs the block in one ``BEGIN IMMEDIATE`` write transaction."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    def __enter__(self) -> sqlite3.Connection:
+        self.conn.execute("BEGIN IMMEDIATE")
+        return self.conn
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self.conn.execute("COMMIT" if exc_type is None else "ROLLBACK")
+
+
+def schema_version(conn: sqlite3.Connection) -> int:
+    return conn.execute("PRAGMA user_version").fetchone()[0]
+
+
+def migrate(conn: sqlite3.Connection, target: int = SCHEMA_VERSION) -> int:
+    """Apply the missing migrations up to ``target``, each in its own transaction; return the version."""
+    current = schema_version(conn)
+    if current > SCHEMA_VERSION:
+        raise RuntimeError(
+            f"routing.db has schema version {current}, newer than this routing_runtime ({SCHEMA_VERSION}); upgrade the package"
+        )
+    for version in range(current, target):
+        with transaction(conn):
+            for statement in _statements(MIGRATIONS[version]):
+                conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {version + 1}")
+    return schema_version(conn)
+
+
+def _statements(script: str) -> list[str]:
+    """Split a migration script into statements (executescript would commit mid-transaction)."""
+    statements, buffer = [], ""
+    for line in script.splitlines(keepends=True):
+        buffer += line.split("--", 1)[0] if "--" in line and "'" not in line else line
+        if sqlite3.complete_statement(buffer):
+            statements.append(buffer.strip())
+            buffer = ""
+    return [s for s in statements if s]

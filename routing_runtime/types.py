@@ -1,0 +1,67 @@
+"""The vocabulary shared by the runtime, the learning pipeline and the logs."""
+
+from __future__ import annotations
+
+import enum
+from typing import TypeVar
+
+_E = TypeVar("_E", bound=enum.Enum)
+
+
+class TaskType(str, enum.Enum):
+    """What a request asks for; routing rules are kept per task type."""
+
+    CODE_GENERATION = "code_generation"
+    CODE_REVIEW = "code_review"
+    DEBUGGING = "debugging"
+    PLANNING = "planning"
+    DOCUMENTATION = "documentation"
+    TESTING = "testing"
+    MATH = "math"
+    GENERAL = "general"
+
+
+class RoutingPreference(str, enum.Enum):
+    """What the caller optimises for.
+
+    * ``quality``: highest expected quality, thresholds ignored.
+    * ``cost_efficient``: lowest expected cost among eligible models.
+    * ``balanced``: highest expected quality per dollar among eligible models.
+    * ``latency``: lowest expected latency among eligible models.
+    """
+
+    QUALITY = "quality"
+    COST_EFFICIENT = "cost_efficient"
+    BALANCED = "balanced"
+    LATENCY = "latency"
+
+
+class Outcome(str, enum.Enum):
+    """How a routed request ended, as reported by the agent."""
+
+    SUCCESS = "success"
+    PARTIAL = "partial"
+    FAILURE = "failure"
+
+
+#: Quality implied by an outcome when the agent reports no ``quality_score``.
+OUTCOME_QUALITY: dict[Outcome, float] = {
+    Outcome.SUCCESS: 1.0,
+    Outcome.PARTIAL: 0.5,
+    Outcome.FAILURE: 0.0,
+}
+
+
+def parse_enum(enum_type: type[_E], value: object, field: str) -> _E:
+    """Return ``value`` as a member of ``enum_type``, or raise ValueError naming ``field``.
+
+    >>> parse_enum(TaskType, "math", "task_type")
+    <TaskType.MATH: 'math'>
+    """
+    if isinstance(value, enum_type):
+        return value
+    try:
+        return enum_type(value)
+    except ValueError:
+        allowed = ", ".join(member.value for member in enum_type)
+        raise ValueError(f"{field}={value!r} is not one of: {allowed}") from None
