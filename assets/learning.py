@@ -1,0 +1,148 @@
+"""Learning: forgotten statistics → posteriors → candidate rules → the published rule set."""
+
+
+import json
+
+import dagster as dg
+import polars as pl
+
+from assets import names
+from assets.resources import LEARNED_THROUGH, RoutingHome, as_of_day, progress
+from pipelines import lake, posteriors, rulebuild, statistics
+from routing_runtime.rules import RuleRow
+from routing_runtime.ruleset import load_current_rule_set, publish_rule_set
+from routing_runtime.types import RoutingPreference, TaskType
+
+
+def _snapshot(routing_home: RoutingHome, asset: str, as_of) -> str:
+    return str(routing_home.lake / asset / f"as_of={as_of}.parquet")
+
+
+def _seed(as_of) -> int:
+    return as_of.toordinal()
+
+
+@dg.asset(name=names.MODEL_POSTERIORS, deps=[names.DAILY_MODEL_STATS], kinds={"scipy", "polars", "parquet"}, group_name="learning")
+def model_posteriors(context: dg.AssetExecutionContext, routing_home: RoutingHome) -> dg.MaterializeResult:
+    """Bayesian posteriors of quality (Beta), outcome mix (Dirichlet), latency and cost (log-normal,
+    Normal-Inverse-Gamma) per (model, task type), from all daily statistics up to the learning day
+    with exponential forgetting, priors from the registry shrunk toward the specialist/generalist group."""
+    as_of = as_of_day(context)
+    registry = routing_home.registry()
+    daily = lake.scan_days(routing_home.lake, names.DAILY_MODEL_STATS, as_of)
+    totals = statistics.weighted_totals(daily, as_of, registry.learning.half_life_days) if daily is not None else \
+        pl.DataFrame(schema={**statistics.STATS_SCHEMA, "n_raw": pl.Float64, "last_day": pl.Date})
+    frame = posteriors.compute_posteriors(totals, registry)
+    lake.write_file(routing_home.lake / names.MODEL_POSTERIORS / f"as_of={as_of}.parquet", frame)
+    progress(context, f"posteriors as of {as_of}: {frame.height} (model, task type) cells, {int(frame['n_raw'].sum())} outcomes")
+    preview = frame.select(
+        "task_type", "model_id", "n_raw", pl.col("quality_mean").round(3), pl.col("quality_ci_low").round(3),
+        pl.col("quality_ci_high").round(3), pl.col("latency_mean_ms").round(0), pl.col("cost_mean_usd").round(6),
+    ).sort("task_type", "quality_mean", descending=[False, True])
+    return dg.MaterializeResult(metadata={
+        "as_of": str(as_of), "half_life_days": registry.learning.half_life_days,
+        "dagster/row_count": frame.height, "outcomes_seen": int(frame["n_raw"].sum()),
+        "posteriors": dg.MetadataValue.md(_markdown(preview)),
+        "path": dg.MetadataValue.path(_snapshot(routing_home, names.MODEL_POSTERIORS, as_of)),
+    })
+
+
+@dg.asset_check(asset=names.MODEL_POSTERIORS, name=names.POSTERIOR_SANITY_CHECK, blocking=True)
+def posterior_sanity(context: dg.AssetCheckExecutionContext, routing_home: RoutingHome) -> dg.AssetCheckResult:
+    """Every posterior is finite, quality means lie in [0, 1] inside their credible interval,
+    latency and cost are positive. Blocks publication when violated."""
+    frame = pl.read_parquet(_snapshot(routing_home, names.MODEL_POSTERIORS, as_of_day(context)))
+    problems = posterior_problems(frame)
+    return dg.AssetCheckResult(passed=not problems, metadata={"problems": len(problems), "examples": "; ".join(problems[:5])})
+
+
+def posterior_problems(frame: pl.DataFrame) -> list[str]:
+    numeric = [c for c, t in frame.schema.items() if t.is_float()]
+    bad = frame.filter(
+        pl.any_horizontal(~pl.col(numeric).is_finite())
+        | ~pl.col("quality_mean").is_between(0, 1)
+        | (pl.col("quality_ci_low") > pl.col("quality_mean")) | (pl.col("quality_mean") > pl.col("quality_ci_high"))
+        | (pl.col("latency_mean_ms") <= 0) | (pl.col("cost_mean_usd") <= 0)
+    )
+    return [f"{r['model_id']}/{r['task_type']}" for r in bad.iter_rows(named=True)]
+
+
+@dg.asset(name=names.SPECIALIST_VS_GENERALIST, deps=[names.MODEL_POSTERIORS], kinds={"scipy", "polars"}, group_name="reports")
+def specialist_vs_generalist(context: dg.AssetExecutionContext, routing_home: RoutingHome) -> dg.MaterializeResult:
+    """Per task type: the best specialist against the best generalist, and the posterior probability
+    that the specialist is better: the learned specialist-vs-generalist preference."""
+    as_of = as_of_day(context)
+    frame = posteriors.specialist_comparison(pl.read_parquet(_snapshot(routing_home, names.MODEL_POSTERIORS, as_of)), seed=_seed(as_of))
+    lake.write_file(routing_home.lake / names.SPECIALIST_VS_GENERALIST / f"as_of={as_of}.parquet", frame)
+    return dg.MaterializeResult(metadata={"comparison": dg.MetadataValue.md(_markdown(frame.with_columns(pl.col(pl.Float64).round(3))))})
+
+
+@dg.asset(name=names.CANDIDATE_ROUTING_RULES, deps=[names.MODEL_POSTERIORS], kinds={"numpy", "parquet"}, group_name="learning")
+def candidate_routing_rules(context: dg.AssetExecutionContext, routing_home: RoutingHome) -> dg.MaterializeResult:
+    """The next rule set, not yet published: per (task type, preference) the models in priority order
+    with the posterior probability of being best (batched Thompson sampling) mixed with the
+    exploration floor."""
+    as_of = as_of_day(context)
+    registry = routing_home.registry()
+    frame = pl.read_parquet(_snapshot(routing_home, names.MODEL_POSTERIORS, as_of))
+    rows = rulebuild.candidate_rules(frame, registry, seed=_seed(as_of))
+    lake.write_file(routing_home.lake / names.CANDIDATE_ROUTING_RULES / f"as_of={as_of}.parquet", rulebuild.rules_frame(rows))
+    return dg.MaterializeResult(metadata={"dagster/row_count": len(rows), "exploration_floor": registry.learning.exploration_floor})
+
+
+def _load_candidate(routing_home: RoutingHome, as_of) -> list[RuleRow]:
+    frame = pl.read_parquet(_snapshot(routing_home, names.CANDIDATE_ROUTING_RULES, as_of))
+    return [
+        RuleRow(**{**r, "task_type": TaskType(r["task_type"]), "preference": RoutingPreference(r["preference"])})
+        for r in frame.iter_rows(named=True)
+    ]
+
+
+@dg.asset_check(asset=names.CANDIDATE_ROUTING_RULES, name=names.RULES_COVERAGE_CHECK, blocking=True)
+def rules_coverage(context: dg.AssetCheckExecutionContext, routing_home: RoutingHome) -> dg.AssetCheckResult:
+    """Every task type × preference sends all its traffic to enabled models (an eligible one, or the
+    explicit highest-quality fallback); disabled models get none. Blocks publication when violated:
+    the previous rule set stays in force."""
+    problems = rulebuild.coverage_problems(_load_candidate(routing_home, as_of_day(context)))
+    return dg.AssetCheckResult(passed=not problems, metadata={"problems": len(problems), "examples": "; ".join(problems[:5])})
+
+
+@dg.asset(name=names.MODEL_ROUTING_RULES, deps=[names.CANDIDATE_ROUTING_RULES], kinds={"sqlite", "parquet"}, group_name="learning")
+def model_routing_rules(context: dg.AssetExecutionContext, routing_home: RoutingHome) -> dg.MaterializeResult:
+    """The published, versioned model_routing_rules table in routing.db, written in one transaction
+    (routers switch to it within a second), with a Parquet snapshot per version and what changed."""
+    as_of = as_of_day(context)
+    rows = _load_candidate(routing_home, as_of)
+    conn = routing_home.connect()
+    try:
+        previous = load_current_rule_set(conn)
+        inputs = {
+            "as_of": str(as_of), "dagster_run_id": context.run.run_id,
+            "outcomes_seen": _outcomes_seen(routing_home, as_of), "registry_source": routing_home.registry().source,
+        }
+        version = publish_rule_set(conn, rows, source="learned", as_of=str(as_of), inputs=inputs)
+        conn.execute(
+            "INSERT INTO settings (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            (LEARNED_THROUGH, str(as_of)),
+        )
+    finally:
+        conn.close()
+    lake.write_file(routing_home.lake / names.MODEL_ROUTING_RULES / f"version={version}.parquet", rulebuild.rules_frame(rows))
+    change = rulebuild.rules_change_markdown(previous, rows)
+    progress(context, f"published rule set v{version} (as of {as_of}; previous v{previous.version})")
+    return dg.MaterializeResult(metadata={
+        "rule_set_version": version, "previous_version": previous.version, "as_of": str(as_of),
+        "dagster/row_count": len(rows), "inputs": dg.MetadataValue.json(json.loads(json.dumps(inputs))),
+        "changes": dg.MetadataValue.md(change),
+    })
+
+
+def _outcomes_seen(routing_home: RoutingHome, as_of) -> int:
+    frame = pl.read_parquet(_snapshot(routing_home, names.MODEL_POSTERIORS, as_of))
+    return int(frame["n_raw"].sum())
+
+
+def _markdown(frame: pl.DataFrame) -> str:
+    header = "| " + " | ".join(frame.columns) + " |\n|" + "---|" * frame.width
+    body = "\n".join("| " + " | ".join("" if v is None else str(v) for v in row) + " |" for row in frame.iter_rows())
+    return header + "\n" + body

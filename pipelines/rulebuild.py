@@ -1,0 +1,106 @@
+"""From posteriors to a candidate rule set: batched Thompson sampling and the runtime's ranking."""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+
+from routing_runtime.registry import ModelRegistry
+from routing_runtime.rules import ModelEstimate, RuleKey, RuleRow, build_rules, is_eligible
+from routing_runtime.ruleset import RuleSet
+from routing_runtime.types import RoutingPreference, TaskType
+
+DRAWS = 4000
+
+
+def estimates_from_posteriors(posteriors: pl.DataFrame) -> dict[TaskType, list[ModelEstimate]]:
+    estimates: dict[TaskType, list[ModelEstimate]] = {t: [] for t in TaskType}
+    for r in posteriors.iter_rows(named=True):
+        task = TaskType(r["task_type"])
+        estimates[task].append(ModelEstimate(
+            model_id=r["model_id"], task_type=task, expected_quality=r["quality_mean"],
+            expected_cost_usd=r["cost_mean_usd"], expected_latency_ms=r["latency_mean_ms"],
+            expected_cost_per_1k=r["cost_per_1k_usd"], is_specialized=r["is_specialized"], is_enabled=r["is_enabled"],
+        ))
+    return estimates
+
+
+def _lognormal_mean_draws(rng, mu, kappa, alpha, beta, draws):
+    sigma2 = beta / rng.gamma(alpha, 1.0, size=(draws, len(mu)))
+    mean = rng.normal(mu, np.sqrt(sigma2 / kappa))
+    return np.exp(mean + sigma2 / 2)
+
+
+def best_probabilities(posteriors: pl.DataFrame, registry: ModelRegistry, *, draws: int = DRAWS, seed: int = 0) -> dict[RuleKey, dict[str, float]]:
+    """P(model is the best eligible one) per (task, preference), by sampling the posteriors."""
+    rng = np.random.default_rng(seed)
+    estimates = estimates_from_posteriors(posteriors)
+    result: dict[RuleKey, dict[str, float]] = {}
+    for task in TaskType:
+        sub = posteriors.filter(pl.col("task_type") == task.value)
+        if sub.height == 0:
+            continue
+        ids = sub["model_id"].to_list()
+        col = lambda name: sub[name].to_numpy()  # noqa: E731
+        quality = rng.beta(col("quality_alpha"), col("quality_beta"), size=(draws, sub.height))
+        cost = _lognormal_mean_draws(rng, col("cost_mu"), col("cost_kappa"), col("cost_alpha"), col("cost_beta"), draws)
+        latency = _lognormal_mean_draws(rng, col("latency_mu"), col("latency_kappa"), col("latency_alpha"), col("latency_beta"), draws)
+        objectives = {
+            RoutingPreference.QUALITY: quality,
+            RoutingPreference.COST_EFFICIENT: -cost,
+            RoutingPreference.BALANCED: quality / cost,
+            RoutingPreference.LATENCY: -latency,
+        }
+        by_id = {e.model_id: e for e in estimates[task]}
+        policy = registry.policy(task)
+        for preference, objective in objectives.items():
+            eligible = np.array([is_eligible(by_id[m], policy, preference) for m in ids])
+            if not eligible.any():
+                continue
+            masked = np.where(eligible, objective, -np.inf)
+            wins = np.bincount(masked.argmax(axis=1), minlength=len(ids)) / draws
+            result[(task, preference)] = {m: float(w) for m, w, ok in zip(ids, wins, eligible) if ok}
+    return result
+
+
+def candidate_rules(posteriors: pl.DataFrame, registry: ModelRegistry, *, seed: int = 0) -> list[RuleRow]:
+    return build_rules(estimates_from_posteriors(posteriors), registry, best_probabilities(posteriors, registry, seed=seed))
+
+
+def rules_frame(rows: list[RuleRow]) -> pl.DataFrame:
+    return pl.DataFrame([
+        {**{f: getattr(r, f) for f in RuleRow.__slots__}, "task_type": r.task_type.value, "preference": r.preference.value}
+        for r in rows
+    ])
+
+
+def coverage_problems(rows: list[RuleRow]) -> list[str]:
+    """Every (task type, preference) must send all its traffic to enabled models, and have one."""
+    problems = []
+    for task in TaskType:
+        for preference in RoutingPreference:
+            cell = [r for r in rows if r.task_type is task and r.preference is preference]
+            total = sum(r.selection_probability for r in cell)
+            if not any(r.is_enabled and r.selection_probability > 0 for r in cell):
+                problems.append(f"{task.value}/{preference.value}: no enabled model receives traffic")
+            elif abs(total - 1.0) > 1e-3:
+                problems.append(f"{task.value}/{preference.value}: selection probabilities sum to {total:.4f}")
+            if any(not r.is_enabled and r.selection_probability > 0 for r in cell):
+                problems.append(f"{task.value}/{preference.value}: a disabled model receives traffic")
+    return problems
+
+
+def rules_change_markdown(previous: RuleSet | None, rows: list[RuleRow]) -> str:
+    """Per task type and preference: the top model and its share, before and after."""
+    def top(cells):
+        best = max(cells, key=lambda r: r.selection_probability, default=None)
+        return f"{best.model_id} ({best.selection_probability:.0%})" if best else "-"
+
+    lines = ["| task type | preference | previous top | new top | changed |", "|---|---|---|---|---|"]
+    for task in TaskType:
+        for preference in RoutingPreference:
+            new = top([r for r in rows if r.task_type is task and r.preference is preference])
+            old = top([r for r in previous.rows if r.task_type is task and r.preference is preference]) if previous else "-"
+            changed = "**yes**" if old.split(" ")[0] != new.split(" ")[0] else ""
+            lines.append(f"| {task.value} | {preference.value} | {old} | {new} | {changed} |")
+    return "\n".join(lines)

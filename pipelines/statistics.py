@@ -1,0 +1,79 @@
+"""Sufficient statistics: per (day, model, task type), additive across days and partitions.
+
+Quality is ``quality_score`` where given, else implied by the outcome (success 1, partial 0.5,
+failure 0). Latency and cost are summarised on the log scale (log-normal models).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import polars as pl
+
+KEYS = ["model_id", "task_type"]
+SUM_COLUMNS = [
+    "n", "n_success", "n_partial", "n_failure", "sum_q", "sum_q2",
+    "n_latency", "sum_log_latency", "sum_log_latency2",
+    "n_cost", "sum_log_cost", "sum_log_cost2", "sum_cost", "n_tokens", "sum_tokens",
+]
+STATS_SCHEMA = {"model_id": pl.String, "task_type": pl.String, **{c: pl.Float64 for c in SUM_COLUMNS}}
+
+
+def daily_stats(performance: pl.DataFrame | pl.LazyFrame) -> pl.DataFrame:
+    """Sufficient statistics of one day's valid ``model_performance`` rows."""
+    q = pl.coalesce(
+        pl.col("quality_score"),
+        pl.col("outcome").replace_strict({"success": 1.0, "partial": 0.5, "failure": 0.0}, default=None, return_dtype=pl.Float64),
+    )
+    log_latency = pl.col("latency_ms").clip(lower_bound=1.0).log()
+    log_cost = pl.col("cost_usd").clip(lower_bound=1e-9).log()
+    has_latency = pl.col("latency_ms").is_not_null()
+    has_cost = pl.col("cost_usd").is_not_null()
+    stats = performance.lazy().group_by(KEYS).agg(
+        pl.len().cast(pl.Float64).alias("n"),
+        (pl.col("outcome") == "success").sum().cast(pl.Float64).alias("n_success"),
+        (pl.col("outcome") == "partial").sum().cast(pl.Float64).alias("n_partial"),
+        (pl.col("outcome") == "failure").sum().cast(pl.Float64).alias("n_failure"),
+        q.sum().alias("sum_q"),
+        (q * q).sum().alias("sum_q2"),
+        has_latency.sum().cast(pl.Float64).alias("n_latency"),
+        log_latency.sum().alias("sum_log_latency"),
+        (log_latency * log_latency).sum().alias("sum_log_latency2"),
+        has_cost.sum().cast(pl.Float64).alias("n_cost"),
+        log_cost.sum().alias("sum_log_cost"),
+        (log_cost * log_cost).sum().alias("sum_log_cost2"),
+        pl.col("cost_usd").sum().alias("sum_cost"),
+        pl.col("tokens_used").is_not_null().sum().cast(pl.Float64).alias("n_tokens"),
+        pl.col("tokens_used").sum().cast(pl.Float64).alias("sum_tokens"),
+    )
+    return stats.collect().cast(STATS_SCHEMA).fill_null(0.0).sort(KEYS)
+
+
+def merge(stats: pl.DataFrame | pl.LazyFrame) -> pl.DataFrame:
+    """Add statistics up over days (or partitions, or hosts): the sum is the statistic of the union."""
+    return stats.lazy().group_by(KEYS).agg(pl.col(SUM_COLUMNS).sum()).collect().sort(KEYS)
+
+
+def forgetting_weight(age_days: pl.Expr, half_life_days: float) -> pl.Expr:
+    """2^(-age / half-life): yesterday's evidence counts fully, two half-lives ago a quarter."""
+    return (2.0 ** (-age_days / half_life_days)).alias("weight")
+
+
+def weighted_totals(daily: pl.LazyFrame, as_of: dt.date, half_life_days: float) -> pl.DataFrame:
+    """Exponentially forgotten totals per (model, task) from daily statistics with a ``day`` column.
+
+    Adds ``n_raw`` (unweighted count) and ``last_day`` (latest day with evidence).
+    """
+    age = (pl.lit(as_of) - pl.col("day")).dt.total_days().cast(pl.Float64)
+    return (
+        daily.filter(pl.col("day") <= as_of)
+        .with_columns(forgetting_weight(age, half_life_days))
+        .group_by(KEYS)
+        .agg(
+            *[(pl.col(c) * pl.col("weight")).sum().alias(c) for c in SUM_COLUMNS],
+            pl.col("n").sum().alias("n_raw"),
+            pl.col("day").max().alias("last_day"),
+        )
+        .collect()
+        .sort(KEYS)
+    )

@@ -1,0 +1,160 @@
+"""Task-type classification: accuracy on labelled and real prompts, and the function's contract."""
+
+from __future__ import annotations
+
+import csv
+import json
+import random
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from conftest import TESTS_DATA, require_shared_data
+from routing_runtime import TaskType, classify_task
+
+LABELLED = TESTS_DATA / "labelled_prompts.jsonl"
+MMLU_EXCLUDED_SUBJECTS = (
+    "mathematics", "algebra", "statistics", "physics", "chemistry", "machine_learning",
+    "econometrics", "computer_science", "computer_security",
+)
+
+
+def _labelled() -> list[dict]:
+    with LABELLED.open(encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def _read_prompts(path) -> list[str]:
+    csv.field_size_limit(sys.maxsize)
+    with open(path, newline="", encoding="utf-8") as f:
+        return [row["prompt"] for row in csv.DictReader(f)]
+
+
+# ----------------------------------------------------------------------------- accuracy
+
+def test_labelled_prompts_accuracy_per_task_type():
+    rows = _labelled()
+    assert len(rows) == 230
+    total, correct = Counter(), Counter()
+    confusions = Counter()
+    for row in rows:
+        predicted = classify_task(row["text"]).task_type.value
+        total[row["task_type"]] += 1
+        if predicted == row["task_type"]:
+            correct[row["task_type"]] += 1
+        else:
+            confusions[(row["task_type"], predicted)] += 1
+
+    overall = sum(correct.values()) / len(rows)
+    per_type = {t.value: correct[t.value] / total[t.value] for t in TaskType}
+    print(f"\n{'task type':<16} {'n':>4} {'correct':>7} {'accuracy':>8}")
+    for t in TaskType:
+        print(f"{t.value:<16} {total[t.value]:>4} {correct[t.value]:>7} {per_type[t.value]:>8.3f}")
+    print(f"{'overall':<16} {len(rows):>4} {sum(correct.values()):>7} {overall:>8.3f}")
+    print("confusions (true -> predicted):", dict(confusions))
+
+    assert set(total) == {t.value for t in TaskType}, "every task type is represented"
+    assert overall >= 0.90
+    weak = {t: round(a, 3) for t, a in per_type.items() if a < 0.80}
+    assert not weak, f"task types below 0.80 accuracy: {weak}"
+
+
+def test_gsm8k_prompts_are_math(shared_data):
+    path = shared_data / "outcomes" / "routellm" / "routellm_evals_gsm8k_gsm8k_responses.csv"
+    if not path.is_file():
+        pytest.skip(f"{path.name} not present in ../shared/data")
+    prompts = _read_prompts(path)
+    assert len(prompts) > 1000
+    predicted = Counter(classify_task(p).task_type.value for p in prompts)
+    share = predicted["math"] / len(prompts)
+    print(f"\nGSM8K: {len(prompts)} prompts, math share {share:.3f}, {dict(predicted)}")
+    assert share >= 0.85
+
+
+def _mmlu_sample(shared: Path, n: int = 1000, seed: int = 20251126) -> list[tuple[str, str]]:
+    folder = shared / "outcomes" / "routellm" / "mmlu_responses"
+    files = sorted(folder.glob("*.csv"))
+    if not files:
+        pytest.skip("mmlu_responses not present in ../shared/data")
+    population = []
+    for path in files:
+        if any(s in path.name for s in MMLU_EXCLUDED_SUBJECTS):
+            continue
+        population.extend((path.stem, p) for p in _read_prompts(path))
+    assert len(population) >= n
+    return random.Random(seed).sample(population, n)
+
+
+#: Below the contract threshold, but a floor so that the classifier does not get worse unnoticed.
+MMLU_REGRESSION_FLOOR = 0.70
+
+
+def _mmlu_general_share(shared) -> float:
+    sample = _mmlu_sample(shared)
+    predicted = Counter(classify_task(p).task_type.value for _, p in sample)
+    share = predicted["general"] / len(sample)
+    print(f"\nMMLU (non-STEM, seeded sample of {len(sample)}): general share {share:.3f}, {dict(predicted)}")
+    return share
+
+
+def test_mmlu_prompts_do_not_regress(shared_data):
+    assert _mmlu_general_share(shared_data) >= MMLU_REGRESSION_FLOOR
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "BUG: classify_task labels only 0.756 of a seeded sample of 1000 non-STEM MMLU multiple-choice questions `general` "
+    "(target 0.80). One everyday keyword is enough to beat `general` (_MIN_SCORE=2.0): "
+    "'failed'/'cannot'/'sometimes' -> debugging, 'area of'/'interest rate'/'probability'/'% of' -> math, "
+    "'quarter'/'decision'/'approach' -> planning, 'review'/'audit'/'patch' -> code_review, "
+    "'fixture'/'mock'/'test that' -> testing; the quiz form ('Which of the following ... A. B. C. D. Answer:') "
+    "earns no `general` weight (routing_runtime/classifier.py, _KEYWORD_FEATURES / _MIN_SCORE)."
+))
+def test_mmlu_prompts_are_general(shared_data):
+    assert _mmlu_general_share(shared_data) >= 0.80
+
+
+# ----------------------------------------------------------------------------- contract
+
+def test_classification_is_deterministic():
+    rows = _labelled()
+    first = [classify_task(r["text"]) for r in rows]
+    second = [classify_task(r["text"]) for r in rows]
+    for a, b in zip(first, second):
+        assert (a.task_type, a.confidence, a.matched, a.scores) == (b.task_type, b.confidence, b.matched, b.scores)
+
+
+def test_confidence_in_unit_interval_and_matched_for_non_general():
+    texts = [r["text"] for r in _labelled()] + ["", "   ", "hello", "x" * 10_000]
+    for text in texts:
+        c = classify_task(text)
+        assert isinstance(c.task_type, TaskType)
+        assert 0.0 < c.confidence <= 1.0, (text[:60], c.confidence)
+        if c.task_type is not TaskType.GENERAL:
+            assert c.matched, f"non-general classification without matched features: {text[:60]!r}"
+            assert all(isinstance(m, str) and m for m in c.matched)
+
+
+@pytest.mark.parametrize("value", [None, 123, 1.5, b"fix this bug", ["write a function"], {"text": "x"}])
+def test_non_string_input_raises_value_error(value):
+    with pytest.raises(ValueError, match="text"):
+        classify_task(value)
+
+
+def test_very_long_prompt_with_traceback_at_the_end_is_debugging():
+    filler = "The nightly import reads the customer records from the queue and stores them in the warehouse.\n"
+    body = filler * (50_000 // len(filler) + 1)
+    traceback = (
+        "Traceback (most recent call last):\n"
+        '  File "/srv/app/importer.py", line 88, in run\n'
+        "    record = parse(row)\n"
+        '  File "/srv/app/importer.py", line 41, in parse\n'
+        '    return Customer(id=row["id"], email=row["email"])\n'
+        "KeyError: 'email'\n"
+    )
+    text = body + traceback
+    assert len(text) >= 50_000
+    c = classify_task(text)
+    assert c.task_type is TaskType.DEBUGGING, (c.task_type, c.scores)
+    assert c.matched
