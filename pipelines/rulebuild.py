@@ -6,11 +6,13 @@ import numpy as np
 import polars as pl
 
 from routing_runtime.registry import ModelRegistry
-from routing_runtime.rules import ModelEstimate, RuleKey, RuleRow, build_rules, is_eligible
+from routing_runtime.rules import ModelEstimate, RuleKey, RuleRow, build_rules
 from routing_runtime.ruleset import RuleSet
 from routing_runtime.types import RoutingPreference, TaskType
 
 DRAWS = 4000
+#: A model eligible in fewer posterior draws than this gets no traffic, not even exploration.
+PLAUSIBLY_ELIGIBLE = 0.05
 
 
 def estimates_from_posteriors(posteriors: pl.DataFrame) -> dict[TaskType, list[ModelEstimate]]:
@@ -34,7 +36,6 @@ def _lognormal_mean_draws(rng, mu, kappa, alpha, beta, draws):
 def best_probabilities(posteriors: pl.DataFrame, registry: ModelRegistry, *, draws: int = DRAWS, seed: int = 0) -> dict[RuleKey, dict[str, float]]:
     """P(model is the best eligible one) per (task, preference), by sampling the posteriors."""
     rng = np.random.default_rng(seed)
-    estimates = estimates_from_posteriors(posteriors)
     result: dict[RuleKey, dict[str, float]] = {}
     for task in TaskType:
         sub = posteriors.filter(pl.col("task_type") == task.value)
@@ -51,15 +52,24 @@ def best_probabilities(posteriors: pl.DataFrame, registry: ModelRegistry, *, dra
             RoutingPreference.BALANCED: quality / cost,
             RoutingPreference.LATENCY: -latency,
         }
-        by_id = {e.model_id: e for e in estimates[task]}
         policy = registry.policy(task)
+        enabled = sub["is_enabled"].to_numpy()
+        cost_per_1k = cost / col("tokens_mean") * 1000.0
+        # Eligibility is judged per draw, so a model whose quality is uncertain near the threshold
+        # keeps a chance (and the exploration floor) instead of being cut off by one unlucky day.
+        meets_threshold = (quality >= policy.min_quality_score) & enabled
+        if policy.max_cost_per_1k is not None:
+            meets_threshold &= cost_per_1k <= policy.max_cost_per_1k
         for preference, objective in objectives.items():
-            eligible = np.array([is_eligible(by_id[m], policy, preference) for m in ids])
-            if not eligible.any():
+            eligible = np.broadcast_to(enabled, objective.shape) if preference is RoutingPreference.QUALITY else meets_threshold
+            plausible = eligible.mean(axis=0) >= PLAUSIBLY_ELIGIBLE
+            usable = eligible & plausible
+            draws_with_choice = usable.any(axis=1)
+            if not draws_with_choice.any():
                 continue
-            masked = np.where(eligible, objective, -np.inf)
-            wins = np.bincount(masked.argmax(axis=1), minlength=len(ids)) / draws
-            result[(task, preference)] = {m: float(w) for m, w, ok in zip(ids, wins, eligible) if ok}
+            winners = np.where(usable, objective, -np.inf)[draws_with_choice].argmax(axis=1)
+            wins = np.bincount(winners, minlength=len(ids)) / draws_with_choice.sum()
+            result[(task, preference)] = {m: float(w) for m, w, ok in zip(ids, wins, plausible) if ok}
     return result
 
 

@@ -101,14 +101,7 @@ def registry_from_db(conn: sqlite3.Connection) -> ModelRegistry:
     }
     settings = dict(conn.execute("SELECT key, value FROM settings"))
     learning = LearningSettings(**json.loads(settings["learning"])) if "learning" in settings else LearningSettings()
-    specialized: dict[TaskType, list[ModelConfig]] = {}
-    for m in models:
-        for t in m.specialized_for:
-            specialized.setdefault(t, []).append(m)
-    return ModelRegistry(
-        specialized=specialized, generalist=[m for m in models if m.is_generalist], task_policies=policies,
-        learning=learning, source=settings.get("registry_source", "routing.db"),
-    )
+    return ModelRegistry.from_models(models, policies, learning, settings.get("registry_source", "routing.db"))
 
 
 def registry_fingerprint(registry: ModelRegistry) -> str:

@@ -117,6 +117,52 @@ class ModelRegistry:
     def policy(self, task: TaskType) -> TaskPolicy:
         return self.task_policies[task]
 
+    def to_toml(self) -> str:
+        """The registry as TOML text that :meth:`from_toml` reads back to an equal registry."""
+        def value(v: object) -> str:
+            if isinstance(v, bool):
+                return "true" if v else "false"
+            if isinstance(v, str):
+                return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+            if isinstance(v, (tuple, list)):
+                return "[" + ", ".join(value(x.value if isinstance(x, TaskType) else x) for x in v) + "]"
+            return repr(v)
+
+        def policy_lines(policy: TaskPolicy) -> list[str]:
+            lines = [f"min_quality_score = {value(policy.min_quality_score)}"]
+            if policy.max_cost_per_1k is not None:
+                lines.append(f"max_cost_per_1k = {value(policy.max_cost_per_1k)}")
+            lines += [f"typical_input_tokens = {policy.typical_input_tokens}", f"typical_output_tokens = {policy.typical_output_tokens}"]
+            return lines
+
+        out = []
+        for task, policy in self.task_policies.items():
+            out += [f"[tasks.{task.value}]", *policy_lines(policy), ""]
+        learning = self.learning
+        out += ["[learning]", f"half_life_days = {learning.half_life_days!r}", f"prior_pseudo_count = {learning.prior_pseudo_count!r}",
+                f"exploration_floor = {learning.exploration_floor!r}", ""]
+        for m in self.models:
+            out.append("[[models]]")
+            for name in ModelConfig.__slots__:
+                v = getattr(m, name)
+                if v is not None:
+                    out.append(f"{name} = {value(v)}")
+            out.append("")
+        return "\n".join(out)
+
+    @classmethod
+    def from_models(cls, models: list[ModelConfig], task_policies: dict[TaskType, TaskPolicy],
+                    learning: LearningSettings | None = None, source: str = "<memory>") -> ModelRegistry:
+        """Group a flat list of models into specialists per task type and generalists."""
+        return _group(models, task_policies, learning or LearningSettings(), source)
+
+    def replace_model(self, model: ModelConfig) -> ModelRegistry:
+        """A copy with ``model`` added, or replacing the model of the same id in place."""
+        models = [model if m.id == model.id else m for m in self.models]
+        if model.id not in {m.id for m in self.models}:
+            models.append(model)
+        return _group(models, self.task_policies, self.learning, self.source)
+
     @classmethod
     def load(cls, path: str | Path) -> ModelRegistry:
         """Load and validate a registry TOML file."""
@@ -265,14 +311,15 @@ def _parse(data: dict, source: str) -> ModelRegistry:
         seen.add(model.id)
         models.append(model)
 
+    return _group(models, policies, learning, source)
+
+
+def _group(models: list[ModelConfig], policies: dict[TaskType, TaskPolicy], learning: LearningSettings, source: str) -> ModelRegistry:
     specialized: dict[TaskType, list[ModelConfig]] = {}
     for model in models:
         for task in model.specialized_for:
             specialized.setdefault(task, []).append(model)
     return ModelRegistry(
-        specialized=specialized,
-        generalist=[m for m in models if m.is_generalist],
-        task_policies=policies,
-        learning=learning,
-        source=source,
+        specialized=specialized, generalist=[m for m in models if m.is_generalist],
+        task_policies=policies, learning=learning, source=source,
     )

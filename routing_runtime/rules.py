@@ -100,9 +100,9 @@ def build_rules(
     """Rule rows for every (task type, preference).
 
     ``best_probabilities[(task, preference)][model]`` is the probability that the model is the
-    best eligible one (e.g. from Thompson sampling); without it the top-ranked model is taken as
-    best. Selection probabilities mix it with the exploration floor spread evenly over the
-    eligible models. With no eligible model, the highest-quality enabled model gets all traffic.
+    best eligible one (e.g. from Thompson sampling, where eligibility itself is uncertain); without
+    it the top-ranked model is taken as best. Selection probabilities mix it with the exploration
+    floor. With no eligible model at all, the highest-quality enabled model gets all traffic.
     """
     floor = registry.learning.exploration_floor
     rows: list[RuleRow] = []
@@ -115,7 +115,7 @@ def build_rules(
             probabilities = _selection_probabilities(
                 eligible_ids, (best_probabilities or {}).get((task, preference)), floor,
             )
-            if not eligible_ids:
+            if not probabilities:
                 fallback = next((e.model_id for e, _ in ranked if e.is_enabled), None)
                 probabilities = {fallback: 1.0} if fallback else {}
             for priority, (e, ok) in enumerate(ranked, start=1):
@@ -131,18 +131,18 @@ def build_rules(
 
 
 def _selection_probabilities(eligible: list[str], best: Mapping[str, float] | None, floor: float) -> dict[str, float]:
-    if not eligible:
+    """Mix P(best) with the exploration floor, spread evenly over the eligible models and any
+    model ``best`` names (plausibly eligible under the posterior, even if not by its mean)."""
+    pool = list(dict.fromkeys([*eligible, *(best or {})]))
+    if not pool:
         return {}
-    if best:
-        mass = {m: max(0.0, float(best.get(m, 0.0))) for m in eligible}
-        total = sum(mass.values())
-    else:
-        total = 0.0
+    mass = {m: max(0.0, float((best or {}).get(m, 0.0))) for m in pool}
+    total = sum(mass.values())
     if total <= 0:
-        mass, total = {eligible[0]: 1.0}, 1.0
-    share = floor / len(eligible) if len(eligible) > 1 else 0.0
-    spread = share * len(eligible)
-    return {m: (1.0 - spread) * mass.get(m, 0.0) / total + share for m in eligible}
+        mass, total = {pool[0]: 1.0}, 1.0
+    share = floor / len(pool) if len(pool) > 1 else 0.0
+    spread = share * len(pool)
+    return {m: (1.0 - spread) * mass.get(m, 0.0) / total + share for m in pool}
 
 
 def registry_estimates(registry: ModelRegistry) -> dict[TaskType, list[ModelEstimate]]:

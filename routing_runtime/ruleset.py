@@ -152,19 +152,21 @@ class _Slot:
     task: TaskType
     preference: RoutingPreference
     version: int
-    candidates: tuple[RuleRow, ...]        # eligible and enabled, in priority order
-    last_resorts: tuple[RuleRow, ...]      # enabled but ineligible, by quality
+    candidates: tuple[RuleRow, ...]        # enabled, eligible or given traffic, in priority order
+    last_resorts: tuple[RuleRow, ...]      # the other enabled models, by quality
     cumulative: tuple[float, ...]
     choices: tuple[Choice, ...]
 
     @classmethod
     def build(cls, task: TaskType, preference: RoutingPreference, version: int, rows: list[RuleRow]) -> _Slot:
-        candidates = tuple(r for r in rows if r.is_enabled and r.is_eligible)
-        last_resorts = tuple(sorted((r for r in rows if r.is_enabled and not r.is_eligible), key=lambda r: -r.expected_quality))
+        candidates = tuple(r for r in rows if r.is_enabled and (r.is_eligible or r.selection_probability > 0))
+        last_resorts = tuple(sorted(
+            (r for r in rows if r.is_enabled and r not in candidates), key=lambda r: -r.expected_quality,
+        ))
         slot = cls(task, preference, version, candidates, last_resorts, (), ())
         pool = candidates or last_resorts[:1]
         weights = _weights(pool)
-        choices = tuple(slot._choice(pool, i, weights[i], ()) for i in range(len(pool)))
+        choices = tuple(slot._choice(pool, i, weights[i], (), fallback=not candidates) for i in range(len(pool)))
         return cls(task, preference, version, candidates, last_resorts, tuple(accumulate(weights)), choices)
 
     def choose(self, u: float, exclude: frozenset[str] | None) -> Choice:
@@ -174,37 +176,37 @@ class _Slot:
             return self.choices[min(bisect_right(self.cumulative, u * self.cumulative[-1]), len(self.choices) - 1)]
         # A fallback after a failed call takes the best remaining model in priority order.
         pool = tuple(r for r in self.candidates if r.model_id not in exclude)
-        if not pool:
+        fallback = not pool
+        if fallback:
             pool = tuple(r for r in self.last_resorts if r.model_id not in exclude)[:1]
         if not pool:
             raise ValueError(
                 f"exclude={sorted(exclude)!r} leaves no enabled model for task_type={self.task.value!r}"
             )
-        return self._choice(pool, 0, 1.0, tuple(sorted(exclude)))
+        return self._choice(pool, 0, 1.0, tuple(sorted(exclude)), fallback=fallback)
 
-    def _choice(self, pool: tuple[RuleRow, ...], index: int, propensity: float, excluded: tuple[str, ...]) -> Choice:
+    def _choice(self, pool: tuple[RuleRow, ...], index: int, propensity: float, excluded: tuple[str, ...], *, fallback: bool) -> Choice:
         chosen = pool[index]
-        if chosen.is_eligible:
-            alternatives = tuple(r.model_id for r in pool if r is not chosen)
-        else:
-            alternatives = tuple(r.model_id for r in self.last_resorts if r is not chosen and r.model_id not in excluded)
         pref = self.preference.value
-        if not chosen.is_eligible:
+        if fallback:
+            alternatives = tuple(r.model_id for r in self.last_resorts if r is not chosen and r.model_id not in excluded)
             cap = f", max_cost_per_1k={chosen.max_cost_per_1k}" if chosen.max_cost_per_1k is not None else ""
             reason = (
                 f"{pref}: no eligible model for {self.task.value} (min_quality_score={chosen.min_quality_score}{cap});"
                 f" highest expected quality instead (quality {chosen.expected_quality:.2f})"
             )
-        elif excluded:
-            reason = f"{pref}: fallback, best remaining of {len(pool)} eligible by priority"
-        elif index == 0:
-            reason = (
-                f"{pref}: {_OBJECTIVE[self.preference]} of {len(pool)} eligible"
-                f" (quality {chosen.expected_quality:.2f}, ${chosen.expected_cost_usd:.5f}/request,"
-                f" {chosen.expected_latency_ms:.0f} ms); p={propensity:.3f}"
-            )
         else:
-            reason = f"{pref}: exploring rank {index + 1} of {len(pool)} eligible (p={propensity:.3f}); best is {pool[0].model_id}"
+            alternatives = tuple(r.model_id for r in pool if r is not chosen)
+            if excluded:
+                reason = f"{pref}: fallback, best remaining of {len(pool)} candidates by priority"
+            elif index == 0:
+                reason = (
+                    f"{pref}: {_OBJECTIVE[self.preference]} of {len(pool)} candidates"
+                    f" (quality {chosen.expected_quality:.2f}, ${chosen.expected_cost_usd:.5f}/request,"
+                    f" {chosen.expected_latency_ms:.0f} ms); p={propensity:.3f}"
+                )
+            else:
+                reason = f"{pref}: exploring rank {index + 1} of {len(pool)} candidates (p={propensity:.3f}); best is {pool[0].model_id}"
         reason += f"; rule set v{self.version}"
         if excluded:
             reason += f"; excluded: {', '.join(excluded)}"
