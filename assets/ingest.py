@@ -2,6 +2,7 @@
 
 
 import datetime as dt
+import warnings
 
 import dagster as dg
 
@@ -11,6 +12,8 @@ from pipelines import ingest, lake, statistics
 
 DAILY = dg.DailyPartitionsDefinition(start_date="2020-01-01", end_offset=1, timezone="UTC")
 _SINGLE_RUN = dg.BackfillPolicy.single_run()
+# A run covers every day not yet learned in one process; backfill policies are marked beta.
+warnings.filterwarnings("ignore", category=dg.BetaWarning, message=".*backfill_policy.*")
 
 
 def _ingest(context: dg.AssetExecutionContext, routing_home: RoutingHome, table: str) -> dg.MaterializeResult:

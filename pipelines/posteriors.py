@@ -27,10 +27,15 @@ _LOG_PRIOR_ALPHA = 2.0
 _LOG_PRIOR_SD = 0.5
 
 
-def _nig(n, s1, s2, mu0):
-    """Normal-Inverse-Gamma posterior parameters from weighted count, Σx, Σx² and prior mean."""
+def _nig(n, s1, s2, typical_log):
+    """Normal-Inverse-Gamma posterior parameters from weighted count, Σx, Σx² of log values.
+
+    The prior is centred so that its log-normal mean equals the registry's typical value
+    (``mu0 = log(typical) − sd²/2``) with prior expected variance ``sd²``.
+    """
     kappa0, alpha0 = _LOG_PRIOR_KAPPA, _LOG_PRIOR_ALPHA
-    beta0 = alpha0 * _LOG_PRIOR_SD**2
+    beta0 = (alpha0 - 1) * _LOG_PRIOR_SD**2
+    mu0 = typical_log - _LOG_PRIOR_SD**2 / 2
     mean = np.where(n > 0, s1 / np.maximum(n, 1e-12), mu0)
     ss = np.maximum(s2 - n * mean**2, 0.0)
     kappa = kappa0 + n
@@ -60,14 +65,19 @@ def compute_posteriors(totals: pl.DataFrame, registry: ModelRegistry) -> pl.Data
     frame = pl.DataFrame(grid).join(totals, on=["model_id", "task_type"], how="left").fill_null(0.0)
     frame = frame.with_columns(pl.col("n_raw").cast(pl.Float64))
 
-    # Empirical Bayes: the pooled quality of the model's group (specialists or generalists) on the task.
+    # Empirical Bayes: the pooled quality of the *other* models of the same group (specialists or
+    # generalists) on the task, so a model's own evidence is not counted twice.
     group = frame.group_by("task_type", "is_specialized").agg(
-        (pl.col("sum_q").sum() / pl.col("n").sum()).alias("group_quality"), pl.col("n").sum().alias("group_n"),
+        pl.col("sum_q").sum().alias("group_sum_q"), pl.col("n").sum().alias("group_n_all"),
     )
     frame = frame.join(group, on=["task_type", "is_specialized"], how="left").with_columns(
-        pl.col("group_quality").fill_nan(None).fill_null(pl.col("prior_quality")), pl.col("group_n").fill_null(0.0),
+        (pl.col("group_n_all") - pl.col("n")).alias("group_n"),
+        (pl.col("group_sum_q") - pl.col("sum_q")).alias("group_sum_q"),
+    ).with_columns(
+        pl.when(pl.col("group_n") > 1e-9).then(pl.col("group_sum_q") / pl.col("group_n")).otherwise(pl.col("prior_quality")).alias("group_quality"),
     )
-    group_weight = pl.min_horizontal(pl.col("group_n"), pl.lit(k)) / (pl.lit(k) + pl.min_horizontal(pl.col("group_n"), pl.lit(k)))
+    capped = pl.min_horizontal(pl.col("group_n"), pl.lit(k))
+    group_weight = capped / (pl.lit(k) + capped)
     frame = frame.with_columns(
         ((1 - group_weight) * pl.col("prior_quality") + group_weight * pl.col("group_quality")).clip(0.01, 0.99).alias("prior_mean"),
     )

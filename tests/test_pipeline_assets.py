@@ -1,0 +1,207 @@
+"""The nightly pipeline as Dagster runs it: ingest, quarantine, idempotency, checks, schedule."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+dg = pytest.importorskip("dagster")
+pl = pytest.importorskip("polars")
+
+from assets import names  # noqa: E402
+from assets.ingest import model_performance, routing_decisions  # noqa: E402
+from assets.resources import RoutingHome  # noqa: E402
+from pipelines import lake  # noqa: E402
+from pipelines.definitions import ASSETS, CHECKS, build_definitions, defs, nightly_schedule  # noqa: E402
+from pipelines.learn import learn  # noqa: E402
+from routing_runtime import ModelRouter  # noqa: E402
+from routing_runtime.admin import initialise  # noqa: E402
+
+DAY = dt.date(2026, 5, 4)
+
+
+def at(hour: int, minute: int = 0) -> dt.datetime:
+    return dt.datetime.combine(DAY, dt.time(hour, minute))
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Path:
+    home = tmp_path / "home"
+    initialise(home)
+    with ModelRouter.open(home, seed=5) as router:
+        for i in range(40):
+            d = router.select_model("math" if i % 2 else "debugging", "balanced", at=at(9, i))
+            router.record_performance(d.decision_id, "success" if i % 3 else "failure", quality_score=None,
+                                      latency_ms=900 + i, tokens_used=1000, cost_usd=0.001, at=at(9, i))
+        # Something from the day before, which must not leak into DAY's partition.
+        d = router.select_model("general", at=at(0) - dt.timedelta(minutes=1))
+        router.record_performance(d.decision_id, "success", at=at(0) - dt.timedelta(minutes=1))
+    return home
+
+
+def drop(home: Path, table: str, name: str, content: str | pl.DataFrame) -> Path:
+    path = home / "inbox" / table / name
+    if isinstance(content, str):
+        path.write_text(content)
+    else:
+        content.write_parquet(path)
+    return path
+
+
+def materialize_ingest(home: Path, day: dt.date = DAY) -> dg.ExecuteInProcessResult:
+    return dg.materialize(
+        [routing_decisions, model_performance], partition_key=day.isoformat(),
+        resources={"routing_home": RoutingHome(home=str(home))}, instance=dg.DagsterInstance.ephemeral(),
+    )
+
+
+def test_ingest_reads_the_day_from_the_database(home: Path):
+    result = materialize_ingest(home)
+    assert result.success
+    decisions = lake.read_partition(home / "lake", names.ROUTING_DECISIONS, DAY)
+    outcomes = lake.read_partition(home / "lake", names.MODEL_PERFORMANCE, DAY)
+    assert decisions.height == 40 and outcomes.height == 40
+    assert outcomes["recorded_at"].dt.date().unique().to_list() == [DAY]
+    assert set(outcomes.columns) >= {"model_id", "task_type", "outcome", "quality_score", "latency_ms", "tokens_used", "cost_usd", "decision_id"}
+    metadata = result.asset_materializations_for_node(names.MODEL_PERFORMANCE)[0].metadata
+    assert metadata["dagster/row_count"].value == 40 and metadata["quarantined_rows"].value == 0
+
+
+def test_drops_are_ingested_once_and_bad_rows_are_quarantined_with_a_reason(home: Path):
+    good = {"model_id": "gpt-4o", "task_type": "math", "outcome": "success", "quality_score": 0.9, "latency_ms": 1200,
+            "tokens_used": 800, "cost_usd": 0.002, "recorded_at": "2026-05-04T12:00:00Z"}
+    lines = [
+        json.dumps({**good, "id": "drop-1"}),
+        "{this is not json",
+        json.dumps({**good, "id": "drop-2", "quality_score": 1.7}),
+        json.dumps({**good, "id": "drop-3", "recorded_at": "2026-05-04T13:30:00+02:00"}),
+        json.dumps({**good, "id": "drop-4", "model_id": "no-such-model"}),
+        json.dumps({**good, "id": "drop-5", "latency_ms": "fast"}),
+        json.dumps({**good, "id": "drop-6", "outcome": "great"}),
+    ]
+    jsonl = drop(home, "model_performance", "host-a.jsonl", "\n".join(lines) + "\n")
+    parquet = drop(home, "model_performance", "host-b.parquet", pl.DataFrame({
+        "id": ["pq-1", "pq-2"], "model_id": ["gpt-4o-mini", "gpt-4o-mini"], "task_type": ["general", "general"],
+        "outcome": ["partial", "failure"], "quality_score": [0.5, -0.2], "latency_ms": [300.0, 200.0],
+        "tokens_used": [100, 100], "cost_usd": [0.0001, 0.0001],
+        "recorded_at": [dt.datetime(2026, 5, 4, 8), dt.datetime(2026, 5, 4, 9)],
+    }))
+
+    assert materialize_ingest(home).success
+    assert not jsonl.exists() and not parquet.exists()
+    assert (home / "inbox" / "model_performance" / "ingested" / "host-a.jsonl").exists()
+    outcomes = lake.read_partition(home / "lake", names.MODEL_PERFORMANCE, DAY)
+    ids = set(outcomes["id"])
+    assert {"drop-1", "drop-3", "pq-1"} <= ids
+    assert not ids & {"drop-2", "drop-4", "drop-5", "drop-6", "pq-2"}
+    # An offset timestamp is converted to UTC.
+    assert outcomes.filter(pl.col("id") == "drop-3")["recorded_at"][0] == dt.datetime(2026, 5, 4, 11, 30)
+
+    quarantined = pl.concat([
+        lake.read_partition(home / "lake" / "quarantine", names.MODEL_PERFORMANCE, DAY).select("reason"),
+        pl.read_parquet(sorted((home / "lake" / "quarantine" / "model_performance" / "undated").glob("*.parquet"))).select("reason"),
+    ])
+    reasons = " | ".join(quarantined["reason"])
+    for expected in ("malformed JSON line", "quality_score: outside [0, 1]", "model_id: not a registered model",
+                     "latency_ms: cannot convert", "outcome: not success, partial or failure"):
+        assert expected in reasons
+
+
+def test_rematerializing_a_day_gives_the_same_result(home: Path):
+    drop(home, "routing_decisions", "d.jsonl", json.dumps({
+        "id": "remote-1", "agent_execution_id": "x", "task_type": "planning", "selected_model": "gpt-4o",
+        "created_at": "2026-05-04 15:00:00", "preference": "quality", "propensity": 0.9,
+    }) + "\n")
+    assert materialize_ingest(home).success
+    first = {t: lake.read_partition(home / "lake", t, DAY).sort("id") for t in (names.ROUTING_DECISIONS, names.MODEL_PERFORMANCE)}
+    assert "remote-1" in set(first[names.ROUTING_DECISIONS]["id"])
+    assert materialize_ingest(home).success
+    for table, frame in first.items():
+        assert lake.read_partition(home / "lake", table, DAY).sort("id").equals(frame)
+
+
+def test_learning_publishes_a_new_rule_set_with_its_inputs(home: Path):
+    result = learn(home, DAY, quiet=True)
+    assert result.success
+    checks = {e.asset_check_evaluation_data.check_name: e.asset_check_evaluation_data.passed
+              for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"}
+    assert checks == {names.LOG_VALIDITY_CHECK: True, names.POSTERIOR_SANITY_CHECK: True, names.RULES_COVERAGE_CHECK: True}
+    conn = sqlite3.connect(home / "routing.db")
+    version, source, as_of, inputs = conn.execute("SELECT version, source, as_of, inputs FROM rule_sets ORDER BY version DESC").fetchone()
+    assert (version, source, as_of) == (2, "learned", DAY.isoformat())
+    assert json.loads(inputs)["outcomes_seen"] == 41
+    assert conn.execute("SELECT value FROM settings WHERE key = 'learned_through'").fetchone()[0] == DAY.isoformat()
+    assert (home / "lake" / names.MODEL_ROUTING_RULES / "version=2.parquet").exists()
+    # The first learning run starts at the first day with logs.
+    assert lake.read_partition(home / "lake", names.MODEL_PERFORMANCE, DAY - dt.timedelta(days=1)).height == 1
+    # The run is recorded in the Dagster instance under ROUTING_HOME, for `routing ui`.
+    assert any((home / "dagster_home").iterdir())
+    metadata = next(e for e in result.all_events if e.event_type_value == "ASSET_MATERIALIZATION"
+                    and e.asset_key == dg.AssetKey(names.MODEL_ROUTING_RULES)).event_specific_data.materialization.metadata
+    assert "| math | balanced |" in metadata["changes"].value
+
+
+def test_a_failing_blocking_check_keeps_the_previous_rule_set(home: Path, tmp_path: Path):
+    registry = tmp_path / "all-disabled.toml"
+    text = (Path(__file__).resolve().parents[1] / "routing_runtime" / "default_registry.toml").read_text()
+    registry.write_text(text.replace('typical_latency_ms = ', 'enabled = false\ntypical_latency_ms = '))
+    before = initialise(home, registry).rule_set_version
+    result = learn(home, DAY, quiet=True)
+    assert not result.success
+    failed = [e.asset_check_evaluation_data.check_name for e in result.all_events
+              if e.event_type_value == "ASSET_CHECK_EVALUATION" and not e.asset_check_evaluation_data.passed]
+    assert failed == [names.RULES_COVERAGE_CHECK]
+    conn = sqlite3.connect(home / "routing.db")
+    assert conn.execute("SELECT MAX(version) FROM rule_sets").fetchone()[0] == before
+
+
+def test_corrupt_statistics_fail_posterior_sanity_and_block_publication(home: Path):
+    assert learn(home, DAY, quiet=True).success
+    stats_dir = home / "lake" / names.DAILY_MODEL_STATS
+    frame = lake.read_partition(home / "lake", names.DAILY_MODEL_STATS, DAY)
+    lake.write_partition(home / "lake", names.DAILY_MODEL_STATS, DAY + dt.timedelta(days=1),
+                         frame.with_columns(pl.lit(float("inf")).alias("sum_log_latency")))
+    assert stats_dir.exists()
+    result = dg.materialize(
+        [*ASSETS, *CHECKS], selection=[names.MODEL_POSTERIORS, names.CANDIDATE_ROUTING_RULES, names.MODEL_ROUTING_RULES],
+        resources={"routing_home": RoutingHome(home=str(home))}, instance=dg.DagsterInstance.ephemeral(),
+        tags={names.AS_OF_TAG: (DAY + dt.timedelta(days=1)).isoformat()}, raise_on_error=False,
+    )
+    assert not result.success
+    failed = [e.asset_check_evaluation_data.check_name for e in result.all_events
+              if e.event_type_value == "ASSET_CHECK_EVALUATION" and not e.asset_check_evaluation_data.passed]
+    assert failed == [names.POSTERIOR_SANITY_CHECK]
+    conn = sqlite3.connect(home / "routing.db")
+    assert conn.execute("SELECT MAX(version) FROM rule_sets").fetchone()[0] == 2
+
+
+def test_the_schedule_learns_every_day_not_yet_learned_at_0200_utc(home: Path):
+    assert learn(home, DAY - dt.timedelta(days=1), quiet=True).success
+    context = dg.build_schedule_context(
+        scheduled_execution_time=dt.datetime(2026, 5, 7, 2, 0, tzinfo=dt.timezone.utc),
+        resources={"routing_home": RoutingHome(home=str(home))},
+    )
+    request = nightly_schedule(context)
+    assert request.tags[names.RANGE_START_TAG] == DAY.isoformat()
+    assert request.tags[names.RANGE_END_TAG] == "2026-05-06"
+    assert request.tags[names.AS_OF_TAG] == "2026-05-06"
+    assert nightly_schedule.cron_schedule == "0 2 * * *" and nightly_schedule.execution_timezone == "UTC"
+    assert nightly_schedule.default_status == dg.DefaultScheduleStatus.RUNNING
+
+
+def test_the_whole_definitions_load(tmp_path: Path):
+    dg.Definitions.validate_loadable(defs)
+    definitions = build_definitions(tmp_path)
+    job = definitions.resolve_job_def(names.NIGHTLY_JOB)
+    keys = {k.to_user_string() for k in job.asset_layer.executable_asset_keys}
+    assert keys == {names.ROUTING_DECISIONS, names.MODEL_PERFORMANCE, names.DAILY_MODEL_STATS, names.MODEL_POSTERIORS,
+                    names.SPECIALIST_VS_GENERALIST, names.CANDIDATE_ROUTING_RULES, names.MODEL_ROUTING_RULES}
+    graph = definitions.resolve_asset_graph()
+    upstream = {k.to_user_string() for k in graph.get(dg.AssetKey(names.MODEL_ROUTING_RULES)).ancestor_asset_keys} \
+        if hasattr(graph.get(dg.AssetKey(names.MODEL_ROUTING_RULES)), "ancestor_asset_keys") else None
+    if upstream is not None:
+        assert names.MODEL_PERFORMANCE in upstream

@@ -1,0 +1,160 @@
+"""The learning math alone: sufficient statistics, forgetting, posteriors against hand-computed values."""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+
+import pytest
+
+pl = pytest.importorskip("polars")
+np = pytest.importorskip("numpy")
+sps = pytest.importorskip("scipy.stats")
+
+from pipelines import posteriors, statistics  # noqa: E402
+from routing_runtime.registry import ModelRegistry  # noqa: E402
+
+REGISTRY = ModelRegistry.from_toml("""
+[learning]
+prior_pseudo_count = 10
+[[models]]
+id = "a"
+specialized_for = []
+input_cost_per_1k = 0.001
+output_cost_per_1k = 0.002
+prior_quality = 0.8
+typical_latency_ms = 1000
+[[models]]
+id = "b"
+specialized_for = ["math"]
+input_cost_per_1k = 0.001
+output_cost_per_1k = 0.001
+prior_quality = 0.9
+typical_latency_ms = 2000
+""")
+
+
+def outcomes(n: int, seed: int, day: dt.date) -> pl.DataFrame:
+    rng = np.random.default_rng(seed)
+    outcome = rng.choice(["success", "partial", "failure"], n)
+    quality = np.where(rng.random(n) < 0.5, rng.random(n), np.nan)
+    return pl.DataFrame({
+        "model_id": rng.choice(["a", "b"], n), "task_type": rng.choice(["math", "general"], n), "outcome": outcome,
+        "quality_score": quality, "latency_ms": rng.lognormal(7, 0.5, n), "tokens_used": rng.integers(10, 3000, n),
+        "cost_usd": rng.lognormal(-7, 0.3, n), "day": [day] * n,
+    }).with_columns(pl.col("quality_score").fill_nan(None))
+
+
+def test_daily_statistics_add_up_to_one_pass_over_all_days():
+    days = [dt.date(2026, 3, d) for d in range(1, 6)]
+    frames = [outcomes(500, seed, day) for seed, day in enumerate(days)]
+    per_day = pl.concat([statistics.daily_stats(f) for f in frames])
+    merged = statistics.merge(per_day)
+    one_pass = statistics.daily_stats(pl.concat(frames))
+    assert merged.select(statistics.KEYS).equals(one_pass.select(statistics.KEYS))
+    for column in statistics.SUM_COLUMNS:
+        assert np.allclose(merged[column].to_numpy(), one_pass[column].to_numpy()), column
+
+
+def test_quality_defaults_to_the_outcome_when_no_score_is_given():
+    frame = pl.DataFrame({
+        "model_id": ["a"] * 3, "task_type": ["math"] * 3, "outcome": ["success", "partial", "failure"],
+        "quality_score": [None, None, 0.9], "latency_ms": [100.0, None, 100.0], "tokens_used": [10, 20, None],
+        "cost_usd": [0.01, 0.01, None],
+    })
+    row = statistics.daily_stats(frame).row(0, named=True)
+    assert row["n"] == 3 and row["sum_q"] == pytest.approx(1.0 + 0.5 + 0.9)
+    assert row["n_latency"] == 2 and row["n_cost"] == 2 and row["n_tokens"] == 2 and row["sum_tokens"] == 30
+
+
+def test_forgetting_halves_the_weight_every_half_life():
+    daily = pl.DataFrame({
+        "model_id": ["a", "a"], "task_type": ["math", "math"], "day": [dt.date(2026, 3, 15), dt.date(2026, 3, 1)],
+        **{c: [1.0, 1.0] for c in statistics.SUM_COLUMNS},
+    })
+    totals = statistics.weighted_totals(daily.lazy(), dt.date(2026, 3, 15), half_life_days=14)
+    assert totals["n"][0] == pytest.approx(1.0 + 0.5)
+    assert totals["n_raw"][0] == 2
+    assert totals["last_day"][0] == dt.date(2026, 3, 15)
+
+
+def totals_for(rows: dict[tuple[str, str], dict[str, float]]) -> pl.DataFrame:
+    schema = {**statistics.STATS_SCHEMA, "n_raw": pl.Float64}
+    records = []
+    for (model, task), values in rows.items():
+        record = {"model_id": model, "task_type": task, **{c: 0.0 for c in statistics.SUM_COLUMNS}, "n_raw": 0.0}
+        record.update(values)
+        records.append(record)
+    return pl.DataFrame(records, schema=schema)
+
+
+def test_quality_posterior_matches_the_hand_computed_beta():
+    totals = totals_for({("a", "general"): {"n": 20.0, "sum_q": 12.0, "n_raw": 20.0}})
+    post = posteriors.compute_posteriors(totals, REGISTRY).filter((pl.col("model_id") == "a") & (pl.col("task_type") == "general")).row(0, named=True)
+    # No other generalist has evidence: the prior is the registry's 0.8 worth 10 observations.
+    a, b = 0.8 * 10 + 12.0, 0.2 * 10 + 8.0
+    assert post["quality_alpha"] == pytest.approx(a) and post["quality_beta"] == pytest.approx(b)
+    assert post["quality_mean"] == pytest.approx(a / (a + b))
+    assert post["quality_ci_low"] == pytest.approx(sps.beta.ppf(0.05, a, b))
+    assert post["quality_ci_high"] == pytest.approx(sps.beta.ppf(0.95, a, b))
+
+
+def test_prior_is_shrunk_toward_the_other_models_of_the_group():
+    # "b" is a generalist on general; its evidence moves the prior of "a" (leave-one-out).
+    totals = totals_for({("b", "general"): {"n": 40.0, "sum_q": 10.0, "n_raw": 40.0}})
+    post = posteriors.compute_posteriors(totals, REGISTRY)
+    a_general = post.filter((pl.col("model_id") == "a") & (pl.col("task_type") == "general")).row(0, named=True)
+    weight = 10 / (10 + 10)  # group evidence capped at the pseudo-count
+    assert a_general["prior_mean"] == pytest.approx((1 - weight) * 0.8 + weight * 0.25)
+    b_general = post.filter((pl.col("model_id") == "b") & (pl.col("task_type") == "general")).row(0, named=True)
+    assert b_general["prior_mean"] == pytest.approx(REGISTRY.get("b").prior_quality_for(REGISTRY_TASK_GENERAL))
+
+
+REGISTRY_TASK_GENERAL = __import__("routing_runtime").TaskType.GENERAL
+
+
+def test_latency_posterior_matches_the_normal_inverse_gamma_update():
+    logs = np.log(np.array([800.0, 1200.0, 950.0, 1500.0]))
+    totals = totals_for({("a", "general"): {
+        "n": 4.0, "sum_q": 3.0, "n_raw": 4.0, "n_latency": 4.0, "sum_log_latency": logs.sum(), "sum_log_latency2": (logs**2).sum(),
+    }})
+    post = posteriors.compute_posteriors(totals, REGISTRY).filter((pl.col("model_id") == "a") & (pl.col("task_type") == "general")).row(0, named=True)
+    mu0, kappa0, alpha0, beta0 = math.log(1000.0) - 0.25 / 2, 1.0, 2.0, 0.25
+    n, mean = 4, logs.mean()
+    kappa = kappa0 + n
+    mu = (kappa0 * mu0 + n * mean) / kappa
+    alpha = alpha0 + n / 2
+    beta = beta0 + ((logs - mean) ** 2).sum() / 2 + kappa0 * n * (mean - mu0) ** 2 / (2 * kappa)
+    assert post["latency_mu"] == pytest.approx(mu)
+    assert post["latency_alpha"] == pytest.approx(alpha)
+    assert post["latency_beta"] == pytest.approx(beta)
+    assert post["latency_mean_ms"] == pytest.approx(math.exp(mu + beta / (alpha - 1) / 2))
+    scale = math.sqrt(beta / (alpha * kappa))
+    assert post["latency_ci_low_ms"] == pytest.approx(math.exp(sps.t.ppf(0.05, 2 * alpha, mu, scale) + beta / (alpha - 1) / 2))
+
+
+def test_without_evidence_the_posterior_is_the_registry_prior():
+    empty = totals_for({})
+    post = posteriors.compute_posteriors(empty, REGISTRY)
+    assert post.height == 2 * 8
+    b_math = post.filter((pl.col("model_id") == "b") & (pl.col("task_type") == "math")).row(0, named=True)
+    assert b_math["quality_mean"] == pytest.approx(0.9) and b_math["n_raw"] == 0
+    assert b_math["is_specialized"] is True
+    # The prior's log-normal mean is the list price and the typical latency.
+    assert b_math["cost_mean_usd"] == pytest.approx(REGISTRY.policy(REGISTRY_TASK_MATH).cost_per_request(REGISTRY.get("b")))
+    assert b_math["latency_mean_ms"] == pytest.approx(2000.0)
+
+
+REGISTRY_TASK_MATH = __import__("routing_runtime").TaskType.MATH
+
+
+def test_specialist_comparison_reports_the_probability_that_the_specialist_is_better():
+    totals = totals_for({
+        ("b", "math"): {"n": 100.0, "sum_q": 95.0, "n_raw": 100.0},
+        ("a", "math"): {"n": 100.0, "sum_q": 60.0, "n_raw": 100.0},
+    })
+    table = posteriors.specialist_comparison(posteriors.compute_posteriors(totals, REGISTRY), seed=1)
+    math_row = table.filter(pl.col("task_type") == "math").row(0, named=True)
+    assert math_row["best_specialist"] == "b" and math_row["best_generalist"] == "a"
+    assert math_row["p_specialist_better"] > 0.99
+    assert table.filter(pl.col("task_type") == "general")["best_specialist"][0] is None
