@@ -149,9 +149,9 @@ def _carry_over(current: RuleSet, registry: ModelRegistry):
                 expected_cost_per_1k=row.expected_cost_per_1k, is_specialized=prior.is_specialized,
                 is_enabled=prior.is_enabled,
             ))
-    probabilities = {
-        (r.task_type, r.preference): {} for r in current.rows
-    }
+    enabled = {m.id for m in registry.models if m.enabled}
+    probabilities: dict = {}
     for r in current.rows:
-        probabilities[(r.task_type, r.preference)][r.model_id] = r.selection_probability
+        if r.selection_probability > 0 and r.model_id in enabled:
+            probabilities.setdefault((r.task_type, r.preference), {})[r.model_id] = r.selection_probability
     return estimates, probabilities

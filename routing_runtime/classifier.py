@@ -215,6 +215,9 @@ _MARKER_FEATURES: list[tuple[TaskType, float, str, tuple[str, ...]]] = [
     (T.CODE_GENERATION, 1.0, "code block", ("```", "def ", "    return", "import ", "SELECT ", "#include")),
     (T.MATH, 3.0, "math notation", ("\\frac", "\\int", "\\sum", "\\sqrt", "$$", "√", "π", "²", "∫", "→0", "lim_", "log_", "% of")),
 ]
+# A quiz: "Which of the following ... A. ... B. ... C. ... D. ... Answer:" is a knowledge question.
+_CHOICE_MARKERS = ("\nA. ", "\nB. ", "\nC. ", "\nD. ", "\nA) ", "\nB) ", "\nC) ", "\nD) ", "Answer:")
+
 # Arithmetic in the text: "3 + 4 =", "2x - 5 = 7", "12 * (3".
 _FORMULA = re.compile(r"\d ?[-+*/^×÷=] ?\(?\d|\d ?%")
 _NUMBER = re.compile(r"\d+(?:[.,]\d+)?")
@@ -291,6 +294,8 @@ def classify_task(text: str) -> Classification:
             if marker in text:
                 hit(task, weight, name)
                 break
+    if sum(option in text for option in _CHOICE_MARKERS) >= 3:
+        hit(T.GENERAL, 4.0, "multiple-choice question")
     head = text[:_FORMULA_CHARS]
     if _FORMULA.search(head):
         hit(T.MATH, 3.0, "formula")

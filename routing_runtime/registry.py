@@ -171,6 +171,8 @@ class ModelRegistry:
             text = path.read_text(encoding="utf-8")
         except OSError as exc:
             raise RegistryError(f"{path}: cannot read registry file: {exc.strerror or exc}") from None
+        except UnicodeDecodeError as exc:
+            raise RegistryError(f"{path}: not UTF-8 text (byte {exc.start}): save the registry as UTF-8") from None
         return cls.from_toml(text, source=str(path))
 
     @classmethod
@@ -238,11 +240,13 @@ def _parse_policy(table: dict, where: str, base: TaskPolicy) -> TaskPolicy:
 
 
 def _parse_model(table: object, where: str) -> ModelConfig:
-    table = _check_keys(table, _MODEL_FIELDS, where)
+    if not isinstance(table, dict):
+        raise _fail(where, f"must be a table, got {table!r}")
     model_id = table.get("id")
     if not isinstance(model_id, str) or not model_id.strip():
         raise _fail(where, f"field 'id' = {model_id!r} must be a non-empty string")
     where = f"{where} (id={model_id!r})"
+    table = _check_keys(table, _MODEL_FIELDS, where)
     provider = table.get("provider", "")
     if not isinstance(provider, str):
         raise _fail(where, f"field 'provider' = {provider!r} must be a string")

@@ -112,9 +112,9 @@ def build_rules(
         for preference in RoutingPreference:
             ranked = rank(task_estimates, policy, preference)
             eligible_ids = [e.model_id for e, ok in ranked if ok]
-            probabilities = _selection_probabilities(
-                eligible_ids, (best_probabilities or {}).get((task, preference)), floor,
-            )
+            enabled_ids = {e.model_id for e, _ in ranked if e.is_enabled}
+            best = {m: p for m, p in ((best_probabilities or {}).get((task, preference)) or {}).items() if m in enabled_ids}
+            probabilities = _selection_probabilities(eligible_ids, best, floor)
             if not probabilities:
                 fallback = next((e.model_id for e, _ in ranked if e.is_enabled), None)
                 probabilities = {fallback: 1.0} if fallback else {}

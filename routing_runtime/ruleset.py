@@ -166,7 +166,7 @@ class _Slot:
         slot = cls(task, preference, version, candidates, last_resorts, (), ())
         pool = candidates or last_resorts[:1]
         weights = _weights(pool)
-        choices = tuple(slot._choice(pool, i, weights[i], (), fallback=not candidates) for i in range(len(pool)))
+        choices = tuple(slot._choice(pool, i, weights[i], ()) for i in range(len(pool)))
         return cls(task, preference, version, candidates, last_resorts, tuple(accumulate(weights)), choices)
 
     def choose(self, u: float, exclude: frozenset[str] | None) -> Choice:
@@ -176,37 +176,38 @@ class _Slot:
             return self.choices[min(bisect_right(self.cumulative, u * self.cumulative[-1]), len(self.choices) - 1)]
         # A fallback after a failed call takes the best remaining model in priority order.
         pool = tuple(r for r in self.candidates if r.model_id not in exclude)
-        fallback = not pool
-        if fallback:
+        if not pool:
             pool = tuple(r for r in self.last_resorts if r.model_id not in exclude)[:1]
         if not pool:
             raise ValueError(
                 f"exclude={sorted(exclude)!r} leaves no enabled model for task_type={self.task.value!r}"
             )
-        return self._choice(pool, 0, 1.0, tuple(sorted(exclude)), fallback=fallback)
+        return self._choice(pool, 0, 1.0, tuple(sorted(exclude)))
 
-    def _choice(self, pool: tuple[RuleRow, ...], index: int, propensity: float, excluded: tuple[str, ...], *, fallback: bool) -> Choice:
+    def _choice(self, pool: tuple[RuleRow, ...], index: int, propensity: float, excluded: tuple[str, ...]) -> Choice:
         chosen = pool[index]
         pref = self.preference.value
-        if fallback:
-            alternatives = tuple(r.model_id for r in self.last_resorts if r is not chosen and r.model_id not in excluded)
+        alternatives = tuple(
+            r.model_id for r in (*pool, *self.last_resorts)
+            if r is not chosen and r.model_id not in excluded and (r in pool or not chosen.is_eligible)
+        )
+        alternatives = tuple(dict.fromkeys(alternatives))
+        if not any(r.is_eligible for r in (*pool, *self.candidates)):
             cap = f", max_cost_per_1k={chosen.max_cost_per_1k}" if chosen.max_cost_per_1k is not None else ""
             reason = (
                 f"{pref}: no eligible model for {self.task.value} (min_quality_score={chosen.min_quality_score}{cap});"
-                f" highest expected quality instead (quality {chosen.expected_quality:.2f})"
+                f" chose {chosen.model_id} (quality {chosen.expected_quality:.2f}, p={propensity:.3f})"
+            )
+        elif excluded:
+            reason = f"{pref}: fallback, best remaining of {len(pool)} candidates by priority"
+        elif index == 0:
+            reason = (
+                f"{pref}: {_OBJECTIVE[self.preference]} of {len(pool)} candidates"
+                f" (quality {chosen.expected_quality:.2f}, ${chosen.expected_cost_usd:.5f}/request,"
+                f" {chosen.expected_latency_ms:.0f} ms); p={propensity:.3f}"
             )
         else:
-            alternatives = tuple(r.model_id for r in pool if r is not chosen)
-            if excluded:
-                reason = f"{pref}: fallback, best remaining of {len(pool)} candidates by priority"
-            elif index == 0:
-                reason = (
-                    f"{pref}: {_OBJECTIVE[self.preference]} of {len(pool)} candidates"
-                    f" (quality {chosen.expected_quality:.2f}, ${chosen.expected_cost_usd:.5f}/request,"
-                    f" {chosen.expected_latency_ms:.0f} ms); p={propensity:.3f}"
-                )
-            else:
-                reason = f"{pref}: exploring rank {index + 1} of {len(pool)} candidates (p={propensity:.3f}); best is {pool[0].model_id}"
+            reason = f"{pref}: exploring rank {index + 1} of {len(pool)} candidates (p={propensity:.3f}); best is {pool[0].model_id}"
         reason += f"; rule set v{self.version}"
         if excluded:
             reason += f"; excluded: {', '.join(excluded)}"

@@ -103,14 +103,6 @@ def test_mmlu_prompts_do_not_regress(shared_data):
     assert _mmlu_general_share(shared_data) >= MMLU_REGRESSION_FLOOR
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: classify_task labels only 0.756 of a seeded sample of 1000 non-STEM MMLU multiple-choice questions `general` "
-    "(target 0.80). One everyday keyword is enough to beat `general` (_MIN_SCORE=2.0): "
-    "'failed'/'cannot'/'sometimes' -> debugging, 'area of'/'interest rate'/'probability'/'% of' -> math, "
-    "'quarter'/'decision'/'approach' -> planning, 'review'/'audit'/'patch' -> code_review, "
-    "'fixture'/'mock'/'test that' -> testing; the quiz form ('Which of the following ... A. B. C. D. Answer:') "
-    "earns no `general` weight (routing_runtime/classifier.py, _KEYWORD_FEATURES / _MIN_SCORE)."
-))
 def test_mmlu_prompts_are_general(shared_data):
     assert _mmlu_general_share(shared_data) >= 0.80
 

@@ -108,23 +108,11 @@ def test_unknown_specialized_task_names_the_value(write_registry):
     assert "cooking" in message
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: an unknown (typo) field in a [[models]] entry gives 'FILE: models[0]: unknown field ...' "
-    "without the model id: routing_runtime/registry.py _parse_model (line 195) calls _check_keys "
-    "before `where` is extended with the id."
-))
 def test_unknown_model_field_names_file_model_and_field(write_registry):
     message, path = _load_error(write_registry, _model(prior_qualty="0.8"))
     assert path in message
     assert "prior_qualty" in message
     assert "bad-model" in message
-
-
-def test_unknown_model_field_names_file_and_field(write_registry):
-    # The part of the typo error that works today (model id: see the xfail above).
-    message, path = _load_error(write_registry, _model(prior_qualty="0.8"))
-    assert path in message
-    assert "prior_qualty" in message
     assert "models[0]" in message
 
 
@@ -203,11 +191,6 @@ def test_unreadable_file_directory(tmp_path):
     assert str(path) in str(info.value)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: a registry file that is not UTF-8 escapes as a bare UnicodeDecodeError without the file "
-    "name: routing_runtime/registry.py ModelRegistry.load (line 125) catches only OSError around "
-    "path.read_text(encoding='utf-8')."
-))
 def test_unreadable_file_not_utf8(tmp_path):
     path = tmp_path / "latin1.toml"
     path.write_bytes(GOOD_MODEL.replace("acme", "acm\xe9").encode("latin-1"))
