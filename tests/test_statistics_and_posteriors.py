@@ -158,3 +158,58 @@ def test_specialist_comparison_reports_the_probability_that_the_specialist_is_be
     assert math_row["best_specialist"] == "b" and math_row["best_generalist"] == "a"
     assert math_row["p_specialist_better"] > 0.99
     assert table.filter(pl.col("task_type") == "general")["best_specialist"][0] is None
+
+
+def test_learned_rules_follow_each_preference_definition():
+    from pipelines import rulebuild
+    from routing_runtime import RoutingPreference, TaskType
+
+    registry = ModelRegistry.from_toml("""
+[defaults]
+min_quality_score = 0.7
+[[models]]
+id = "cheap-weak"
+input_cost_per_1k = 0.0001
+output_cost_per_1k = 0.0001
+prior_quality = 0.6
+typical_latency_ms = 300
+[[models]]
+id = "cheap-ok"
+input_cost_per_1k = 0.0002
+output_cost_per_1k = 0.0002
+prior_quality = 0.75
+typical_latency_ms = 2000
+[[models]]
+id = "fast-good"
+input_cost_per_1k = 0.002
+output_cost_per_1k = 0.002
+prior_quality = 0.85
+typical_latency_ms = 500
+[[models]]
+id = "best"
+input_cost_per_1k = 0.01
+output_cost_per_1k = 0.01
+prior_quality = 0.95
+typical_latency_ms = 3000
+""")
+    # Plenty of evidence that agrees with the priors.
+    rows = {}
+    for model, q in (("cheap-weak", 0.6), ("cheap-ok", 0.75), ("fast-good", 0.85), ("best", 0.95)):
+        rows[(model, "general")] = {"n": 2000.0, "sum_q": 2000 * q, "n_raw": 2000.0}
+    post = posteriors.compute_posteriors(totals_for(rows), registry)
+    rules = rulebuild.candidate_rules(post, registry, seed=0)
+
+    def top(preference):
+        cell = [r for r in rules if r.task_type is TaskType.GENERAL and r.preference is preference]
+        assert abs(sum(r.selection_probability for r in cell) - 1) < 1e-6
+        return max(cell, key=lambda r: r.selection_probability).model_id, min(cell, key=lambda r: r.priority).model_id
+
+    assert top(RoutingPreference.QUALITY) == ("best", "best")
+    assert top(RoutingPreference.COST_EFFICIENT) == ("cheap-ok", "cheap-ok")      # cheap-weak is below 0.7
+    assert top(RoutingPreference.LATENCY) == ("fast-good", "fast-good")           # cheap-weak is faster but ineligible
+    balanced = {r.model_id: r.expected_quality / r.expected_cost_usd for r in rules
+                if r.task_type is TaskType.GENERAL and r.preference is RoutingPreference.BALANCED and r.is_eligible}
+    assert top(RoutingPreference.BALANCED)[1] == max(balanced, key=balanced.__getitem__) == "cheap-ok"
+    ineligible = [r for r in rules if r.model_id == "cheap-weak" and r.task_type is TaskType.GENERAL
+                  and r.preference is not RoutingPreference.QUALITY]
+    assert all(not r.is_eligible and r.selection_probability == 0 for r in ineligible)
