@@ -79,7 +79,7 @@ def candidate_rules(posteriors: pl.DataFrame, registry: ModelRegistry, *, seed: 
 
 def rules_frame(rows: list[RuleRow]) -> pl.DataFrame:
     return pl.DataFrame([
-        {**{f: getattr(r, f) for f in RuleRow.__slots__}, "task_type": r.task_type.value, "preference": r.preference.value}
+        {**{f: getattr(r, f) for f in RuleRow._fields}, "task_type": r.task_type.value, "preference": r.preference.value}
         for r in rows
     ])
 

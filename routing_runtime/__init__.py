@@ -14,9 +14,20 @@ nightly learning run (``routing learn``, extra ``[pipeline]``) published in ``RO
 
 from routing_runtime.classifier import Classification, classify_task
 from routing_runtime.home import NotInitialisedError
-from routing_runtime.registry import ModelConfig, ModelRegistry, RegistryError, TaskPolicy
 from routing_runtime.router import ModelRouter, RoutingDecision
 from routing_runtime.types import Outcome, RoutingPreference, TaskType
+
+# The registry (TOML parsing, dataclasses) is only needed by `routing init` and the learning
+# run, so it loads on first use rather than with every agent's import.
+_LAZY = {"ModelConfig", "ModelRegistry", "RegistryError", "TaskPolicy"}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        from routing_runtime import registry
+
+        return getattr(registry, name)
+    raise AttributeError(f"module 'routing_runtime' has no attribute {name!r}")
 
 __version__ = "0.1.0"
 

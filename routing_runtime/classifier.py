@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import re
 import string
-from dataclasses import dataclass
+from itertools import islice
+from collections import namedtuple
 
 from routing_runtime.types import TaskType
 
-_HEAD_CHARS = 3000
-_TAIL_CHARS = 1500
+_HEAD_CHARS = 2000
+_TAIL_CHARS = 1000
 _FORMULA_CHARS = 1200
 _MIN_SCORE = 2.0
 
@@ -227,31 +228,31 @@ _NORMALISE = str.maketrans({**{c: " " for c in _PUNCTUATION}, "'": None, "\u2019
 
 
 def _index(features):
-    """Split phrases into single words (set look-ups) and multi-word phrases keyed by first word."""
+    """Split phrases into single words and word pairs (set look-ups), and longer phrases keyed
+    by their first pair (a substring check only when that pair occurs)."""
     indexed = []
     for task, weight, name, phrases in features:
-        words = frozenset(p for p in phrases if " " not in p)
-        multi = tuple((p.split(" ", 1)[0], f" {p} ") for p in phrases if " " in p)
-        indexed.append((task, weight, name, words, multi))
+        split = [p.split(" ") for p in phrases]
+        words = frozenset(p[0] for p in split if len(p) == 1)
+        pairs = frozenset((p[0], p[1]) for p in split if len(p) == 2)
+        longer = tuple(((p[0], p[1]), " " + " ".join(p) + " ") for p in split if len(p) > 2)
+        indexed.append((task, weight, name, words, pairs, longer))
     return indexed
 
 
 _INDEXED_KEYWORDS = _index(_KEYWORD_FEATURES)
 
 
-@dataclass(frozen=True, slots=True)
-class Classification:
-    """The result of :func:`classify_task`.
+class Classification(namedtuple("Classification", "task_type confidence matched scores")):
+    """The result of :func:`classify_task`: ``task_type`` (TaskType), ``confidence`` (float),
+    ``matched`` (tuple of feature names), ``scores`` (dict TaskType -> float).
 
     ``confidence`` is the winner's share of all matched weight (1.0 when only one task type
     matched; ``general`` with nothing matched has confidence 0.5). ``matched`` names the
     features that fired for the winning type; ``scores`` has every type's total.
     """
 
-    task_type: TaskType
-    confidence: float
-    matched: tuple[str, ...]
-    scores: dict[TaskType, float]
+    __slots__ = ()
 
 
 def classify_task(text: str) -> Classification:
@@ -268,7 +269,8 @@ def classify_task(text: str) -> Classification:
         text = text[:_HEAD_CHARS] + "\n" + text[-_TAIL_CHARS:]
     words_list = text.lower().translate(_NORMALISE).split()
     words = set(words_list)
-    padded = " " + " ".join(words_list) + " "
+    pairs = set(zip(words_list, words_list[1:]))
+    padded = None
 
     scores: dict[TaskType, float] = {}
     matched: dict[TaskType, list[str]] = {}
@@ -277,9 +279,16 @@ def classify_task(text: str) -> Classification:
         scores[task] = scores.get(task, 0.0) + weight
         matched.setdefault(task, []).append(name)
 
-    for task, weight, name, single, multi in _INDEXED_KEYWORDS:
-        if not words.isdisjoint(single) or any(first in words and phrase in padded for first, phrase in multi):
+    for task, weight, name, single, two, longer in _INDEXED_KEYWORDS:
+        if not words.isdisjoint(single) or not pairs.isdisjoint(two):
             hit(task, weight, name)
+            continue
+        for pair, phrase in longer:
+            if pair in pairs:
+                padded = padded or " " + " ".join(words_list) + " "
+                if phrase in padded:
+                    hit(task, weight, name)
+                    break
     opening = words_list[:_LEADING_WINDOW]
     for task, weight, name, verbs in _LEADING_FEATURES:
         if not verbs.isdisjoint(opening):
@@ -294,12 +303,12 @@ def classify_task(text: str) -> Classification:
             if marker in text:
                 hit(task, weight, name)
                 break
-    if sum(option in text for option in _CHOICE_MARKERS) >= 3:
-        hit(T.GENERAL, 4.0, "multiple-choice question")
     head = text[:_FORMULA_CHARS]
+    if sum(option in head for option in _CHOICE_MARKERS) >= 3:
+        hit(T.GENERAL, 4.0, "multiple-choice question")
     if _FORMULA.search(head):
         hit(T.MATH, 3.0, "formula")
-    if len(_NUMBER.findall(head)) >= 3:
+    if len(list(islice(_NUMBER.finditer(head), 3))) == 3:
         hit(T.MATH, 1.5, "several numbers")
 
     if not scores or max(scores.values()) < _MIN_SCORE:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 from routing_runtime.store import DB_NAME
 
@@ -16,6 +15,8 @@ class NotInitialisedError(RuntimeError):
 
 def resolve_home(home: str | os.PathLike | None = None) -> Path:
     """``home`` if given, else ``$ROUTING_HOME``, else ``./.routing``."""
+    from pathlib import Path  # here, not at import: keeps `import routing_runtime` cheap
+
     if home is None:
         home = os.environ.get("ROUTING_HOME") or DEFAULT_HOME
     return Path(home).expanduser().resolve()

@@ -7,9 +7,7 @@ Loaded from a TOML file (format in the README). Every field is checked; a bad fi
 from __future__ import annotations
 
 import math
-import tomllib
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 
 from routing_runtime.types import TaskType
@@ -178,11 +176,13 @@ class ModelRegistry:
     @classmethod
     def load_default(cls) -> ModelRegistry:
         """The registry shipped with the package."""
-        text = resources.files("routing_runtime").joinpath(DEFAULT_REGISTRY_NAME).read_text(encoding="utf-8")
+        text = (Path(__file__).parent / DEFAULT_REGISTRY_NAME).read_text(encoding="utf-8")
         return cls.from_toml(text, source=f"<shipped {DEFAULT_REGISTRY_NAME}>")
 
     @classmethod
     def from_toml(cls, text: str, source: str = "<string>") -> ModelRegistry:
+        import tomllib
+
         try:
             data = tomllib.loads(text)
         except tomllib.TOMLDecodeError as exc:

@@ -8,12 +8,11 @@ import random
 import sqlite3
 import threading
 import time
-from dataclasses import dataclass
+from collections import namedtuple
 from datetime import datetime
-from pathlib import Path
 
 from routing_runtime import store
-from routing_runtime.classifier import Classification, classify_task
+from routing_runtime.classifier import classify_task
 from routing_runtime.home import NotInitialisedError, db_path, resolve_home
 from routing_runtime.ruleset import CompiledRules, RuleSet, load_current_rule_set
 from routing_runtime.types import Outcome, RoutingPreference, TaskType, parse_enum
@@ -37,19 +36,20 @@ def new_id() -> str:
     return f"{time.time_ns() // 1_000_000:012x}{os.urandom(10).hex()}"
 
 
-@dataclass(frozen=True, slots=True)
-class RoutingDecision:
-    """What :meth:`ModelRouter.select_model` chose, and why. Already recorded when returned."""
+class RoutingDecision(namedtuple(
+    "RoutingDecision",
+    "decision_id model_id task_type preference selection_reason alternatives propensity rule_set_version classification",
+    defaults=(None,),
+)):
+    """What :meth:`ModelRouter.select_model` chose, and why; already recorded when returned.
 
-    decision_id: str
-    model_id: str
-    task_type: TaskType
-    preference: RoutingPreference
-    selection_reason: str
-    alternatives: tuple[str, ...]
-    propensity: float
-    rule_set_version: int
-    classification: Classification | None = None
+    ``decision_id`` (pass it to ``record_performance``), ``model_id``, ``task_type``,
+    ``preference``, ``selection_reason``, ``alternatives`` (ordered fallbacks), ``propensity``
+    (the probability the chosen model had), ``rule_set_version``, and ``classification`` when
+    the task came as prompt text.
+    """
+
+    __slots__ = ()
 
 
 class ModelRouter:
@@ -63,7 +63,7 @@ class ModelRouter:
     may share one ``ROUTING_HOME``.
     """
 
-    def __init__(self, conn: sqlite3.Connection, home: Path, *, seed: int | None = None) -> None:
+    def __init__(self, conn: sqlite3.Connection, home: object, *, seed: int | None = None) -> None:
         self._conn = conn
         self.home = home
         self._lock = threading.Lock()

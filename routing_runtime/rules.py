@@ -6,50 +6,38 @@ and the nightly learning run (estimates from posteriors, probabilities from Thom
 
 from __future__ import annotations
 
+from collections import namedtuple
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 
-from routing_runtime.registry import ModelRegistry, TaskPolicy
 from routing_runtime.types import RoutingPreference, TaskType
 
-RuleKey = tuple[TaskType, RoutingPreference]
+RuleKey = tuple  # (TaskType, RoutingPreference)
 
 
-@dataclass(frozen=True, slots=True)
-class ModelEstimate:
-    """What we expect of one model on one task type."""
+# Plain named tuples rather than dataclasses: `import routing_runtime` stays cheap.
+class ModelEstimate(namedtuple(
+    "ModelEstimate",
+    "model_id task_type expected_quality expected_cost_usd expected_latency_ms expected_cost_per_1k is_specialized is_enabled",
+    defaults=(True,),
+)):
+    """What we expect of one model on one task type: quality (0..1), cost per request (USD),
+    latency (ms), cost per 1k tokens (USD, for ``max_cost_per_1k``), specialisation, enabled."""
 
-    model_id: str
-    task_type: TaskType
-    expected_quality: float
-    expected_cost_usd: float        # per request
-    expected_latency_ms: float
-    expected_cost_per_1k: float     # USD per 1k tokens, for the max_cost_per_1k threshold
-    is_specialized: bool
-    is_enabled: bool = True
+    __slots__ = ()
 
 
-@dataclass(frozen=True, slots=True)
-class RuleRow:
+class RuleRow(namedtuple(
+    "RuleRow",
+    "task_type preference model_id priority is_specialized is_enabled is_eligible min_quality_score"
+    " max_cost_per_1k selection_probability expected_quality expected_cost_usd expected_latency_ms"
+    " expected_cost_per_1k",
+)):
     """One row of ``model_routing_rules``: a model's place for a (task type, preference)."""
 
-    task_type: TaskType
-    preference: RoutingPreference
-    model_id: str
-    priority: int
-    is_specialized: bool
-    is_enabled: bool
-    is_eligible: bool
-    min_quality_score: float
-    max_cost_per_1k: float | None
-    selection_probability: float
-    expected_quality: float
-    expected_cost_usd: float
-    expected_latency_ms: float
-    expected_cost_per_1k: float
+    __slots__ = ()
 
 
-def is_eligible(estimate: ModelEstimate, policy: TaskPolicy, preference: RoutingPreference) -> bool:
+def is_eligible(estimate: ModelEstimate, policy: "TaskPolicy", preference: RoutingPreference) -> bool:
     """Enabled and within the task's thresholds; ``quality`` ignores the thresholds."""
     if not estimate.is_enabled:
         return False
@@ -79,7 +67,7 @@ def _sort_key(preference: RoutingPreference):
     return key
 
 
-def rank(estimates: Iterable[ModelEstimate], policy: TaskPolicy, preference: RoutingPreference) -> list[tuple[ModelEstimate, bool]]:
+def rank(estimates: Iterable[ModelEstimate], policy: "TaskPolicy", preference: RoutingPreference) -> list[tuple[ModelEstimate, bool]]:
     """Priority order with eligibility: eligible models by the preference's objective, then
     enabled but ineligible models by quality (last resorts), then disabled models."""
     estimates = list(estimates)
@@ -94,7 +82,7 @@ def rank(estimates: Iterable[ModelEstimate], policy: TaskPolicy, preference: Rou
 
 def build_rules(
     estimates: Mapping[TaskType, Iterable[ModelEstimate]],
-    registry: ModelRegistry,
+    registry: "ModelRegistry",
     best_probabilities: Mapping[RuleKey, Mapping[str, float]] | None = None,
 ) -> list[RuleRow]:
     """Rule rows for every (task type, preference).
@@ -145,7 +133,7 @@ def _selection_probabilities(eligible: list[str], best: Mapping[str, float] | No
     return {m: (1.0 - spread) * mass.get(m, 0.0) / total + share for m in pool}
 
 
-def registry_estimates(registry: ModelRegistry) -> dict[TaskType, list[ModelEstimate]]:
+def registry_estimates(registry: "ModelRegistry") -> dict[TaskType, list[ModelEstimate]]:
     """Estimates before any evidence: registry priors and list prices."""
     estimates: dict[TaskType, list[ModelEstimate]] = {}
     for task in TaskType:

@@ -6,9 +6,8 @@ import json
 import sqlite3
 from bisect import bisect_right
 from itertools import accumulate
+from collections import namedtuple
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
-from pathlib import Path
 
 from routing_runtime import store
 from routing_runtime.home import NotInitialisedError
@@ -30,16 +29,11 @@ _OBJECTIVE = {
 }
 
 
-@dataclass(frozen=True)
-class RuleSet:
-    """One published version of ``model_routing_rules``."""
+class RuleSet(namedtuple("RuleSet", "version created_at as_of source inputs rows")):
+    """One published version of ``model_routing_rules``: its ``version``, ``created_at``,
+    ``as_of`` (last day of evidence, None for registry rules), ``source``, ``inputs`` and ``rows``."""
 
-    version: int
-    created_at: str
-    as_of: str | None
-    source: str
-    inputs: dict
-    rows: tuple[RuleRow, ...]
+    __slots__ = ()
 
     def models_for(self, task: TaskType, preference: RoutingPreference) -> list[RuleRow]:
         """Rows of one (task type, preference) in priority order."""
@@ -101,7 +95,7 @@ def publish_rule_set(
     return version
 
 
-def load_rule_set(conn: sqlite3.Connection, version: int | None = None, home: Path | None = None) -> RuleSet:
+def load_rule_set(conn: sqlite3.Connection, version: int | None = None, home: object = None) -> RuleSet:
     """The rule set ``version`` (default: the current one), read in one snapshot."""
     conn.execute("BEGIN")
     try:
@@ -130,32 +124,23 @@ def load_rule_set(conn: sqlite3.Connection, version: int | None = None, home: Pa
     return RuleSet(version=version, created_at=meta[0], as_of=meta[1], source=meta[2], inputs=json.loads(meta[3]), rows=rows)
 
 
-def load_current_rule_set(conn: sqlite3.Connection, home: Path | None = None) -> RuleSet:
+def load_current_rule_set(conn: sqlite3.Connection, home: object = None) -> RuleSet:
     return load_rule_set(conn, None, home)
 
 
 # ----------------------------------------------------------------------------- compiled form
 
-@dataclass(frozen=True, slots=True)
-class Choice:
-    model_id: str
-    propensity: float
-    reason: str
-    alternatives: tuple[str, ...]
-    alternatives_json: str
+Choice = namedtuple("Choice", "model_id propensity reason alternatives alternatives_json")
 
 
-@dataclass(frozen=True)
-class _Slot:
-    """Precomputed choices of one (task type, preference); the common case is one bisect."""
+class _Slot(namedtuple("_Slot", "task preference version candidates last_resorts cumulative choices")):
+    """Precomputed choices of one (task type, preference); the common case is one bisect.
 
-    task: TaskType
-    preference: RoutingPreference
-    version: int
-    candidates: tuple[RuleRow, ...]        # enabled, eligible or given traffic, in priority order
-    last_resorts: tuple[RuleRow, ...]      # the other enabled models, by quality
-    cumulative: tuple[float, ...]
-    choices: tuple[Choice, ...]
+    ``candidates``: enabled models that are eligible or given traffic, in priority order;
+    ``last_resorts``: the other enabled models, by quality.
+    """
+
+    __slots__ = ()
 
     @classmethod
     def build(cls, task: TaskType, preference: RoutingPreference, version: int, rows: list[RuleRow]) -> _Slot:
@@ -223,13 +208,10 @@ def _weights(pool: tuple[RuleRow, ...]) -> list[float]:
     return [w / total for w in weights]
 
 
-@dataclass(frozen=True)
-class CompiledRules:
+class CompiledRules(namedtuple("CompiledRules", "rule_set slots known_models")):
     """A rule set in the form the router samples from."""
 
-    rule_set: RuleSet
-    slots: dict[RuleKey, _Slot] = field(default_factory=dict)
-    known_models: frozenset[str] = frozenset()
+    __slots__ = ()
 
     @property
     def version(self) -> int:

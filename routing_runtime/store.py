@@ -6,9 +6,9 @@ design needs. ``migrate`` brings any older database up to date in place without 
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from datetime import datetime, timezone
-from pathlib import Path
 
 DB_NAME = "routing.db"
 BUSY_TIMEOUT_MS = 10_000
@@ -129,7 +129,7 @@ def utc_timestamp(at: datetime | None = None) -> str:
     return at.replace(tzinfo=None).isoformat(" ", "microseconds")
 
 
-def connect(path: Path) -> sqlite3.Connection:
+def connect(path: str | os.PathLike) -> sqlite3.Connection:
     """Open ``routing.db`` for many concurrent processes: WAL, busy timeout, foreign keys.
 
     The connection is in autocommit mode; multi-statement writes use ``transaction``.

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import enum
-from typing import TypeVar
-
-_E = TypeVar("_E", bound=enum.Enum)
 
 
 class TaskType(str, enum.Enum):
@@ -52,7 +49,7 @@ OUTCOME_QUALITY: dict[Outcome, float] = {
 }
 
 
-def parse_enum(enum_type: type[_E], value: object, field: str) -> _E:
+def parse_enum(enum_type, value: object, field: str):
     """Return ``value`` as a member of ``enum_type``, or raise ValueError naming ``field``.
 
     >>> parse_enum(TaskType, "math", "task_type")
