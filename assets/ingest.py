@@ -10,7 +10,7 @@ from assets import names
 from assets.resources import RoutingHome, progress, run_partition_keys
 from pipelines import ingest, lake, statistics
 
-DAILY = dg.DailyPartitionsDefinition(start_date="2020-01-01", end_offset=1, timezone="UTC")
+DAILY = dg.DailyPartitionsDefinition(start_date=ingest.FIRST_DAY, end_offset=1, timezone="UTC")
 _SINGLE_RUN = dg.BackfillPolicy.single_run()
 # A run covers every day not yet learned in one process; backfill policies are marked beta.
 warnings.filterwarnings("ignore", category=dg.BetaWarning, message=".*backfill_policy.*")

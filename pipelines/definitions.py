@@ -13,6 +13,7 @@ from assets.learning import (
     specialist_vs_generalist,
 )
 from assets.resources import RoutingHome
+from pipelines.ingest import DECISIONS, PERFORMANCE, pending_days, stage_inbox
 
 ASSETS = [
     routing_decisions, model_performance, daily_model_stats, model_posteriors, specialist_vs_generalist,
@@ -29,10 +30,17 @@ nightly_learning = dg.define_asset_job(
 
 
 def learning_range(routing_home: RoutingHome, as_of: dt.date) -> tuple[dt.date, dt.date]:
-    """Days to ingest: from the day after the last learned one (or ``as_of`` alone) to ``as_of``."""
+    """Days to ingest: from the day after the last learned one (on a new home, the first day with
+    logs) to ``as_of``, reaching back to the earliest day that received late drops.
+
+    Stages the inbox first (each drop once, idempotent) so that the days of dropped rows are known.
+    """
+    for table in (DECISIONS, PERFORMANCE):
+        stage_inbox(routing_home.path, table)
     learned = routing_home.learned_through()
     start = learned + dt.timedelta(days=1) if learned is not None else _first_log_day(routing_home) or as_of
-    return min(start, as_of), as_of
+    late = [d for table in (DECISIONS, PERFORMANCE) for d in pending_days(routing_home.path, table) if d <= as_of]
+    return min([start, as_of, *late]), as_of
 
 
 def _first_log_day(routing_home: RoutingHome) -> dt.date | None:
@@ -43,11 +51,7 @@ def _first_log_day(routing_home: RoutingHome) -> dt.date | None:
         ).fetchone()[0]
     finally:
         conn.close()
-    from pipelines.ingest import DECISIONS, PERFORMANCE, staged_days
-
-    staged = staged_days(routing_home.path, DECISIONS) + staged_days(routing_home.path, PERFORMANCE)
-    days = [dt.date.fromisoformat(first[:10])] if first else []
-    return min(days + staged) if days or staged else None
+    return dt.date.fromisoformat(first[:10]) if first else None
 
 
 def run_tags(start: dt.date, end: dt.date) -> dict[str, str]:

@@ -23,6 +23,8 @@ from routing_runtime.types import Outcome, RoutingPreference, TaskType
 DECISIONS = "routing_decisions"
 PERFORMANCE = "model_performance"
 STAGED = "_staged"
+#: The first day the daily partitions cover.
+FIRST_DAY = dt.datetime(2020, 1, 1)
 
 SCHEMAS: dict[str, dict[str, pl.DataType]] = {
     DECISIONS: {
@@ -160,12 +162,14 @@ def stage_inbox(home: Path, table: str) -> dict[str, int]:
         digest = hashlib.sha1(path.read_bytes()).hexdigest()[:12]
         stem = f"{path.stem}-{digest}"
         rows, quarantined = read_drop(path, table)
-        undated = rows.filter(pl.col(time_column).is_null())
+        in_range = pl.col(time_column).is_between(FIRST_DAY, dt.datetime.now(dt.timezone.utc).replace(tzinfo=None) + dt.timedelta(days=1))
+        undated = rows.filter(~in_range.fill_null(False))
         if undated.height:
-            quarantined = pl.concat([quarantined, undated.select(pl.col("id").alias("raw"), pl.lit(f"{time_column}: missing or unparseable timestamp").alias("reason"))])
-        rows = rows.filter(pl.col(time_column).is_not_null())
+            reason = f"{time_column}: missing, unparseable, before {FIRST_DAY:%Y-%m-%d} or in the future"
+            quarantined = pl.concat([quarantined, undated.select(pl.col("id").alias("raw"), pl.lit(reason).alias("reason"))])
+        rows = rows.filter(in_range.fill_null(False))
         for (day,), part in rows.with_columns(pl.col(time_column).dt.date().alias("_day")).partition_by("_day", as_dict=True).items():
-            lake.write_file(lake_root / STAGED / table / f"day={day}" / f"{stem}.parquet", part.drop("_day"))
+            lake.write_file(lake_root / STAGED / table / f"day={day}" / f"{stem}.parquet", part.drop("_day"), fast=True)
         if quarantined.height:
             lake.write_file(lake_root / lake.QUARANTINE / table / "undated" / f"{stem}.parquet", quarantined)
         done.mkdir(exist_ok=True)
@@ -181,9 +185,16 @@ def read_staged_day(home: Path, table: str, day: dt.date) -> pl.DataFrame:
     return pl.read_parquet(files).cast(SCHEMAS[table]) if files else empty(table)
 
 
-def staged_days(home: Path, table: str) -> list[dt.date]:
+def pending_days(home: Path, table: str) -> list[dt.date]:
+    """Days with staged drops that their lake partition does not include yet (new or late data)."""
     root = home / "lake" / STAGED / table
-    return sorted(dt.date.fromisoformat(p.name[4:]) for p in root.glob("day=*")) if root.is_dir() else []
+    pending = []
+    for staged in sorted(root.glob("day=*")) if root.is_dir() else []:
+        ingested = lake.partition_dir(home / "lake", table, staged.name[4:])
+        newest = max((f.stat().st_mtime_ns for f in staged.glob("*.parquet")), default=0)
+        if not ingested.exists() or ingested.stat().st_mtime_ns < newest:
+            pending.append(dt.date.fromisoformat(staged.name[4:]))
+    return pending
 
 
 # ----------------------------------------------------------------------------- validation

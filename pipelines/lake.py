@@ -52,10 +52,10 @@ def scan_days(lake: Path, table: str, last_day: dt.date | None = None) -> pl.Laz
     return frame if last_day is None else frame.filter(pl.col("day") <= last_day)
 
 
-def write_file(path: Path, frame: pl.DataFrame) -> Path:
-    """Write one Parquet file atomically."""
+def write_file(path: Path, frame: pl.DataFrame, *, fast: bool = False) -> Path:
+    """Write one Parquet file atomically; ``fast`` trades size for speed (files read once)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.parent / f".tmp-{uuid.uuid4().hex}-{path.name}"
-    frame.write_parquet(tmp)
+    frame.write_parquet(tmp, compression="lz4" if fast else "zstd")
     os.replace(tmp, path)
     return path

@@ -205,3 +205,23 @@ def test_the_whole_definitions_load(tmp_path: Path):
         if hasattr(graph.get(dg.AssetKey(names.MODEL_ROUTING_RULES)), "ancestor_asset_keys") else None
     if upstream is not None:
         assert names.MODEL_PERFORMANCE in upstream
+
+
+def test_first_learn_on_a_new_home_ingests_every_dropped_day_and_late_drops_are_picked_up(tmp_path: Path):
+    """Regression: the first run learned only the --as-of day of a home fed by inbox drops."""
+    home = tmp_path / "drops-only"
+    initialise(home)
+    row = {"model_id": "gpt-4o", "task_type": "math", "outcome": "success", "latency_ms": 1000.0, "tokens_used": 500, "cost_usd": 0.001}
+    for day in (1, 2, 3):
+        drop(home, "model_performance", f"day{day}.jsonl", json.dumps({**row, "id": f"d{day}", "recorded_at": f"2026-05-0{day}T10:00:00Z"}) + "\n")
+    assert learn(home, dt.date(2026, 5, 3), quiet=True).success
+    for day in (1, 2, 3):
+        assert lake.read_partition(home / "lake", names.MODEL_PERFORMANCE, dt.date(2026, 5, day))["id"].to_list() == [f"d{day}"]
+
+    drop(home, "model_performance", "late.jsonl", json.dumps({**row, "id": "late", "recorded_at": "2026-05-01T23:00:00Z"}) + "\n")
+    drop(home, "model_performance", "ancient.jsonl", json.dumps({**row, "id": "old", "recorded_at": "1999-01-01T00:00:00Z"}) + "\n")
+    assert learn(home, dt.date(2026, 5, 4), quiet=True).success
+    assert sorted(lake.read_partition(home / "lake", names.MODEL_PERFORMANCE, dt.date(2026, 5, 1))["id"]) == ["d1", "late"]
+    conn = sqlite3.connect(home / "routing.db")
+    inputs = json.loads(conn.execute("SELECT inputs FROM rule_sets ORDER BY version DESC").fetchone()[0])
+    assert inputs["outcomes_seen"] == 4
