@@ -44,6 +44,9 @@ def _parser() -> argparse.ArgumentParser:
 
     learn = commands.add_parser("learn", parents=[home], help="run the nightly learning job now (extra [pipeline])")
     learn.add_argument("--as-of", metavar="YYYY-MM-DD", help="learn from logs up to the end of this UTC day (default: yesterday)")
+    ui = commands.add_parser("ui", parents=[home], help="Dagster webserver and daemon on 127.0.0.1 (extra [pipeline])")
+    ui.add_argument("--port", type=int, default=3000)
+    ui.add_argument("--no-daemon", action="store_true", help="webserver only: the nightly schedule does not run")
     return parser
 
 
@@ -140,21 +143,35 @@ def _rules(args) -> int:
     return 0
 
 
-def _learn(args) -> int:
+def _has_pipeline_extra(command: str) -> bool:
     try:
         import dagster  # noqa: F401
         import polars  # noqa: F401
         import pyarrow  # noqa: F401
         import scipy  # noqa: F401
     except ImportError:
-        print(PIPELINE_EXTRA_HINT, file=sys.stderr)
+        print(PIPELINE_EXTRA_HINT.replace("routing learn", f"routing {command}"), file=sys.stderr)
+        return False
+    return True
+
+
+def _learn(args) -> int:
+    if not _has_pipeline_extra("learn"):
         return 2
     from pipelines.learn import run_learning
 
     return run_learning(home=args.home, as_of=args.as_of)
 
 
-_COMMANDS = {"init": _init, "select": _select, "record": _record, "rules": _rules, "learn": _learn}
+def _ui(args) -> int:
+    if not _has_pipeline_extra("ui"):
+        return 2
+    from pipelines.ui import run_ui
+
+    return run_ui(args.home, args.port, daemon=not args.no_daemon)
+
+
+_COMMANDS = {"init": _init, "select": _select, "record": _record, "rules": _rules, "learn": _learn, "ui": _ui}
 
 if __name__ == "__main__":
     sys.exit(main())

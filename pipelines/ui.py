@@ -1,0 +1,51 @@
+"""`routing ui`: the Dagster webserver and daemon over a ROUTING_HOME, on 127.0.0.1."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from pipelines.learn import dagster_instance
+from routing_runtime.home import NotInitialisedError, db_path, resolve_home
+
+CODE_LOCATION = ["-m", "pipelines.definitions", "-a", "defs"]
+
+
+def ui_environment(home: Path) -> dict[str, str]:
+    dagster_instance(home)  # creates dagster_home/dagster.yaml on first use
+    return {**os.environ, "ROUTING_HOME": str(home), "DAGSTER_HOME": str(home / "dagster_home")}
+
+
+def run_ui(home: str | None, port: int, *, daemon: bool = True) -> int:
+    """Serve the UI until interrupted; the daemon runs the 02:00 UTC schedule."""
+    home_path = resolve_home(home)
+    if not db_path(home_path).exists():
+        raise NotInitialisedError(f"{home_path} is not initialised: run `routing init --home {home_path}`")
+    env = ui_environment(home_path)
+    bin_dir = Path(sys.executable).parent
+    processes = [subprocess.Popen([str(bin_dir / "dagster-webserver"), "-h", "127.0.0.1", "-p", str(port), *CODE_LOCATION], env=env)]
+    if daemon:
+        processes.append(subprocess.Popen([str(bin_dir / "dagster-daemon"), "run", *CODE_LOCATION], env=env))
+    # `kill` and service managers send SIGTERM: stop the children as on Ctrl-C.
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    print(f"Dagster UI for {home_path} on http://127.0.0.1:{port} (daemon {'on' if daemon else 'off'}); Ctrl-C stops it", file=sys.stderr)
+    try:
+        while all(p.poll() is None for p in processes):
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        for p in processes:
+            if p.poll() is None:
+                p.send_signal(signal.SIGINT)
+        for p in processes:
+            try:
+                p.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                p.kill()
+    failed = [p.returncode for p in processes if p.returncode not in (0, -signal.SIGINT, None)]
+    return 1 if failed else 0
