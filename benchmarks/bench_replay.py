@@ -1,0 +1,579 @@
+"""Replay benchmark: the router's nightly learning loop on real per-question LLM outcomes.
+
+Run with ``python benchmarks/bench_replay.py [--days 20] [--per-day 300] [--seed 0] [--repeats 5]
+[--incomplete drop-questions|drop-models] [--ablations] [--json out.json]``.
+
+Data (not ours, not shipped): the Open LLM Leaderboard v2 outcomes in
+``../shared/data/outcomes/openllm_v2/`` (see that folder's README): for 19 open models, whether
+each one answered each leaderboard question correctly, plus one blended USD price per million
+tokens per model. Subtasks map to task types as the data README suggests: ``leaderboard_math_*``
+(MATH-hard) → math; ``leaderboard_mmlu_pro``, ``leaderboard_gpqa_*`` → general;
+``leaderboard_bbh_*``, ``leaderboard_musr_*`` → planning. A replay needs full information (the
+outcome of *every* model on every served question, whichever model a policy picks), but one model
+(SOLAR-10.7B) has no MMLU-Pro answers. ``--incomplete drop-questions`` (default) keeps all 19
+models and only the questions every model answered (general is then GPQA only);
+``--incomplete drop-models`` keeps every question and drops the models with gaps (18 models).
+If the data folder is absent the benchmark prints why and exits 0.
+
+What is replayed, per repeat (seed ``--seed + r``, everything seeded):
+
+* The questions of each task type are shuffled and served as a stream, ``--per-day`` requests per
+  task type per day for ``--days`` days; when a task type runs out of questions its stream goes on
+  with a fresh shuffle (an epoch), so a question can be served more than once. Every policy sees
+  the same stream (common random numbers), so differences between policies are not question luck.
+* **Router** (the product's learning code, unmodified): a registry built in memory with the models
+  as generalists, their real prices, ``prior_quality = 0.5`` for all (no prior knowledge),
+  ``typical_latency_ms = 1000`` (no latency data), ``min_quality_score = 0`` and the default
+  ``[learning]`` settings (half-life 14 days, prior pseudo-count 10, exploration floor 0.05).
+  Day 1 uses the registry rule set (``build_rules(registry_estimates(...))``). Each request draws a
+  model from the rule set's ``selection_probability`` for (task type, ``quality``) and observes that
+  model's real ``correct`` on that question (success/failure, ``quality_score`` = correct, cost =
+  1000 tokens × price, latency 1000 ms). Each night the day's rows go through
+  ``pipelines.statistics.daily_stats``; all days so far through ``weighted_totals`` (forgetting),
+  ``pipelines.posteriors.compute_posteriors`` and ``pipelines.rulebuild.candidate_rules``, which is
+  the rule set of the next day, exactly as the nightly Dagster job chains them.
+* **Plain batched Thompson sampling** (reference, numpy): Beta(1, 1) per (task type, model), no
+  other prior, no forgetting, no exploration floor. Each request draws one sample per model from
+  the posteriors frozen at the start of the day and takes the argmax; successes and failures are
+  added nightly. Same feedback delay as the router.
+* **Uniform random**: a model drawn uniformly per request.
+* **Best fixed model in hindsight**, per task type: the model with the highest mean correctness over
+  exactly the questions served for that task type (with repeats, as served). The overall row uses
+  the per-task-type best models (a fixed model per task type). For the last-days columns the same
+  model is scored on the questions of those days.
+* **Oracle** (context only): a question counts as solved when any model solved it.
+
+Reported per task type and overall (all requests pooled; task types have equal traffic): realized
+mean quality (= share correct) of each policy, router / best fixed and TS / best fixed over the
+whole replay and over the last 5 days (after learning), averaged over repeats (± the standard
+deviation across repeats when there are several). The ``floor cost`` line is the expected quality
+given up by spreading the floor evenly over all models: floor × (best fixed − mean of all models)
+/ best fixed.
+
+With ``--ablations`` a second table re-runs the router on the same streams with one learning choice
+changed at a time: day 1 routed by the rule set of an empty history instead of the registry rule
+set (with tied priors the registry rule set sends all but the floor to the first model id);
+exploration floor 0; no forgetting; prior pseudo-count 2 instead of 10; then all four at once. That
+last variant has the ingredients of plain TS (what remains different: the prior mean is shrunk
+toward the pooled mean of the other models instead of 0.5, and P(best) is estimated from 4000
+draws), so it checks the harness as much as the router: it should land on plain TS.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import polars as pl
+
+from pipelines.posteriors import compute_posteriors
+from pipelines.rulebuild import candidate_rules
+from pipelines.statistics import STATS_SCHEMA, daily_stats, weighted_totals
+from routing_runtime.registry import ModelRegistry
+from routing_runtime.rules import RuleRow, build_rules, registry_estimates
+from routing_runtime.types import RoutingPreference, TaskType
+
+DATA_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+OUTCOMES_DIR = DATA_DIR / "outcomes" / "openllm_v2"
+CORRECTNESS_FILE = OUTCOMES_DIR / "openllm_v2_correctness_long.csv.gz"
+PRICE_FILE = OUTCOMES_DIR / "price_usd_per_million_tokens.csv"
+
+#: Subtask name prefix → task type (the data README's suggested mapping).
+SUBTASK_TASKS: tuple[tuple[str, TaskType], ...] = (
+    ("leaderboard_math_", TaskType.MATH),
+    ("leaderboard_mmlu_pro", TaskType.GENERAL),
+    ("leaderboard_gpqa_", TaskType.GENERAL),
+    ("leaderboard_bbh_", TaskType.PLANNING),
+    ("leaderboard_musr_", TaskType.PLANNING),
+)
+TOKENS_PER_REQUEST = 1000
+LATENCY_MS = 1000.0
+START_DAY = dt.date(2025, 1, 1)
+LAST_DAYS = 5
+PREFERENCE = RoutingPreference.QUALITY
+
+
+@dataclass(frozen=True)
+class LearningKnobs:
+    """The registry's ``[learning]`` table for one router variant, and how its day 1 is routed.
+
+    ``cold_start="registry"`` is the product's: the rule set ``routing init`` builds from registry
+    priors, where the top-ranked model takes all but the floor (with tied priors: the first model id).
+    ``"posterior"`` publishes the nightly rule set of an empty history instead (P(best) under the
+    priors alone, about uniform here), as plain TS does on its first day.
+    """
+
+    label: str
+    half_life_days: float = 14.0
+    prior_pseudo_count: float = 10.0
+    exploration_floor: float = 0.05
+    cold_start: Literal["registry", "posterior"] = "registry"
+
+
+NO_FORGETTING = 1e9  # days: weights 2^(-age / 1e9) = 1 for any replay
+ROUTER = LearningKnobs("router (as shipped)")
+#: Router variants with one learning knob changed at a time, then all together; the last one has
+#: the same ingredients as plain TS (no floor, no decay, 2 pseudo-observations, no day-1 bias).
+ABLATIONS = (
+    LearningKnobs("router, day 1 from empty posteriors", cold_start="posterior"),
+    LearningKnobs("router, floor 0", exploration_floor=0.0),
+    LearningKnobs("router, no forgetting", half_life_days=NO_FORGETTING),
+    LearningKnobs("router, pseudo-count 2", prior_pseudo_count=2.0),
+    LearningKnobs("router, all four changes", half_life_days=NO_FORGETTING, prior_pseudo_count=2.0,
+                  exploration_floor=0.0, cold_start="posterior"),
+)
+
+
+# ------------------------------------------------------------------------------------ data
+
+
+@dataclass(frozen=True)
+class TaskData:
+    """Full-information outcomes of one task type: ``correct[question, model]`` in {0, 1}."""
+
+    task: TaskType
+    subtasks: tuple[str, ...]
+    correct: np.ndarray
+
+
+@dataclass(frozen=True)
+class ReplayData:
+    models: tuple[str, ...]
+    price_per_million: dict[str, float]
+    tasks: dict[TaskType, TaskData]
+    note: str  # what had to be dropped for full information
+
+
+def task_of(subtask: str) -> TaskType:
+    for prefix, task in SUBTASK_TASKS:
+        if subtask.startswith(prefix):
+            return task
+    raise ValueError(f"subtask {subtask!r} has no task type mapping; extend SUBTASK_TASKS")
+
+
+def load_data(incomplete: str) -> ReplayData:
+    """Read the long CSV and the price table; keep a full-information (question × model) grid."""
+    long = pl.read_csv(CORRECTNESS_FILE, schema_overrides={"correct": pl.Float64})
+    all_models = sorted(long["model"].unique().to_list())
+    question = ["subtask", "question_idx"]
+    n_questions = long.select(question).unique().height
+    if incomplete == "drop-questions":
+        complete = long.group_by(question).agg(pl.col("model").n_unique().alias("k")).filter(pl.col("k") == len(all_models))
+        long = long.join(complete.select(question), on=question, how="semi")
+        models = all_models
+        note = (f"{len(models)} models; kept the {complete.height} of {n_questions} questions that every model answered")
+    elif incomplete == "drop-models":
+        counts = long.group_by("model").agg(pl.len().alias("k"))
+        models = sorted(counts.filter(pl.col("k") == n_questions)["model"].to_list())
+        dropped = sorted(set(all_models) - set(models))
+        long = long.filter(pl.col("model").is_in(models))
+        note = f"{len(models)} models (dropped, incomplete: {', '.join(dropped) or 'none'}); all {n_questions} questions"
+    else:
+        raise ValueError(f"unknown --incomplete mode {incomplete!r}")
+
+    prices = dict(pl.read_csv(PRICE_FILE).select("model", "usd_per_million_tokens").iter_rows())
+    missing = [m for m in models if m not in prices]
+    if missing:
+        raise ValueError(f"{PRICE_FILE}: no price for {', '.join(missing)}")
+
+    task_values = {s: task_of(s).value for s in long["subtask"].unique().to_list()}
+    wide = (
+        long.with_columns(pl.col("subtask").replace_strict(task_values, return_dtype=pl.String).alias("task_type"))
+        .pivot(on="model", index=["task_type", *question], values="correct")
+        .sort("task_type", *question)
+    )
+    tasks: dict[TaskType, TaskData] = {}
+    for (task_value,), frame in wide.group_by("task_type", maintain_order=True):
+        task = TaskType(task_value)
+        correct = frame.select(models).to_numpy().astype(np.float64)
+        if np.isnan(correct).any():
+            raise ValueError(f"{task.value}: missing outcomes after filtering; the replay needs full information")
+        tasks[task] = TaskData(task, tuple(sorted(frame["subtask"].unique().to_list())), correct)
+    tasks = {t: tasks[t] for t in TaskType if t in tasks}  # stable TaskType order
+    return ReplayData(tuple(models), {m: float(prices[m]) for m in models}, tasks, note)
+
+
+def registry_toml(models: Sequence[str], price_per_million: dict[str, float], knobs: LearningKnobs) -> str:
+    """A registry with every model a generalist, real prices and no prior knowledge of quality."""
+    half = TOKENS_PER_REQUEST // 2
+    lines = [
+        "[defaults]",
+        "min_quality_score = 0.0",
+        f"typical_input_tokens = {half}",
+        f"typical_output_tokens = {TOKENS_PER_REQUEST - half}",
+        "",
+        "[learning]",
+        f"half_life_days = {knobs.half_life_days!r}",
+        f"prior_pseudo_count = {knobs.prior_pseudo_count!r}",
+        f"exploration_floor = {knobs.exploration_floor!r}",
+    ]
+    for m in models:
+        per_1k = price_per_million[m] / 1000.0  # one blended price: input = output
+        lines += [
+            "",
+            "[[models]]",
+            f"id = {json.dumps(m)}",
+            f"provider = {json.dumps(m.split('/')[0])}",
+            "specialized_for = []",
+            f"input_cost_per_1k = {per_1k!r}",
+            f"output_cost_per_1k = {per_1k!r}",
+            "prior_quality = 0.5",
+            f"typical_latency_ms = {LATENCY_MS!r}",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+# ------------------------------------------------------------------------------ policies
+
+#: Per task type, the served question indices (length days × per_day), day after day.
+Streams = dict[TaskType, np.ndarray]
+#: Per task type, the realized quality (0/1) of each served request, in stream order.
+Rewards = dict[TaskType, np.ndarray]
+
+
+def question_streams(data: ReplayData, n: int, rng: np.random.Generator) -> Streams:
+    """Shuffled questions per task type; a fresh shuffle (epoch) whenever a task type runs out."""
+    streams: Streams = {}
+    for task, td in data.tasks.items():
+        q = td.correct.shape[0]
+        epochs = -(-n // q)
+        streams[task] = np.concatenate([rng.permutation(q) for _ in range(epochs)])[:n]
+    return streams
+
+
+def quality_probabilities(rules: Sequence[RuleRow], task: TaskType, models: Sequence[str]) -> np.ndarray:
+    """The rule set's selection probabilities for (task, quality), in ``models`` order."""
+    share = {r.model_id: r.selection_probability for r in rules if r.task_type is task and r.preference is PREFERENCE}
+    p = np.array([share.get(m, 0.0) for m in models], dtype=np.float64)
+    return p / p.sum()  # rounded to 1e-6 in the rule rows
+
+
+def nightly_rules(posteriors: pl.DataFrame, registry: ModelRegistry, seed: int, day: int) -> list[RuleRow]:
+    """``candidate_rules`` with a seed per (replay, night).
+
+    Overflow is silenced: the cost and latency draws of cells without evidence are log-normal means
+    under an inverse-gamma variance, which overflow to inf once in ~10^7 draws. They feed only the
+    cost, balanced and latency objectives, where inf ranks last anyway; quality is not affected.
+    """
+    with np.errstate(over="ignore"):
+        return candidate_rules(posteriors, registry, seed=int(np.random.SeedSequence([seed, day + 1]).generate_state(1)[0]))
+
+
+@dataclass
+class RouterTrace:
+    rewards: Rewards
+    final_top: dict[TaskType, tuple[str, float]] = field(default_factory=dict)  # top model, its share
+    nightly_seconds: float = 0.0
+
+
+def run_router(data: ReplayData, knobs: LearningKnobs, streams: Streams, days: int, per_day: int, seed: int) -> RouterTrace:
+    """The product's loop: sample from the rule set by day, learn nightly with the pipeline code."""
+    registry = ModelRegistry.from_toml(registry_toml(data.models, data.price_per_million, knobs), source="<replay registry>")
+    rng = np.random.default_rng([seed, 1])
+    models = data.models
+    cost = np.array([TOKENS_PER_REQUEST * data.price_per_million[m] / 1e6 for m in models])
+    if knobs.cold_start == "registry":
+        rules = build_rules(registry_estimates(registry), registry)
+    else:
+        no_evidence = pl.DataFrame(schema={**STATS_SCHEMA, "n_raw": pl.Float64, "last_day": pl.Date})
+        rules = nightly_rules(compute_posteriors(no_evidence, registry), registry, seed, -1)
+    rewards = {task: np.empty(days * per_day) for task in data.tasks}
+    daily: list[pl.DataFrame] = []
+    nightly = 0.0
+    for d in range(days):
+        day = START_DAY + dt.timedelta(days=d)
+        chosen, task_col, quality = [], [], []
+        for task, td in data.tasks.items():
+            window = slice(d * per_day, (d + 1) * per_day)
+            choice = rng.choice(len(models), size=per_day, p=quality_probabilities(rules, task, models))
+            q = td.correct[streams[task][window], choice]
+            rewards[task][window] = q
+            chosen.append(choice)
+            task_col += [task.value] * per_day
+            quality.append(q)
+        choice, q = np.concatenate(chosen), np.concatenate(quality)
+        started = time.perf_counter()
+        performance = pl.DataFrame({
+            "model_id": np.asarray(models, dtype=object)[choice].tolist(),
+            "task_type": task_col,
+            "outcome": np.where(q > 0.5, "success", "failure").tolist(),
+            "quality_score": q,
+            "latency_ms": np.full(len(q), LATENCY_MS),
+            "tokens_used": np.full(len(q), TOKENS_PER_REQUEST, dtype=np.int64),
+            "cost_usd": cost[choice],
+        })
+        daily.append(daily_stats(performance).with_columns(pl.lit(day).alias("day")))
+        totals = weighted_totals(pl.concat(daily).lazy(), as_of=day, half_life_days=registry.learning.half_life_days)
+        posteriors = compute_posteriors(totals, registry)
+        rules = nightly_rules(posteriors, registry, seed, d)
+        nightly += time.perf_counter() - started
+    final_top = {}
+    for task in data.tasks:
+        p = quality_probabilities(rules, task, models)
+        final_top[task] = (models[int(p.argmax())], float(p.max()))
+    return RouterTrace(rewards, final_top, nightly)
+
+
+def run_thompson(data: ReplayData, streams: Streams, days: int, per_day: int, seed: int) -> Rewards:
+    """Plain batched Thompson sampling: Beta(1, 1), posteriors frozen for a day, no floor, no decay."""
+    rng = np.random.default_rng([seed, 2])
+    rewards: Rewards = {}
+    for task, td in data.tasks.items():
+        k = td.correct.shape[1]
+        alpha, beta = np.ones(k), np.ones(k)
+        out = np.empty(days * per_day)
+        for d in range(days):
+            window = slice(d * per_day, (d + 1) * per_day)
+            choice = rng.beta(alpha, beta, size=(per_day, k)).argmax(axis=1)
+            q = td.correct[streams[task][window], choice]
+            out[window] = q
+            alpha += np.bincount(choice, weights=q, minlength=k)
+            beta += np.bincount(choice, weights=1.0 - q, minlength=k)
+        rewards[task] = out
+    return rewards
+
+
+def run_random(data: ReplayData, streams: Streams, seed: int) -> Rewards:
+    rng = np.random.default_rng([seed, 3])
+    return {
+        task: td.correct[streams[task], rng.integers(td.correct.shape[1], size=len(streams[task]))]
+        for task, td in data.tasks.items()
+    }
+
+
+# ------------------------------------------------------------------------------ scoring
+
+
+@dataclass(frozen=True)
+class Hindsight:
+    """Best fixed model per task type on the served questions, and the per-question oracle."""
+
+    best_model: dict[TaskType, str]
+    rewards: Rewards       # the best fixed model's outcome on each served request
+    oracle: Rewards
+    mean_of_models: dict[TaskType, float]
+
+
+def hindsight(data: ReplayData, streams: Streams) -> Hindsight:
+    best_model, rewards, oracle, mean_of_models = {}, {}, {}, {}
+    for task, td in data.tasks.items():
+        served = td.correct[streams[task]]
+        means = served.mean(axis=0)
+        best = int(means.argmax())
+        best_model[task] = data.models[best]
+        rewards[task] = served[:, best]
+        oracle[task] = served.max(axis=1)
+        mean_of_models[task] = float(means.mean())
+    return Hindsight(best_model, rewards, oracle, mean_of_models)
+
+
+OVERALL = "overall"
+
+
+def means(rewards: Rewards, last: int | None = None) -> dict[str, float]:
+    """Mean quality per task type and pooled, optionally over the last ``last`` requests of each stream."""
+    cut = {t: (r[-last:] if last else r) for t, r in rewards.items()}
+    result = {t.value: float(r.mean()) for t, r in cut.items()}
+    result[OVERALL] = float(np.concatenate(list(cut.values())).mean())
+    return result
+
+
+def run_repeat(data: ReplayData, days: int, per_day: int, seed: int, ablations: bool) -> dict:
+    """One replay: every policy on the same question streams; figures per task type and overall."""
+    n = days * per_day
+    streams = question_streams(data, n, np.random.default_rng([seed, 0]))
+    best = hindsight(data, streams)
+    last = min(LAST_DAYS, days) * per_day
+
+    router = run_router(data, ROUTER, streams, days, per_day, seed)
+    policies: dict[str, Rewards] = {
+        "router": router.rewards,
+        "thompson": run_thompson(data, streams, days, per_day, seed),
+        "random": run_random(data, streams, seed),
+        "best_fixed": best.rewards,
+        "oracle": best.oracle,
+    }
+    variants: dict[str, Rewards] = {}
+    if ablations:
+        variants = {k.label: run_router(data, k, streams, days, per_day, seed).rewards for k in ABLATIONS}
+    return {
+        "seed": seed,
+        "all": {name: means(r) for name, r in {**policies, **variants}.items()},
+        "last": {name: means(r, last) for name, r in {**policies, **variants}.items()},
+        "best_model": {t.value: m for t, m in best.best_model.items()},
+        "mean_of_models": {t.value: v for t, v in best.mean_of_models.items()},
+        "router_final_top": {t.value: {"model": m, "share": s} for t, (m, s) in router.final_top.items()},
+        "router_nightly_seconds": router.nightly_seconds,
+        "variants": list(variants),
+    }
+
+
+# ------------------------------------------------------------------------------ report
+
+
+def _avg(values: Sequence[float]) -> tuple[float, float]:
+    arr = np.asarray(values, dtype=np.float64)
+    return float(arr.mean()), float(arr.std(ddof=1)) if len(arr) > 1 else 0.0
+
+
+def _fmt(mean: float, sd: float, repeats: int, digits: int = 3) -> str:
+    return f"{mean:.{digits}f} ± {sd:.{digits}f}" if repeats > 1 else f"{mean:.{digits}f}"
+
+
+def summarise(runs: list[dict], data: ReplayData, knobs: LearningKnobs) -> dict:
+    """Averages over repeats of every figure and ratio, per task type and overall."""
+    rows = [t.value for t in data.tasks] + [OVERALL]
+    names = list(runs[0]["all"])
+    out: dict = {"rows": {}}
+    for row in rows:
+        entry: dict = {}
+        for window in ("all", "last"):
+            for name in names:
+                entry[f"{name}_{window}"] = _avg([r[window][name][row] for r in runs])
+                if name not in ("best_fixed", "oracle"):
+                    entry[f"{name}_ratio_{window}"] = _avg([r[window][name][row] / r[window]["best_fixed"][row] for r in runs])
+        if row != OVERALL:
+            fixed = [r["all"]["best_fixed"][row] for r in runs]
+            average = [r["mean_of_models"][row] for r in runs]
+            entry["floor_cost"] = _avg([knobs.exploration_floor * (f - a) / f for f, a in zip(fixed, average)])
+            models = [r["best_model"][row] for r in runs]
+            entry["best_model"] = max(sorted(set(models)), key=models.count)
+            entry["best_model_agreement"] = f"{models.count(entry['best_model'])}/{len(models)}"
+        out["rows"][row] = entry
+    return out
+
+
+def short(model: str) -> str:
+    return model.split("/")[-1]
+
+
+def markdown(summary: dict, data: ReplayData, repeats: int, ablations: Sequence[str], days: int, per_day: int) -> str:
+    rows = summary["rows"]
+    served, last_days = days * per_day, min(LAST_DAYS, days)
+    fmt = lambda pair, d=3: _fmt(*pair, repeats, d)  # noqa: E731
+    lines = [
+        f"| task type | questions (served / unique) | best fixed model | best fixed | router | plain TS | random | oracle "
+        f"| router / best | TS / best | router / best, last {last_days} d | TS / best, last {last_days} d |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row, e in rows.items():
+        tasks = list(data.tasks.values()) if row == OVERALL else [data.tasks[TaskType(row)]]
+        unique = sum(td.correct.shape[0] for td in tasks)
+        n = served * (len(data.tasks) if row == OVERALL else 1)
+        model = "per task type" if row == OVERALL else f"{short(e['best_model'])} ({e['best_model_agreement']})"
+        lines.append(
+            f"| {row} | {n} / {unique} | {model} | {fmt(e['best_fixed_all'])} | {fmt(e['router_all'])} | "
+            f"{fmt(e['thompson_all'])} | {fmt(e['random_all'])} | {fmt(e['oracle_all'])} | "
+            f"{fmt(e['router_ratio_all'])} | {fmt(e['thompson_ratio_all'])} | "
+            f"{fmt(e['router_ratio_last'])} | {fmt(e['thompson_ratio_last'])} |"
+        )
+    task_rows = [r for r in rows if r != OVERALL]
+    lines.append("")
+    lines.append("Exploration floor cost, floor × (best fixed − mean of all models) / best fixed: " + ", ".join(
+        f"{r} {fmt(rows[r]['floor_cost'], 3)}" for r in task_rows))
+    if ablations:
+        lines += [
+            "",
+            f"Where the gap comes from: ratio to the best fixed model, whole replay | last {last_days} days.",
+            "",
+            "| policy | " + " | ".join(rows) + " |",
+            "|---|" + "---|" * len(rows),
+        ]
+        for name, key in [("plain batched TS", "thompson"), (ROUTER.label, "router"), *[(a, a) for a in ablations]]:
+            cells = [f"{fmt(rows[r][f'{key}_ratio_all'])} \\| {fmt(rows[r][f'{key}_ratio_last'])}" for r in rows]
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def code_version() -> str:
+    """The project's git commit, marked dirty when the learning code differs from it."""
+    root = Path(__file__).resolve().parents[1]
+    try:
+        def git(*args: str) -> str:
+            return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, check=True).stdout.strip()
+
+        commit = git("rev-parse", "--short", "HEAD")
+        dirty = git("status", "--porcelain", "--", "pipelines", "routing_runtime")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown (not a git checkout)"
+    return f"{commit}{' + uncommitted changes to pipelines/ or routing_runtime/' if dirty else ''}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--days", type=int, default=20, help="days replayed (default 20)")
+    parser.add_argument("--per-day", type=int, default=300, help="requests per task type per day (default 300)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the first repeat (default 0)")
+    parser.add_argument("--repeats", type=int, default=5, help="independent replays, seeds seed..seed+repeats-1 (default 5)")
+    parser.add_argument("--incomplete", choices=("drop-questions", "drop-models"), default="drop-questions",
+                        help="full information: keep questions every model answered (default), or models that answered all")
+    parser.add_argument("--ablations", action="store_true",
+                        help="also replay the router variants with one learning choice changed (about 6x the runtime)")
+    parser.add_argument("--json", metavar="PATH", help="also write the figures as JSON to PATH")
+    args = parser.parse_args(argv)
+    if args.days < 1 or args.per_day < 1 or args.repeats < 1:
+        parser.error("--days, --per-day and --repeats must be at least 1")
+
+    if not (CORRECTNESS_FILE.is_file() and PRICE_FILE.is_file()):
+        print(f"SKIP bench_replay: real outcome data not found at {OUTCOMES_DIR} "
+              "(expected ../shared/data from the project root, see shared/data/README.md)")
+        return 0
+
+    started = time.perf_counter()
+    data = load_data(args.incomplete)
+    load_seconds = time.perf_counter() - started
+    runs = [run_repeat(data, args.days, args.per_day, args.seed + r, args.ablations) for r in range(args.repeats)]
+    summary = summarise(runs, data, ROUTER)
+    elapsed = time.perf_counter() - started
+
+    command = shlex.join([sys.executable, *sys.argv]) if argv is None else shlex.join(["bench_replay.py", *argv])
+    print(f"## Replay benchmark (Open LLM Leaderboard v2 outcomes) — {platform.platform()}, {os.cpu_count()} CPUs, "
+          f"Python {platform.python_version()}, numpy {np.__version__}, polars {pl.__version__}")
+    version = code_version()
+    print(f"command: `{command}`; code: {version}")
+    print(f"data: {data.note}; {args.days} days × {args.per_day} requests per task type per day; "
+          f"{args.repeats} repeat(s), seeds {args.seed}..{args.seed + args.repeats - 1}"
+          + (" (figures are mean ± sd across repeats)" if args.repeats > 1 else ""))
+    print(f"router: {len(data.models)} generalists, prior_quality 0.5, real prices, half-life {ROUTER.half_life_days:g} d, "
+          f"pseudo-count {ROUTER.prior_pseudo_count:g}, exploration floor {ROUTER.exploration_floor:g}; preference quality\n")
+    print(markdown(summary, data, args.repeats, runs[0]["variants"], args.days, args.per_day))
+    tops = "; ".join(f"{t} {short(v['model'])} {v['share']:.0%}" for t, v in runs[0]["router_final_top"].items())
+    print(f"\nrouter's last rule set (seed {args.seed}), top model and its share: {tops}")
+    nightly = sum(r["router_nightly_seconds"] for r in runs) / len(runs)
+    print(f"runtime: {elapsed:.1f} s total (data load {load_seconds:.1f} s; router nightly learning {nightly:.1f} s per replay)")
+
+    if args.json:
+        payload = {
+            "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version()},
+            "command": command,
+            "code_version": version,
+            "settings": {"days": args.days, "per_day": args.per_day, "seed": args.seed, "repeats": args.repeats,
+                         "incomplete": args.incomplete, "last_days": LAST_DAYS, "tokens_per_request": TOKENS_PER_REQUEST},
+            "data": {
+                "note": data.note,
+                "models": list(data.models),
+                "tasks": {t.value: {"questions": td.correct.shape[0], "subtasks": list(td.subtasks)} for t, td in data.tasks.items()},
+            },
+            "summary": summary,
+            "runs": runs,
+            "runtime_seconds": elapsed,
+        }
+        Path(args.json).write_text(json.dumps(payload, indent=2) + "\n")
+        print(f"\nJSON written to {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
