@@ -1,6 +1,7 @@
 """Learning: forgotten statistics → posteriors → candidate rules → the published rule set."""
 
 
+import datetime as dt
 import json
 
 import dagster as dg
@@ -8,7 +9,7 @@ import polars as pl
 
 from assets import names
 from assets.resources import LEARNED_THROUGH, RoutingHome, as_of_day, progress
-from pipelines import lake, posteriors, rulebuild, statistics
+from pipelines import lake, posteriors, rulebuild
 from routing_runtime.rules import RuleRow
 from routing_runtime.ruleset import load_current_rule_set, publish_rule_set
 from routing_runtime.types import RoutingPreference, TaskType
@@ -26,21 +27,22 @@ def _seed(as_of) -> int:
 def model_posteriors(context: dg.AssetExecutionContext, routing_home: RoutingHome) -> dg.MaterializeResult:
     """Bayesian posteriors of quality (Beta), outcome mix (Dirichlet), latency and cost (log-normal,
     Normal-Inverse-Gamma) per (model, task type), from all daily statistics up to the learning day
-    with exponential forgetting, priors from the registry shrunk toward the specialist/generalist group."""
+    with exponential forgetting (evidence before a detected change point is discounted), priors
+    from the registry shrunk toward the specialist/generalist group."""
     as_of = as_of_day(context)
     registry = routing_home.registry()
     daily = lake.scan_days(routing_home.lake, names.DAILY_MODEL_STATS, as_of)
-    totals = statistics.weighted_totals(daily, as_of, registry.learning.half_life_days) if daily is not None else \
-        pl.DataFrame(schema={**statistics.STATS_SCHEMA, "n_raw": pl.Float64, "last_day": pl.Date})
-    frame = posteriors.compute_posteriors(totals, registry)
+    frame, detected = posteriors.posteriors_as_of(daily, as_of, registry)
     lake.write_file(routing_home.lake / names.MODEL_POSTERIORS / f"as_of={as_of}.parquet", frame)
     progress(context, f"posteriors as of {as_of}: {frame.height} (model, task type) cells, {int(frame['n_raw'].sum())} outcomes")
     preview = frame.select(
         "task_type", "model_id", "n_raw", pl.col("quality_mean").round(3), pl.col("quality_ci_low").round(3),
         pl.col("quality_ci_high").round(3), pl.col("latency_mean_ms").round(0), pl.col("cost_mean_usd").round(6),
     ).sort("task_type", "quality_mean", descending=[False, True])
+    recent = detected.filter(pl.col("changed_on") > as_of - dt.timedelta(days=14)).sort("changed_on", descending=True)
     return dg.MaterializeResult(metadata={
         "as_of": str(as_of), "half_life_days": registry.learning.half_life_days,
+        "change_points": dg.MetadataValue.md(_markdown(recent.with_columns(pl.col("before", "after").round(4))) if recent.height else "none in the last 14 days"),
         "dagster/row_count": frame.height, "outcomes_seen": int(frame["n_raw"].sum()),
         "posteriors": dg.MetadataValue.md(_markdown(preview)),
         "path": dg.MetadataValue.path(_snapshot(routing_home, names.MODEL_POSTERIORS, as_of)),

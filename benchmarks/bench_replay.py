@@ -24,13 +24,13 @@ What is replayed, per repeat (seed ``--seed + r``, everything seeded):
 * **Router** (the product's learning code, unmodified): a registry built in memory with the models
   as generalists, their real prices, ``prior_quality = 0.5`` for all (no prior knowledge),
   ``typical_latency_ms = 1000`` (no latency data), ``min_quality_score = 0`` and the default
-  ``[learning]`` settings (half-life 14 days, prior pseudo-count 10, exploration floor 0.05).
+  ``[learning]`` settings (half-life 30 days, prior pseudo-count 10, exploration floor 0.05).
   Day 1 uses the registry rule set (``build_rules(registry_estimates(...))``). Each request draws a
   model from the rule set's ``selection_probability`` for (task type, ``quality``) and observes that
   model's real ``correct`` on that question (success/failure, ``quality_score`` = correct, cost =
   1000 tokens × price, latency 1000 ms). Each night the day's rows go through
-  ``pipelines.statistics.daily_stats``; all days so far through ``weighted_totals`` (forgetting),
-  ``pipelines.posteriors.compute_posteriors`` and ``pipelines.rulebuild.candidate_rules``, which is
+  ``pipelines.statistics.daily_stats``; all days so far through ``pipelines.posteriors.posteriors_as_of``
+  (change points, forgetting, posteriors) and ``pipelines.rulebuild.candidate_rules``, which is
   the rule set of the next day, exactly as the nightly Dagster job chains them.
 * **Plain batched Thompson sampling** (reference, numpy): Beta(1, 1) per (task type, model), no
   other prior, no forgetting, no exploration floor. Each request draws one sample per model from
@@ -78,9 +78,9 @@ from typing import Literal
 import numpy as np
 import polars as pl
 
-from pipelines.posteriors import compute_posteriors
+from pipelines.posteriors import compute_posteriors, posteriors_as_of
 from pipelines.rulebuild import candidate_rules
-from pipelines.statistics import STATS_SCHEMA, daily_stats, weighted_totals
+from pipelines.statistics import STATS_SCHEMA, daily_stats
 from routing_runtime.registry import ModelRegistry
 from routing_runtime.rules import RuleRow, build_rules, registry_estimates
 from routing_runtime.types import RoutingPreference, TaskType
@@ -116,7 +116,7 @@ class LearningKnobs:
     """
 
     label: str
-    half_life_days: float = 14.0
+    half_life_days: float = 30.0
     prior_pseudo_count: float = 10.0
     exploration_floor: float = 0.05
     cold_start: Literal["registry", "posterior"] = "registry"
@@ -129,6 +129,7 @@ ROUTER = LearningKnobs("router (as shipped)")
 ABLATIONS = (
     LearningKnobs("router, day 1 from empty posteriors", cold_start="posterior"),
     LearningKnobs("router, floor 0", exploration_floor=0.0),
+    LearningKnobs("router, half-life 14 days (the design's default)", half_life_days=14.0),
     LearningKnobs("router, no forgetting", half_life_days=NO_FORGETTING),
     LearningKnobs("router, pseudo-count 2", prior_pseudo_count=2.0),
     LearningKnobs("router, all four changes", half_life_days=NO_FORGETTING, prior_pseudo_count=2.0,
@@ -315,8 +316,7 @@ def run_router(data: ReplayData, knobs: LearningKnobs, streams: Streams, days: i
             "cost_usd": cost[choice],
         })
         daily.append(daily_stats(performance).with_columns(pl.lit(day).alias("day")))
-        totals = weighted_totals(pl.concat(daily).lazy(), as_of=day, half_life_days=registry.learning.half_life_days)
-        posteriors = compute_posteriors(totals, registry)
+        posteriors, _ = posteriors_as_of(pl.concat(daily).lazy(), day, registry)
         rules = nightly_rules(posteriors, registry, seed, d)
         nightly += time.perf_counter() - started
     final_top = {}

@@ -10,12 +10,14 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 
 import numpy as np
 import polars as pl
 from scipy import stats as sps
 
+from pipelines import changes, statistics
 from routing_runtime.registry import ModelRegistry
 from routing_runtime.types import TaskType
 
@@ -43,6 +45,20 @@ def _nig(n, s1, s2, typical_log):
     alpha = alpha0 + n / 2
     beta = beta0 + ss / 2 + kappa0 * n * (mean - mu0) ** 2 / (2 * kappa)
     return mu, kappa, alpha, beta
+
+
+def posteriors_as_of(daily: pl.LazyFrame | None, as_of: dt.date, registry: ModelRegistry) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """The whole learning step from daily statistics (with a ``day`` column) up to ``as_of``:
+    change points, forgetting, posteriors. Returns (posteriors, change points)."""
+    half_life = registry.learning.half_life_days
+    if daily is None:
+        detected = pl.DataFrame(schema=changes.CHANGES_SCHEMA)
+        totals = pl.DataFrame(schema={**statistics.STATS_SCHEMA, "n_raw": pl.Float64, "last_day": pl.Date})
+    else:
+        daily = daily.filter(pl.col("day") <= as_of)
+        detected = changes.detect_changes(daily.collect(), half_life)
+        totals = statistics.weighted_totals(changes.discount_before_changes(daily, detected), as_of, half_life)
+    return compute_posteriors(totals, registry), detected
 
 
 def compute_posteriors(totals: pl.DataFrame, registry: ModelRegistry) -> pl.DataFrame:

@@ -30,7 +30,9 @@ def estimates_from_posteriors(posteriors: pl.DataFrame) -> dict[TaskType, list[M
 def _lognormal_mean_draws(rng, mu, kappa, alpha, beta, draws):
     sigma2 = beta / rng.gamma(alpha, 1.0, size=(draws, len(mu)))
     mean = rng.normal(mu, np.sqrt(sigma2 / kappa))
-    return np.exp(mean + sigma2 / 2)
+    # A cell without evidence can draw a huge variance; infinity still ranks last, silently.
+    with np.errstate(over="ignore"):
+        return np.exp(mean + sigma2 / 2)
 
 
 def best_probabilities(posteriors: pl.DataFrame, registry: ModelRegistry, *, draws: int = DRAWS, seed: int = 0) -> dict[RuleKey, dict[str, float]]:

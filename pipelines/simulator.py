@@ -41,7 +41,7 @@ class Event:
     day: int
     kind: str
     model_id: str
-    task_type: TaskType | None = None      # quality_drop: the task (None: every task)
+    task_types: tuple[TaskType, ...] = ()  # quality_drop: the tasks (empty: every task)
     value: float | None = None             # quality_drop: new quality; price_change: price factor
     model: ModelConfig | None = None       # add_model: its registry entry
     truth: ModelTruth | None = None        # add_model: its true behaviour
@@ -119,7 +119,7 @@ def true_best(registry: ModelRegistry, truth: dict[str, ModelTruth], task: TaskT
 
 def _apply(event: Event, registry: ModelRegistry, truth: dict[str, ModelTruth]) -> ModelRegistry:
     if event.kind == "quality_drop":
-        tasks = [event.task_type] if event.task_type else list(TaskType)
+        tasks = event.task_types or tuple(TaskType)
         for task in tasks:
             truth[event.model_id].quality[task] = event.value
         return registry

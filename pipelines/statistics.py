@@ -60,14 +60,18 @@ def forgetting_weight(age_days: pl.Expr, half_life_days: float) -> pl.Expr:
 
 
 def weighted_totals(daily: pl.LazyFrame, as_of: dt.date, half_life_days: float) -> pl.DataFrame:
-    """Exponentially forgotten totals per (model, task) from daily statistics with a ``day`` column.
+    """Exponentially forgotten totals per (model, task) from daily statistics with a ``day`` column
+    (and optionally a ``change_weight`` column, see ``changes.discount_before_changes``).
 
     Adds ``n_raw`` (unweighted count) and ``last_day`` (latest day with evidence).
     """
     age = (pl.lit(as_of) - pl.col("day")).dt.total_days().cast(pl.Float64)
+    weight = forgetting_weight(age, half_life_days)
+    if "change_weight" in daily.collect_schema().names():
+        weight = (weight * pl.col("change_weight")).alias("weight")
     return (
         daily.filter(pl.col("day") <= as_of)
-        .with_columns(forgetting_weight(age, half_life_days))
+        .with_columns(weight)
         .group_by(KEYS)
         .agg(
             *[(pl.col(c) * pl.col("weight")).sum().alias(c) for c in SUM_COLUMNS],

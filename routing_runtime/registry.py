@@ -75,7 +75,7 @@ class TaskPolicy:
 class LearningSettings:
     """Knobs of the nightly learning run."""
 
-    half_life_days: float = 14.0
+    half_life_days: float = 30.0
     prior_pseudo_count: float = 10.0
     exploration_floor: float = 0.05
 
@@ -276,6 +276,11 @@ def _parse_model(table: object, where: str) -> ModelConfig:
     )
 
 
+def model_from_table(table: dict, where: str = "<model>") -> ModelConfig:
+    """One ``[[models]]`` entry, validated like a registry file's (errors name ``where``)."""
+    return _parse_model(table, where)
+
+
 def _parse(data: dict, source: str) -> ModelRegistry:
     _check_keys(data, _TOP_LEVEL, source)
     base = _parse_policy(
@@ -298,7 +303,7 @@ def _parse(data: dict, source: str) -> ModelRegistry:
     learning_table = _check_keys(data.get("learning", {}), _LEARNING_FIELDS, f"{source}: [learning]")
     where = f"{source}: [learning]"
     learning = LearningSettings(
-        half_life_days=_number(learning_table, "half_life_days", where, low=1e-6, default=14.0),
+        half_life_days=_number(learning_table, "half_life_days", where, low=1e-6, default=30.0),
         prior_pseudo_count=_number(learning_table, "prior_pseudo_count", where, low=1e-6, default=10.0),
         exploration_floor=_number(learning_table, "exploration_floor", where, high=0.5, default=0.05),
     )

@@ -102,7 +102,10 @@ def build_rules(
             eligible_ids = [e.model_id for e, ok in ranked if ok]
             enabled_ids = {e.model_id for e, _ in ranked if e.is_enabled}
             best = {m: p for m, p in ((best_probabilities or {}).get((task, preference)) or {}).items() if m in enabled_ids}
-            probabilities = _selection_probabilities(eligible_ids, best, floor)
+            top = [e for e, ok in ranked if ok]
+            key = _sort_key(preference)
+            tied = [e.model_id for e in top if top and key(e)[0] == key(top[0])[0]]
+            probabilities = _selection_probabilities(eligible_ids, best, floor, tied)
             if not probabilities:
                 fallback = next((e.model_id for e, _ in ranked if e.is_enabled), None)
                 probabilities = {fallback: 1.0} if fallback else {}
@@ -118,13 +121,24 @@ def build_rules(
     return rows
 
 
-def _selection_probabilities(eligible: list[str], best: Mapping[str, float] | None, floor: float) -> dict[str, float]:
-    """Mix P(best) with the exploration floor, spread evenly over the eligible models and any
-    model ``best`` names (plausibly eligible under the posterior, even if not by its mean)."""
-    pool = list(dict.fromkeys([*eligible, *(best or {})]))
+def _selection_probabilities(
+    eligible: list[str], best: Mapping[str, float] | None, floor: float, tied: list[str],
+) -> dict[str, float]:
+    """Mix P(best) with the exploration floor.
+
+    With posterior probabilities, the floor is spread over the models still in contention (those
+    ``best`` names: plausibly eligible and winning at least one posterior draw), so clearly worse
+    models stop costing traffic. Without them (registry rules), the top-ranked models (``tied``
+    share the mass evenly) get the rest and the floor is spread over every eligible model.
+    """
+    if best:
+        pool = [m for m, p in best.items() if p > 0] or list(best)
+        mass = {m: max(0.0, float(best[m])) for m in pool}
+    else:
+        pool = list(eligible)
+        mass = {m: 1.0 for m in tied} if tied else {}
     if not pool:
         return {}
-    mass = {m: max(0.0, float((best or {}).get(m, 0.0))) for m in pool}
     total = sum(mass.values())
     if total <= 0:
         mass, total = {pool[0]: 1.0}, 1.0

@@ -213,3 +213,40 @@ typical_latency_ms = 3000
     ineligible = [r for r in rules if r.model_id == "cheap-weak" and r.task_type is TaskType.GENERAL
                   and r.preference is not RoutingPreference.QUALITY]
     assert all(not r.is_eligible and r.selection_probability == 0 for r in ineligible)
+
+
+def test_a_sudden_change_is_detected_on_its_day_and_discounts_the_evidence_before_it():
+    from pipelines import changes
+
+    def day(d: int, n: float, q: float, latency: float) -> dict:
+        log = math.log(latency)
+        return {"model_id": "a", "task_type": "math", "day": dt.date(2026, 3, d), "n": n, "sum_q": n * q,
+                "sum_q2": n * (q * q + 0.04), "n_latency": n, "sum_log_latency": n * log,
+                "sum_log_latency2": n * (log * log + 0.1), "n_cost": 0.0, "sum_log_cost": 0.0, "sum_log_cost2": 0.0}
+
+    steady = [day(d, 200, 0.9, 1000) for d in range(1, 8)]
+    noisy = steady + [day(8, 200, 0.86, 1100)]       # within noise and below the practical shift
+    assert changes.detect_changes(pl.DataFrame(noisy), 30).height == 0
+    broken = steady + [day(8, 200, 0.45, 1000), day(9, 200, 0.45, 3000)]
+    found = changes.detect_changes(pl.DataFrame(broken), 30)
+    assert found.select("changed_on", "what").rows() == [(dt.date(2026, 3, 8), "quality"), (dt.date(2026, 3, 9), "latency")]
+    assert found["after"][1] == pytest.approx(3000, rel=0.01)
+    weights = changes.discount_before_changes(pl.DataFrame(broken).lazy(), found).collect()
+    assert weights.filter(pl.col("day") < dt.date(2026, 3, 9))["change_weight"].unique().to_list() == [changes.DISCOUNT]
+    assert weights.filter(pl.col("day") == dt.date(2026, 3, 9))["change_weight"].to_list() == [1.0]
+    # Re-running over the same days finds the same change points.
+    assert changes.detect_changes(pl.DataFrame(broken), 30).equals(found)
+
+
+def test_registry_rules_share_the_traffic_between_tied_models():
+    """Regression: with equal priors the first model id took 95% of day one's traffic."""
+    from routing_runtime import RoutingPreference, TaskType
+    from routing_runtime.rules import build_rules, registry_estimates
+
+    registry = ModelRegistry.from_toml("\n".join(
+        f'[[models]]\nid = "m{i}"\ninput_cost_per_1k = 0.001\noutput_cost_per_1k = 0.001\nprior_quality = 0.8\ntypical_latency_ms = 1000\n'
+        for i in range(4)
+    ))
+    cell = [r for r in build_rules(registry_estimates(registry), registry)
+            if r.task_type is TaskType.MATH and r.preference is RoutingPreference.QUALITY]
+    assert [r.selection_probability for r in cell] == pytest.approx([0.25] * 4)
