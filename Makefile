@@ -14,13 +14,16 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/python -m scripts.quick_session
+	$(BIN)/routing demo
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP)
-	$(BIN)/python benchmarks/bench_runtime.py
+	$(BIN)/python benchmarks/run_all.py
+
+ui: $(STAMP)
+	$(BIN)/routing ui --home $(or $(HOME_DIR),.routing-demo)
 
 clean:
 	rm -rf $(VENV) .routing .routing-demo

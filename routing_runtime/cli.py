@@ -44,6 +44,13 @@ def _parser() -> argparse.ArgumentParser:
 
     learn = commands.add_parser("learn", parents=[home], help="run the nightly learning job now (extra [pipeline])")
     learn.add_argument("--as-of", metavar="YYYY-MM-DD", help="learn from logs up to the end of this UTC day (default: yesterday)")
+    demo = commands.add_parser("demo", help="simulate agents and nightly learning on a scenario, then report (extra [pipeline])")
+    demo.add_argument("--scenario", default="stationary", help="stationary, drift, new-model, price-change, or a scenario .toml")
+    demo.add_argument("--days", type=int, help="simulated days (default: the scenario's)")
+    demo.add_argument("--requests-per-day", type=int, help="requests per simulated day (default: the scenario's)")
+    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--home", metavar="DIR", help="a fresh home for the demo (default: ./.routing-demo, replaced)")
+
     ui = commands.add_parser("ui", parents=[home], help="Dagster webserver and daemon on 127.0.0.1 (extra [pipeline])")
     ui.add_argument("--port", type=int, default=3000)
     ui.add_argument("--no-daemon", action="store_true", help="webserver only: the nightly schedule does not run")
@@ -163,6 +170,14 @@ def _learn(args) -> int:
     return run_learning(home=args.home, as_of=args.as_of)
 
 
+def _demo(args) -> int:
+    if not _has_pipeline_extra("demo"):
+        return 2
+    from pipelines.demo import run_demo
+
+    return run_demo(args.scenario, days=args.days, requests_per_day=args.requests_per_day, seed=args.seed, home=args.home)
+
+
 def _ui(args) -> int:
     if not _has_pipeline_extra("ui"):
         return 2
@@ -171,7 +186,7 @@ def _ui(args) -> int:
     return run_ui(args.home, args.port, daemon=not args.no_daemon)
 
 
-_COMMANDS = {"init": _init, "select": _select, "record": _record, "rules": _rules, "learn": _learn, "ui": _ui}
+_COMMANDS = {"init": _init, "select": _select, "record": _record, "rules": _rules, "learn": _learn, "demo": _demo, "ui": _ui}
 
 if __name__ == "__main__":
     sys.exit(main())

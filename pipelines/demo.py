@@ -1,0 +1,75 @@
+"""`routing demo`: a fresh home, simulated agent traffic, one learning run per night, a report."""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+import sys
+import time
+from pathlib import Path
+
+from pipelines import plots, report
+from pipelines.scenarios import load_scenario
+from pipelines.simulator import DayResult, simulate
+
+DEFAULT_HOME = ".routing-demo"
+
+
+def attach_report(home: Path, markdown: str, summary: str) -> None:
+    """Show the report on the rules asset in the Dagster UI, as an observation of it."""
+    import dagster as dg
+
+    from assets import names
+    from pipelines.learn import dagster_instance
+
+    with dagster_instance(home) as instance:
+        instance.report_runless_asset_event(dg.AssetObservation(
+            asset_key=names.MODEL_ROUTING_RULES,
+            metadata={"demo_report": dg.MetadataValue.md(markdown), "summary": dg.MetadataValue.text(summary)},
+        ))
+
+
+def run_demo(scenario_name: str = "stationary", *, days: int | None = None, requests_per_day: int | None = None,
+             seed: int = 0, home: str | None = None) -> int:
+    scenario = load_scenario(scenario_name)
+    if days is not None:
+        if days < 2:
+            raise ValueError(f"--days={days} is too short: the router needs at least 2 days to learn anything")
+        scenario = dataclasses.replace(scenario, days=days)
+    if requests_per_day is not None:
+        if requests_per_day < 1:
+            raise ValueError(f"--requests-per-day={requests_per_day} must be at least 1")
+        scenario = dataclasses.replace(scenario, requests_per_day=requests_per_day)
+    home_path = Path(home or DEFAULT_HOME).resolve()
+    if home_path.exists():
+        if not (home_path / "routing.db").exists() and any(home_path.iterdir()):
+            raise ValueError(f"--home={home_path} exists and is not a router home: refusing to delete it")
+        shutil.rmtree(home_path)
+    print(f"scenario '{scenario.name}': {scenario.description}", file=sys.stderr)
+    print(f"{scenario.days} days x {scenario.requests_per_day} requests, seed {seed}, home {home_path}", file=sys.stderr)
+    started = time.perf_counter()
+
+    terminal = sys.stderr.isatty()
+
+    def progress(day: DayResult) -> None:
+        done = day.day / scenario.days
+        bar = "#" * int(30 * done) + "." * (30 - int(30 * done))
+        print(f"{chr(13) if terminal else ''}[{bar}] day {day.day}/{scenario.days}  quality {day.quality:.3f}"
+              f" (oracle {day.oracle_quality:.3f})  rule set v{day.rule_set_version}  {time.perf_counter() - started:5.1f}s",
+              end="" if terminal else "\n", file=sys.stderr, flush=True)
+
+    result = simulate(scenario, home_path, seed=seed, on_day=progress)
+    if terminal:
+        print(file=sys.stderr)
+    figures = report.day_figures(result)
+    images = [
+        plots.traffic_share_plot(result, home_path / "traffic_share.png"),
+        plots.regret_plot(result, figures, home_path / "regret.png"),
+    ]
+    markdown = report.render_markdown(result, figures, [str(p) for p in images])
+    (home_path / "report.md").write_text(markdown)
+    attach_report(home_path, markdown, report.print_summary(result, figures))
+    print(report.print_summary(result, figures))
+    print(f"\nreport: {home_path / 'report.md'}; plots: {', '.join(str(p) for p in images)}")
+    print(f"see the runs in the Dagster UI: routing ui --home {home_path}")
+    return 0
