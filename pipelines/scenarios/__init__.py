@@ -77,9 +77,6 @@ def _parse(data: dict, source: str) -> Scenario:
     registry_path = data.get("registry")
     registry = ModelRegistry.load(Path(source).parent / registry_path) if registry_path else ModelRegistry.load_default()
     truth = {model_id: _truth(table, f"{source}: [models.{model_id!r}]") for model_id, table in data.get("models", {}).items()}
-    missing = [m.id for m in registry.models if m.id not in truth]
-    if missing:
-        raise ValueError(f"{source}: no [models] truth for registry models {missing}")
     events = []
     for i, table in enumerate(data.get("events", [])):
         where = f"{source}: events[{i}]"
@@ -91,13 +88,16 @@ def _parse(data: dict, source: str) -> Scenario:
         if kind == "add_model":
             model = model_from_table({"id": table.get("model"), **table.get("registry", {})}, where)
             event_truth = _truth(table.get("truth", {}), where)
-        elif table.get("model") not in truth:
+        elif table.get("model") not in {m.id for m in registry.models}:
             raise ValueError(f"{where}: model = {table.get('model')!r} is not a registry model")
         events.append(Event(
             day=int(table["day"]), kind=kind, model_id=table["model"],
             task_types=tuple(parse_enum(TaskType, t, f"{where}: task_types") for t in table.get("task_types", [])),
             value=table.get("value"), model=model, truth=event_truth,
         ))
+    missing = [m.id for m in registry.models if m.id not in truth]
+    if missing:
+        raise ValueError(f"{source}: no [models] truth for registry models {missing}")
     weights = lambda enum, key: {parse_enum(enum, k, f"{source}: [{key}]"): float(v) for k, v in data[key].items()} if key in data else None  # noqa: E731
     scenario = Scenario(
         name=data.get("name", Path(source).stem), description=data.get("description", ""), registry=registry, truth=truth,
