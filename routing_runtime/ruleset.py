@@ -172,12 +172,11 @@ class _Slot(namedtuple("_Slot", "task preference version candidates last_resorts
     def _choice(self, pool: tuple[RuleRow, ...], index: int, propensity: float, excluded: tuple[str, ...]) -> Choice:
         chosen = pool[index]
         pref = self.preference.value
-        alternatives = tuple(
-            r.model_id for r in (*pool, *self.last_resorts)
-            if r is not chosen and r.model_id not in excluded and (r in pool or not chosen.is_eligible)
-        )
-        alternatives = tuple(dict.fromkeys(alternatives))
-        if not any(r.is_eligible for r in (*pool, *self.candidates)):
+        no_eligible = not any(r.is_eligible for r in self.candidates)
+        # Fallbacks in priority order; where no model is eligible, the rest by quality too.
+        fallbacks = (*pool, *self.last_resorts) if no_eligible else pool
+        alternatives = tuple(dict.fromkeys(r.model_id for r in fallbacks if r is not chosen and r.model_id not in excluded))
+        if no_eligible:
             cap = f", max_cost_per_1k={chosen.max_cost_per_1k}" if chosen.max_cost_per_1k is not None else ""
             reason = (
                 f"{pref}: no eligible model for {self.task.value} (min_quality_score={chosen.min_quality_score}{cap});"
