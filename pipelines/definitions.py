@@ -13,7 +13,7 @@ from assets.learning import (
     specialist_vs_generalist,
 )
 from assets.resources import RoutingHome
-from pipelines.ingest import DECISIONS, PERFORMANCE, pending_days, stage_inbox
+from pipelines.ingest import DECISIONS, FIRST_DAY, PERFORMANCE, pending_days, stage_inbox
 
 ASSETS = [
     routing_decisions, model_performance, daily_model_stats, model_posteriors, specialist_vs_generalist,
@@ -40,7 +40,7 @@ def learning_range(routing_home: RoutingHome, as_of: dt.date) -> tuple[dt.date, 
     learned = routing_home.learned_through()
     start = learned + dt.timedelta(days=1) if learned is not None else _first_log_day(routing_home) or as_of
     late = [d for table in (DECISIONS, PERFORMANCE) for d in pending_days(routing_home.path, table) if d <= as_of]
-    return min([start, as_of, *late]), as_of
+    return max(min([start, as_of, *late]), FIRST_DAY.date()), as_of
 
 
 def _first_log_day(routing_home: RoutingHome) -> dt.date | None:

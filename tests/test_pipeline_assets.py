@@ -225,3 +225,19 @@ def test_first_learn_on_a_new_home_ingests_every_dropped_day_and_late_drops_are_
     conn = sqlite3.connect(home / "routing.db")
     inputs = json.loads(conn.execute("SELECT inputs FROM rule_sets ORDER BY version DESC").fetchone()[0])
     assert inputs["outcomes_seen"] == 4
+
+
+def test_learn_refuses_a_future_day_and_a_second_concurrent_run(home: Path):
+    from pipelines.learn import exclusive
+
+    with pytest.raises(ValueError, match="in the future"):
+        learn(home, dt.date.today() + dt.timedelta(days=3), quiet=True)
+    with exclusive(home):
+        with pytest.raises(RuntimeError, match="another `routing learn` is running"):
+            learn(home, DAY, quiet=True)
+    assert learn(home, DAY, quiet=True).success
+
+
+def test_learn_on_an_uninitialised_home_says_how_to_initialise(tmp_path: Path):
+    with pytest.raises(FileNotFoundError, match="routing init"):
+        learn(tmp_path / "nothing-here", DAY, quiet=True)
