@@ -11,7 +11,6 @@ re-run over the same days finds the same change points.
 
 from __future__ import annotations
 
-import datetime as dt
 import math
 
 import polars as pl
@@ -75,7 +74,3 @@ def discount_before_changes(daily: pl.LazyFrame, changes: pl.DataFrame) -> pl.La
     return daily.join(last, on=KEYS, how="left").with_columns(
         pl.when(pl.col("day") < pl.col("last_change")).then(DISCOUNT).otherwise(1.0).alias("change_weight"),
     ).drop("last_change")
-
-
-def first_day(changes: pl.DataFrame) -> dt.date | None:
-    return changes["changed_on"].min() if changes.height else None
