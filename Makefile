@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test bench ui clean
+.PHONY: run test bench ui ui-check clean
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "needs $(PYTHON) on PATH (or make PYTHON=python3)"; exit 1; }
@@ -24,6 +24,9 @@ bench: $(STAMP)
 
 ui: $(STAMP)
 	$(BIN)/routing ui --home $(or $(HOME_DIR),.routing-demo)
+
+ui-check: $(STAMP)
+	$(BIN)/python scripts/check_ui.py
 
 clean:
 	rm -rf $(VENV) .routing .routing-demo
