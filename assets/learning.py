@@ -9,7 +9,7 @@ import polars as pl
 
 from assets import names
 from assets.resources import LEARNED_THROUGH, RoutingHome, as_of_day, progress
-from pipelines import lake, posteriors, rulebuild
+from pipelines import evaluation, lake, posteriors, rulebuild
 from routing_runtime.rules import RuleRow
 from routing_runtime.ruleset import load_current_rule_set, publish_rule_set
 from routing_runtime.types import RoutingPreference, TaskType
@@ -109,7 +109,43 @@ def rules_coverage(context: dg.AssetCheckExecutionContext, routing_home: Routing
     return dg.AssetCheckResult(passed=not problems, metadata={"problems": len(problems), "examples": "; ".join(problems[:5])})
 
 
-@dg.asset(name=names.MODEL_ROUTING_RULES, deps=[names.CANDIDATE_ROUTING_RULES], kinds={"sqlite", "parquet"}, group_name="learning")
+EVALUATION_WINDOW_DAYS = 7
+
+
+@dg.asset(
+    name=names.POLICY_EVALUATION, deps=[names.ROUTING_DECISIONS, names.MODEL_PERFORMANCE, names.CANDIDATE_ROUTING_RULES],
+    kinds={"polars", "parquet"}, group_name="reports",
+)
+def policy_evaluation(context: dg.AssetExecutionContext, routing_home: RoutingHome) -> dg.MaterializeResult:
+    """Off-policy evaluation of the candidate rules on the last 7 days of logged decisions: the
+    logged policy's mean quality next to IPS and self-normalised IPS estimates of what the candidate
+    rules would have achieved, using the propensity every decision recorded."""
+    as_of = as_of_day(context)
+    since = as_of - dt.timedelta(days=EVALUATION_WINDOW_DAYS - 1)
+    decisions = lake.scan_days(routing_home.lake, names.ROUTING_DECISIONS, as_of)
+    performance = lake.scan_days(routing_home.lake, names.MODEL_PERFORMANCE, as_of)
+    candidate = pl.read_parquet(_snapshot(routing_home, names.CANDIDATE_ROUTING_RULES, as_of))
+    if decisions is None or performance is None:
+        frame = pl.DataFrame(schema=evaluation.EVALUATION_SCHEMA)
+    else:
+        recent = lambda lf: lf.filter(pl.col("day") >= since)  # noqa: E731
+        feedback = evaluation.logged_feedback(recent(decisions), recent(performance)).collect()
+        frame = evaluation.off_policy_estimates(feedback, candidate)
+    lake.write_file(routing_home.lake / names.POLICY_EVALUATION / f"as_of={as_of}.parquet", frame)
+    overall = frame.filter(pl.col("task_type") == "all")
+    metadata = {"window": f"{since} .. {as_of}", "dagster/row_count": frame.height,
+                "estimates": dg.MetadataValue.md(_markdown(frame.with_columns(pl.col(pl.Float64).round(4))))}
+    if overall.height and overall["n"][0]:
+        row = overall.row(0, named=True)
+        metadata |= {"logged_quality": round(row["logged_quality"], 4), "snips_quality": round(row["snips_quality"], 4),
+                     "effective_sample_size": round(row["effective_sample_size"], 1)}
+    return dg.MaterializeResult(metadata=metadata)
+
+
+@dg.asset(
+    name=names.MODEL_ROUTING_RULES, deps=[names.CANDIDATE_ROUTING_RULES, names.POLICY_EVALUATION],
+    kinds={"sqlite", "parquet"}, group_name="learning",
+)
 def model_routing_rules(context: dg.AssetExecutionContext, routing_home: RoutingHome) -> dg.MaterializeResult:
     """The published, versioned model_routing_rules table in routing.db, written in one transaction
     (routers switch to it within a second), with a Parquet snapshot per version and what changed."""

@@ -6,6 +6,7 @@ DAILY_MODEL_STATS = "daily_model_stats"
 MODEL_POSTERIORS = "model_posteriors"
 SPECIALIST_VS_GENERALIST = "specialist_vs_generalist"
 CANDIDATE_ROUTING_RULES = "candidate_routing_rules"
+POLICY_EVALUATION = "policy_evaluation"
 MODEL_ROUTING_RULES = "model_routing_rules"
 
 LOG_VALIDITY_CHECK = "log_validity"

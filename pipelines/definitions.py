@@ -9,7 +9,7 @@ import dagster as dg
 from assets import names
 from assets.ingest import daily_model_stats, log_validity, model_performance, routing_decisions
 from assets.learning import (
-    candidate_routing_rules, model_posteriors, model_routing_rules, posterior_sanity, rules_coverage,
+    candidate_routing_rules, model_posteriors, model_routing_rules, policy_evaluation, posterior_sanity, rules_coverage,
     specialist_vs_generalist,
 )
 from assets.resources import RoutingHome
@@ -17,7 +17,7 @@ from pipelines.ingest import DECISIONS, FIRST_DAY, PERFORMANCE, pending_days, st
 
 ASSETS = [
     routing_decisions, model_performance, daily_model_stats, model_posteriors, specialist_vs_generalist,
-    candidate_routing_rules, model_routing_rules,
+    candidate_routing_rules, policy_evaluation, model_routing_rules,
 ]
 CHECKS = [log_validity, posterior_sanity, rules_coverage]
 

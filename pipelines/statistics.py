@@ -19,12 +19,17 @@ SUM_COLUMNS = [
 STATS_SCHEMA = {"model_id": pl.String, "task_type": pl.String, **{c: pl.Float64 for c in SUM_COLUMNS}}
 
 
-def daily_stats(performance: pl.DataFrame | pl.LazyFrame) -> pl.DataFrame:
-    """Sufficient statistics of one day's valid ``model_performance`` rows."""
-    q = pl.coalesce(
+def implied_quality() -> pl.Expr:
+    """``quality_score`` where reported, else what the outcome implies (1, 0.5, 0)."""
+    return pl.coalesce(
         pl.col("quality_score"),
         pl.col("outcome").replace_strict({"success": 1.0, "partial": 0.5, "failure": 0.0}, default=None, return_dtype=pl.Float64),
     )
+
+
+def daily_stats(performance: pl.DataFrame | pl.LazyFrame) -> pl.DataFrame:
+    """Sufficient statistics of one day's valid ``model_performance`` rows."""
+    q = implied_quality()
     log_latency = pl.col("latency_ms").clip(lower_bound=1.0).log()
     log_cost = pl.col("cost_usd").clip(lower_bound=1e-9).log()
     has_latency = pl.col("latency_ms").is_not_null()

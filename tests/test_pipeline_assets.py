@@ -143,6 +143,9 @@ def test_learning_publishes_a_new_rule_set_with_its_inputs(home: Path):
     metadata = next(e for e in result.all_events if e.event_type_value == "ASSET_MATERIALIZATION"
                     and e.asset_key == dg.AssetKey(names.MODEL_ROUTING_RULES)).event_specific_data.materialization.metadata
     assert "| math | balanced |" in metadata["changes"].value
+    evaluation = next(e for e in result.all_events if e.event_type_value == "ASSET_MATERIALIZATION"
+                      and e.asset_key == dg.AssetKey(names.POLICY_EVALUATION)).event_specific_data.materialization.metadata
+    assert 0 <= evaluation["snips_quality"].value <= 1 and evaluation["effective_sample_size"].value > 0
 
 
 def test_a_failing_blocking_check_keeps_the_previous_rule_set(home: Path, tmp_path: Path):
@@ -199,7 +202,8 @@ def test_the_whole_definitions_load(tmp_path: Path):
     job = definitions.resolve_job_def(names.NIGHTLY_JOB)
     keys = {k.to_user_string() for k in job.asset_layer.executable_asset_keys}
     assert keys == {names.ROUTING_DECISIONS, names.MODEL_PERFORMANCE, names.DAILY_MODEL_STATS, names.MODEL_POSTERIORS,
-                    names.SPECIALIST_VS_GENERALIST, names.CANDIDATE_ROUTING_RULES, names.MODEL_ROUTING_RULES}
+                    names.SPECIALIST_VS_GENERALIST, names.CANDIDATE_ROUTING_RULES, names.POLICY_EVALUATION,
+                    names.MODEL_ROUTING_RULES}
     graph = definitions.resolve_asset_graph()
     upstream = {k.to_user_string() for k in graph.get(dg.AssetKey(names.MODEL_ROUTING_RULES)).ancestor_asset_keys} \
         if hasattr(graph.get(dg.AssetKey(names.MODEL_ROUTING_RULES)), "ancestor_asset_keys") else None

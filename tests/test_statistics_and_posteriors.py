@@ -250,3 +250,33 @@ def test_registry_rules_share_the_traffic_between_tied_models():
     cell = [r for r in build_rules(registry_estimates(registry), registry)
             if r.task_type is TaskType.MATH and r.preference is RoutingPreference.QUALITY]
     assert [r.selection_probability for r in cell] == pytest.approx([0.25] * 4)
+
+
+def test_off_policy_estimates_recover_a_policy_value_from_logs_of_another():
+    from pipelines import evaluation
+
+    rng = np.random.default_rng(7)
+    n = 30_000
+    truth = {"a": 0.3, "b": 0.6, "c": 0.9}
+    logging = {"a": 0.5, "b": 0.3, "c": 0.2}
+    models = rng.choice(list(logging), size=n, p=list(logging.values()))
+    quality = (rng.random(n) < np.vectorize(truth.get)(models)).astype(float)
+    decisions = pl.DataFrame({
+        "id": [str(i) for i in range(n)], "task_type": "math", "preference": "quality",
+        "selected_model": models, "propensity": np.vectorize(logging.get)(models),
+    })
+    performance = pl.DataFrame({
+        "decision_id": [str(i) for i in range(n)], "quality_score": quality, "outcome": np.where(quality > 0, "success", "failure"),
+    })
+    target = pl.DataFrame({"task_type": "math", "preference": "quality", "model_id": ["a", "b", "c"],
+                           "selection_probability": [0.05, 0.05, 0.9]})
+    feedback = evaluation.logged_feedback(decisions.lazy(), performance.lazy()).collect()
+    estimates = evaluation.off_policy_estimates(feedback, target)
+    cell = estimates.filter(pl.col("task_type") == "math").row(0, named=True)
+    true_value = 0.05 * 0.3 + 0.05 * 0.6 + 0.9 * 0.9
+    assert cell["n"] == n
+    assert cell["logged_quality"] == pytest.approx(0.5 * 0.3 + 0.3 * 0.6 + 0.2 * 0.9, abs=0.01)
+    assert cell["snips_quality"] == pytest.approx(true_value, rel=0.02)
+    assert cell["ips_quality"] == pytest.approx(true_value, rel=0.03)
+    assert 0 < cell["effective_sample_size"] < n
+    assert estimates.filter(pl.col("task_type") == "all").height == 1
