@@ -28,7 +28,7 @@ def test_ui_shows_the_asset_graph_in_headless_chromium(tmp_path: Path):
     done = subprocess.run([sys.executable, str(CHECK_UI), "--screenshot", str(screenshot)],
                           capture_output=True, text=True, timeout=240, cwd=tmp_path)
     assert done.returncode == 0, f"check_ui.py failed:\n{done.stdout}\n{done.stderr}"
-    for checked in ("schedule nightly_learning_0200_utc", "draws all 7 assets", "upstream of model_routing_rules",
+    for checked in ("schedule nightly_learning_0200_utc", "draws all 8 assets", "upstream of model_routing_rules",
                     "model_performance (logs)", "Routing demo", "exited 0", "PASS"):
         assert checked in done.stdout, f"{checked!r} not reported:\n{done.stdout}"
     assert screenshot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
