@@ -12,7 +12,7 @@ import dataclasses
 import datetime as dt
 import math
 import random
-from collections import Counter, defaultdict
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path

@@ -11,6 +11,10 @@ from collections.abc import Iterable, Mapping
 
 from routing_runtime.types import RoutingPreference, TaskType
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing
+if TYPE_CHECKING:
+    from routing_runtime.registry import ModelRegistry, TaskPolicy
+
 RuleKey = tuple  # (TaskType, RoutingPreference)
 
 
@@ -37,7 +41,7 @@ class RuleRow(namedtuple(
     __slots__ = ()
 
 
-def is_eligible(estimate: ModelEstimate, policy: "TaskPolicy", preference: RoutingPreference) -> bool:
+def is_eligible(estimate: ModelEstimate, policy: TaskPolicy, preference: RoutingPreference) -> bool:
     """Enabled and within the task's thresholds; ``quality`` ignores the thresholds."""
     if not estimate.is_enabled:
         return False
@@ -67,7 +71,7 @@ def _sort_key(preference: RoutingPreference):
     return key
 
 
-def rank(estimates: Iterable[ModelEstimate], policy: "TaskPolicy", preference: RoutingPreference) -> list[tuple[ModelEstimate, bool]]:
+def rank(estimates: Iterable[ModelEstimate], policy: TaskPolicy, preference: RoutingPreference) -> list[tuple[ModelEstimate, bool]]:
     """Priority order with eligibility: eligible models by the preference's objective, then
     enabled but ineligible models by quality (last resorts), then disabled models."""
     estimates = list(estimates)
@@ -82,7 +86,7 @@ def rank(estimates: Iterable[ModelEstimate], policy: "TaskPolicy", preference: R
 
 def build_rules(
     estimates: Mapping[TaskType, Iterable[ModelEstimate]],
-    registry: "ModelRegistry",
+    registry: ModelRegistry,
     best_probabilities: Mapping[RuleKey, Mapping[str, float]] | None = None,
 ) -> list[RuleRow]:
     """Rule rows for every (task type, preference).
@@ -147,7 +151,7 @@ def _selection_probabilities(
     return {m: (1.0 - spread) * mass.get(m, 0.0) / total + share for m in pool}
 
 
-def registry_estimates(registry: "ModelRegistry") -> dict[TaskType, list[ModelEstimate]]:
+def registry_estimates(registry: ModelRegistry) -> dict[TaskType, list[ModelEstimate]]:
     """Estimates before any evidence: registry priors and list prices."""
     estimates: dict[TaskType, list[ModelEstimate]] = {}
     for task in TaskType:

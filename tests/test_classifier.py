@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import TESTS_DATA, require_shared_data
+from conftest import TESTS_DATA
 from routing_runtime import TaskType, classify_task
 
 LABELLED = TESTS_DATA / "labelled_prompts.jsonl"
