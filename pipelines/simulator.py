@@ -27,11 +27,21 @@ EVENT_KINDS = ("quality_drop", "add_model", "price_change", "disable_model")
 
 @dataclass
 class ModelTruth:
-    """What a model really does: mean quality per task type, median latency, cost vs list price."""
+    """What a model really does.
+
+    ``quality``: mean quality per task type; ``partial_share``: the share of partial outcomes
+    (at most; success and failure make up the rest around the mean); ``latency_ms`` and
+    ``latency_spread``: median and log-scale spread of a log-normal latency; ``tokens_factor``:
+    tokens per request relative to the task's typical request (log-normal, spread 0.3); cost is the
+    list price of those tokens times ``cost_factor``.
+    """
 
     quality: dict[TaskType, float]
     latency_ms: float
     cost_factor: float = 1.0
+    partial_share: float = 0.2
+    latency_spread: float = 0.35
+    tokens_factor: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -208,15 +218,15 @@ def _outcome(rng: random.Random, registry: ModelRegistry, truth: dict[str, Model
     q = t.quality[task]
     u = rng.random()
     # Outcome mix around the true quality: mostly success or failure, some partial (worth 0.5).
-    partial = min(0.2, q, 1 - q)
+    partial = min(t.partial_share, q, 1 - q)
     if u < q - partial / 2:
         outcome = "success"
     elif u < q + partial / 2:
         outcome = "partial"
     else:
         outcome = "failure"
-    latency = t.latency_ms * math.exp(rng.gauss(0.0, 0.35))
+    latency = t.latency_ms * math.exp(rng.gauss(0.0, t.latency_spread))
     policy = registry.policy(task)
-    tokens = max(1, int(policy.typical_tokens * math.exp(rng.gauss(0.0, 0.3))))
+    tokens = max(1, int(policy.typical_tokens * t.tokens_factor * math.exp(rng.gauss(0.0, 0.3))))
     cost = true_cost(registry, t, model, task) * tokens / policy.typical_tokens
     return q, latency, cost, tokens, outcome

@@ -51,6 +51,7 @@ def test_every_shipped_scenario_loads_with_truth_for_every_model():
 @pytest.mark.parametrize("body, expected", [
     ('[models."gpt-4o"]\nlatency_ms = 100\nquality = { default = 1.5 }', "must be within [0, 1]"),
     ('[models."gpt-4o"]\nlatency_ms = -1\nquality = { default = 0.5 }', "latency_ms = -1"),
+    ('[models."gpt-4o"]\nlatency_ms = 100\npartial_share = 2\nquality = { default = 0.5 }', "partial_share = 2"),
     ('[[events]]\nday = 2\nkind = "explode"\nmodel = "gpt-4o"', "kind = 'explode'"),
 ])
 def test_bad_scenario_files_name_the_problem(tmp_path: Path, body: str, expected: str):

@@ -13,8 +13,11 @@ Every scenario's ground truth is synthetic and says so. Format::
     [preference_mix]                            # optional weights (default: equal)
     balanced = 3
     [models."model-id"]                         # the truth of every registry model
-    latency_ms = 800
+    latency_ms = 800                            # median latency
+    latency_spread = 0.35                       # log-scale sd of latency (default 0.35)
     cost_factor = 1.0                           # true cost / list price (default 1)
+    tokens_factor = 1.0                         # tokens vs the task's typical request (default 1)
+    partial_share = 0.2                         # share of partial outcomes (default 0.2)
     quality = { default = 0.6, math = 0.9 }     # true mean quality per task type
     [[events]]                                  # happen before the traffic of `day`
     day = 7
@@ -29,6 +32,7 @@ Every scenario's ground truth is synthetic and says so. Format::
 from __future__ import annotations
 
 import datetime as dt
+import math
 import tomllib
 from pathlib import Path
 
@@ -67,10 +71,15 @@ def _truth(table: dict, where: str) -> ModelTruth:
         values[task] = float(value)
     if quality:
         raise ValueError(f"{where}: quality has unknown task types {sorted(quality)}")
-    latency = table.get("latency_ms")
-    if not isinstance(latency, (int, float)) or latency <= 0:
-        raise ValueError(f"{where}: latency_ms = {latency!r} must be a positive number")
-    return ModelTruth(values, float(latency), float(table.get("cost_factor", 1.0)))
+    numbers = {}
+    for key, default, low, high in (("latency_ms", None, 1e-9, math.inf), ("cost_factor", 1.0, 1e-9, math.inf),
+                                    ("partial_share", 0.2, 0.0, 1.0), ("latency_spread", 0.35, 0.0, 5.0),
+                                    ("tokens_factor", 1.0, 1e-9, math.inf)):
+        value = table.get(key, default)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
+            raise ValueError(f"{where}: {key} = {value!r} must be a number within [{low}, {high}]")
+        numbers[key] = float(value)
+    return ModelTruth(values, **numbers)
 
 
 def _parse(data: dict, source: str) -> Scenario:
