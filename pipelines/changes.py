@@ -43,7 +43,7 @@ def detect_changes(daily: pl.DataFrame, half_life_days: float) -> pl.DataFrame:
     """Change points of every (model, task type) in daily statistics (with a ``day`` column)."""
     found = []
     decay = 2.0 ** (-1.0 / half_life_days)
-    columns = ["n", "sum_q", "sum_q2", "n_latency", "sum_log_latency", "sum_log_latency2", "n_cost", "sum_log_cost", "sum_log_cost2"]
+    columns = ["n", "sum_q", "sum_q2", "n_latency", "sum_log_latency", "sum_log_latency2", "n_cost_positive", "sum_log_cost", "sum_log_cost2"]
     for (model, task), days in daily.sort("day").group_by(KEYS, maintain_order=True):
         segment = dict.fromkeys(columns, 0.0)
         previous = None
@@ -54,7 +54,7 @@ def detect_changes(daily: pl.DataFrame, half_life_days: float) -> pl.DataFrame:
             shifts = {
                 "quality": _shift(segment, day, "n", "sum_q", "sum_q2", 0.01, MIN_QUALITY_SHIFT),
                 "latency": _shift(segment, day, "n_latency", "sum_log_latency", "sum_log_latency2", 0.01, math.log(MIN_RATIO_SHIFT)),
-                "cost": _shift(segment, day, "n_cost", "sum_log_cost", "sum_log_cost2", 0.01, math.log(MIN_RATIO_SHIFT)),
+                "cost": _shift(segment, day, "n_cost_positive", "sum_log_cost", "sum_log_cost2", 0.01, math.log(MIN_RATIO_SHIFT)),
             }
             changed = {what: values for what, values in shifts.items() if values}
             if changed:

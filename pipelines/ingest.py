@@ -84,11 +84,12 @@ def _parse_time(expr: pl.Expr) -> pl.Expr:
     )
 
 
-def read_drop(path: Path, table: str) -> tuple[pl.DataFrame, pl.DataFrame]:
+def read_drop(path: Path, table: str, source_id: str | None = None) -> tuple[pl.DataFrame, pl.DataFrame]:
     """A dropped ``*.parquet`` or ``*.jsonl`` file as (rows in the table's schema, quarantined rows).
 
     Values that do not convert to the column's type, malformed JSON lines and unreadable files
-    are quarantined with a reason; the good rows around them are kept.
+    are quarantined with a reason; the good rows around them are kept. Rows without an ``id`` get
+    ``<source_id>-<row>`` (default: a digest of the file's content).
     """
     schema = SCHEMAS[table]
     bad: list[dict] = []
@@ -117,8 +118,8 @@ def read_drop(path: Path, table: str) -> tuple[pl.DataFrame, pl.DataFrame]:
     if "decision_id" in raw.columns and table == DECISIONS and "id" not in raw.columns:
         raw = raw.rename({"decision_id": "id"})
     if "id" not in raw.columns:
-        # Drops from other hosts may carry no row id: derive a stable one from file and row.
-        digest = hashlib.sha1(path.name.encode()).hexdigest()[:16]
+        # Drops from other hosts may carry no row id: derive a stable one from content and row.
+        digest = source_id or hashlib.sha1(path.read_bytes()).hexdigest()[:16]
         raw = raw.with_row_index("_row").with_columns((pl.lit(digest + "-") + pl.col("_row").cast(pl.String)).alias("id")).drop("_row")
     raw = raw.with_row_index("_row")
 
@@ -158,10 +159,12 @@ def stage_inbox(home: Path, table: str) -> dict[str, int]:
         return counts
     lake_root = home / "lake"
     time_column = TIME_COLUMN[table]
-    for path in sorted(p for p in inbox.iterdir() if p.is_file() and p.suffix in (".parquet", ".jsonl")):
-        digest = hashlib.sha1(path.read_bytes()).hexdigest()[:12]
+    # Hidden files are uploads in progress: writers drop `.name.tmp` and rename it into place.
+    drops = sorted(p for p in inbox.iterdir() if p.is_file() and p.suffix in (".parquet", ".jsonl") and not p.name.startswith("."))
+    for path in drops:
+        digest = hashlib.sha1(path.read_bytes()).hexdigest()[:16]
         stem = f"{path.stem}-{digest}"
-        rows, quarantined = read_drop(path, table)
+        rows, quarantined = read_drop(path, table, digest)
         in_range = pl.col(time_column).is_between(FIRST_DAY, dt.datetime.now(dt.timezone.utc).replace(tzinfo=None) + dt.timedelta(days=1))
         undated = rows.filter(~in_range.fill_null(False))
         if undated.height:
@@ -173,7 +176,7 @@ def stage_inbox(home: Path, table: str) -> dict[str, int]:
         if quarantined.height:
             lake.write_file(lake_root / lake.QUARANTINE / table / "undated" / f"{stem}.parquet", quarantined)
         done.mkdir(exist_ok=True)
-        os.replace(path, done / path.name)
+        os.replace(path, done / f"{stem}{path.suffix}")
         counts["files"] += 1
         counts["rows"] += rows.height
         counts["quarantined"] += quarantined.height

@@ -103,7 +103,9 @@ def compute_posteriors(totals: pl.DataFrame, registry: ModelRegistry) -> pl.Data
     b = (1 - d["prior_mean"]) * k + (d["n"] - d["sum_q"])
     tail = (1 - CREDIBLE) / 2
     lat_mu, lat_kappa, lat_alpha, lat_beta = _nig(d["n_latency"], d["sum_log_latency"], d["sum_log_latency2"], d["prior_log_latency"])
-    cost_mu, cost_kappa, cost_alpha, cost_beta = _nig(d["n_cost"], d["sum_log_cost"], d["sum_log_cost2"], d["prior_log_cost"])
+    cost_mu, cost_kappa, cost_alpha, cost_beta = _nig(d["n_cost_positive"], d["sum_log_cost"], d["sum_log_cost2"], d["prior_log_cost"])
+    # Share of calls that cost anything; the prior (list prices) says all, worth k observations.
+    charged = (d["n_cost_positive"] + k) / (d["n_cost"] + k)
 
     def lognormal_mean(mu, alpha, beta):
         return np.exp(mu + (beta / (alpha - 1)) / 2)
@@ -119,7 +121,7 @@ def compute_posteriors(totals: pl.DataFrame, registry: ModelRegistry) -> pl.Data
     ])
     dirichlet_mean = dirichlet / dirichlet.sum(axis=0)
     tokens = np.where(d["n_tokens"] > 0, (d["sum_tokens"] + d["prior_tokens"]) / (d["n_tokens"] + 1), d["prior_tokens"])
-    cost_mean = lognormal_mean(cost_mu, cost_alpha, cost_beta)
+    cost_mean = charged * lognormal_mean(cost_mu, cost_alpha, cost_beta)
     return frame.select("model_id", "task_type", "is_specialized", "is_enabled", "prior_quality", "prior_mean", "n_raw", "n").with_columns(
         pl.Series("n_effective", d["n"]),
         pl.Series("quality_alpha", a), pl.Series("quality_beta", b),
@@ -134,8 +136,9 @@ def compute_posteriors(totals: pl.DataFrame, registry: ModelRegistry) -> pl.Data
         pl.Series("cost_mu", cost_mu), pl.Series("cost_kappa", cost_kappa),
         pl.Series("cost_alpha", cost_alpha), pl.Series("cost_beta", cost_beta),
         pl.Series("cost_mean_usd", cost_mean),
-        pl.Series("cost_ci_low_usd", lognormal_ci(cost_mu, cost_kappa, cost_alpha, cost_beta, tail)),
-        pl.Series("cost_ci_high_usd", lognormal_ci(cost_mu, cost_kappa, cost_alpha, cost_beta, 1 - tail)),
+        pl.Series("cost_charged_share", charged),
+        pl.Series("cost_ci_low_usd", charged * lognormal_ci(cost_mu, cost_kappa, cost_alpha, cost_beta, tail)),
+        pl.Series("cost_ci_high_usd", charged * lognormal_ci(cost_mu, cost_kappa, cost_alpha, cost_beta, 1 - tail)),
         pl.Series("tokens_mean", tokens),
         pl.Series("cost_per_1k_usd", cost_mean / np.maximum(tokens, 1.0) * 1000.0),
     ).drop("n").sort("task_type", "model_id")

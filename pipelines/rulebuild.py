@@ -46,7 +46,7 @@ def best_probabilities(posteriors: pl.DataFrame, registry: ModelRegistry, *, dra
         ids = sub["model_id"].to_list()
         col = lambda name, frame=sub: frame[name].to_numpy()  # noqa: E731
         quality = rng.beta(col("quality_alpha"), col("quality_beta"), size=(draws, sub.height))
-        cost = _lognormal_mean_draws(rng, col("cost_mu"), col("cost_kappa"), col("cost_alpha"), col("cost_beta"), draws)
+        cost = col("cost_charged_share") * _lognormal_mean_draws(rng, col("cost_mu"), col("cost_kappa"), col("cost_alpha"), col("cost_beta"), draws)
         latency = _lognormal_mean_draws(rng, col("latency_mu"), col("latency_kappa"), col("latency_alpha"), col("latency_beta"), draws)
         objectives = {
             RoutingPreference.QUALITY: quality,

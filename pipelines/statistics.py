@@ -1,7 +1,8 @@
 """Sufficient statistics: per (day, model, task type), additive across days and partitions.
 
 Quality is ``quality_score`` where given, else implied by the outcome (success 1, partial 0.5,
-failure 0). Latency and cost are summarised on the log scale (log-normal models).
+failure 0). Positive latencies and costs are summarised on the log scale (log-normal models);
+zero-cost calls are counted apart.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ KEYS = ["model_id", "task_type"]
 SUM_COLUMNS = [
     "n", "n_success", "n_partial", "n_failure", "sum_q", "sum_q2",
     "n_latency", "sum_log_latency", "sum_log_latency2",
-    "n_cost", "sum_log_cost", "sum_log_cost2", "sum_cost", "n_tokens", "sum_tokens",
+    "n_cost", "n_cost_positive", "sum_log_cost", "sum_log_cost2", "sum_cost", "n_tokens", "sum_tokens",
 ]
 STATS_SCHEMA = {"model_id": pl.String, "task_type": pl.String, **{c: pl.Float64 for c in SUM_COLUMNS}}
 
@@ -30,10 +31,13 @@ def implied_quality() -> pl.Expr:
 def daily_stats(performance: pl.DataFrame | pl.LazyFrame) -> pl.DataFrame:
     """Sufficient statistics of one day's valid ``model_performance`` rows."""
     q = implied_quality()
-    log_latency = pl.col("latency_ms").clip(lower_bound=1.0).log()
-    log_cost = pl.col("cost_usd").clip(lower_bound=1e-9).log()
-    has_latency = pl.col("latency_ms").is_not_null()
+    # Log-normal fits see positive values only: a free (zero-cost) call is counted as such, and a
+    # zero latency is no measurement, rather than log(tiny) wrecking the fit.
+    has_latency = pl.col("latency_ms") > 0
     has_cost = pl.col("cost_usd").is_not_null()
+    charged = pl.col("cost_usd") > 0
+    log_latency = pl.when(has_latency).then(pl.col("latency_ms").log())
+    log_cost = pl.when(charged).then(pl.col("cost_usd").log())
     stats = performance.lazy().group_by(KEYS).agg(
         pl.len().cast(pl.Float64).alias("n"),
         (pl.col("outcome") == "success").sum().cast(pl.Float64).alias("n_success"),
@@ -45,6 +49,7 @@ def daily_stats(performance: pl.DataFrame | pl.LazyFrame) -> pl.DataFrame:
         log_latency.sum().alias("sum_log_latency"),
         (log_latency * log_latency).sum().alias("sum_log_latency2"),
         has_cost.sum().cast(pl.Float64).alias("n_cost"),
+        charged.sum().cast(pl.Float64).alias("n_cost_positive"),
         log_cost.sum().alias("sum_log_cost"),
         (log_cost * log_cost).sum().alias("sum_log_cost2"),
         pl.col("cost_usd").sum().alias("sum_cost"),

@@ -93,7 +93,7 @@ def test_drops_are_ingested_once_and_bad_rows_are_quarantined_with_a_reason(home
 
     assert materialize_ingest(home).success
     assert not jsonl.exists() and not parquet.exists()
-    assert (home / "inbox" / "model_performance" / "ingested" / "host-a.jsonl").exists()
+    assert len(list((home / "inbox" / "model_performance" / "ingested").glob("host-a-*.jsonl"))) == 1
     outcomes = lake.read_partition(home / "lake", names.MODEL_PERFORMANCE, DAY)
     ids = set(outcomes["id"])
     assert {"drop-1", "drop-3", "pq-1"} <= ids
@@ -245,3 +245,20 @@ def test_learn_refuses_a_future_day_and_a_second_concurrent_run(home: Path):
 def test_learn_on_an_uninitialised_home_says_how_to_initialise(tmp_path: Path):
     with pytest.raises(FileNotFoundError, match="routing init"):
         learn(tmp_path / "nothing-here", DAY, quiet=True)
+
+
+def test_two_drops_with_the_same_name_and_no_ids_are_both_kept(home: Path):
+    """Regression: ids derived from the file name made a second `outcomes.jsonl` replace the first."""
+    from pipelines import ingest
+
+    row = {"task_type": "math", "outcome": "success", "recorded_at": "2026-05-04T12:00:00Z"}
+    for model in ("gpt-4o", "codestral-2508"):
+        drop(home, "model_performance", "outcomes.jsonl", "\n".join(json.dumps({**row, "model_id": model}) for _ in range(3)) + "\n")
+        ingest.stage_inbox(home, "model_performance")
+    drop(home, "model_performance", ".upload-in-progress.jsonl", json.dumps({**row, "model_id": "gpt-4o"}))
+    assert materialize_ingest(home).success
+    outcomes = lake.read_partition(home / "lake", names.MODEL_PERFORMANCE, DAY)
+    dropped = outcomes.filter(pl.col("decision_id").is_null())["model_id"].to_list()
+    assert sorted(dropped) == ["codestral-2508"] * 3 + ["gpt-4o"] * 3
+    assert len(list((home / "inbox" / "model_performance" / "ingested").iterdir())) == 2
+    assert (home / "inbox" / "model_performance" / ".upload-in-progress.jsonl").exists()

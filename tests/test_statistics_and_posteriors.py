@@ -222,7 +222,8 @@ def test_a_sudden_change_is_detected_on_its_day_and_discounts_the_evidence_befor
         log = math.log(latency)
         return {"model_id": "a", "task_type": "math", "day": dt.date(2026, 3, d), "n": n, "sum_q": n * q,
                 "sum_q2": n * (q * q + 0.04), "n_latency": n, "sum_log_latency": n * log,
-                "sum_log_latency2": n * (log * log + 0.1), "n_cost": 0.0, "sum_log_cost": 0.0, "sum_log_cost2": 0.0}
+                "sum_log_latency2": n * (log * log + 0.1), "n_cost": 0.0, "n_cost_positive": 0.0, "sum_log_cost": 0.0,
+                "sum_log_cost2": 0.0}
 
     steady = [day(d, 200, 0.9, 1000) for d in range(1, 8)]
     noisy = steady + [day(8, 200, 0.86, 1100)]       # within noise and below the practical shift
@@ -280,3 +281,19 @@ def test_off_policy_estimates_recover_a_policy_value_from_logs_of_another():
     assert cell["ips_quality"] == pytest.approx(true_value, rel=0.03)
     assert 0 < cell["effective_sample_size"] < n
     assert estimates.filter(pl.col("task_type") == "all").height == 1
+
+
+def test_free_calls_and_zero_latencies_do_not_wreck_the_cost_and_latency_estimates():
+    """Regression: cost 0 was fitted as log(1e-9) and latency 0 as log(1 ms), so a few free
+    calls made a model look thousands of times more expensive."""
+    n = 200
+    frame = pl.DataFrame({
+        "model_id": ["a"] * n, "task_type": ["general"] * n, "outcome": ["success"] * n, "quality_score": [None] * n,
+        "latency_ms": [0.0 if i % 10 == 0 else 900.0 for i in range(n)], "tokens_used": [1000] * n,
+        "cost_usd": [0.0 if i % 2 == 0 else 0.005 for i in range(n)],
+    }).with_columns(pl.col("quality_score").cast(pl.Float64))
+    stats = statistics.daily_stats(frame).with_columns(pl.lit(dt.date(2026, 3, 1)).alias("day"))
+    post, _ = posteriors.posteriors_as_of(stats.lazy(), dt.date(2026, 3, 1), REGISTRY)
+    row = post.filter((pl.col("model_id") == "a") & (pl.col("task_type") == "general")).row(0, named=True)
+    assert row["cost_mean_usd"] == pytest.approx(0.0025, rel=0.1)          # half the calls were free
+    assert row["latency_mean_ms"] == pytest.approx(900, rel=0.1)
