@@ -10,6 +10,7 @@ import polars as pl
 from assets import names
 from assets.resources import LEARNED_THROUGH, RoutingHome, as_of_day, progress
 from pipelines import evaluation, lake, posteriors, rulebuild
+from routing_runtime.admin import registry_fingerprint
 from routing_runtime.rules import RuleRow
 from routing_runtime.ruleset import load_current_rule_set, publish_rule_set
 from routing_runtime.types import RoutingPreference, TaskType
@@ -154,13 +155,17 @@ def model_routing_rules(context: dg.AssetExecutionContext, routing_home: Routing
     conn = routing_home.connect()
     try:
         previous = load_current_rule_set(conn)
+        registry = routing_home.registry()
         inputs = {
             "as_of": str(as_of), "dagster_run_id": context.run.run_id,
-            "outcomes_seen": _outcomes_seen(routing_home, as_of), "registry_source": routing_home.registry().source,
+            "outcomes_seen": _outcomes_seen(routing_home, as_of), "registry_source": registry.source,
+            # `routing init` republishes only when the registry differs from what these rules used.
+            "registry_fingerprint": registry_fingerprint(registry),
         }
         version = publish_rule_set(conn, rows, source="learned", as_of=str(as_of), inputs=inputs)
+        # Re-learning an earlier day (a backfill) never moves the learned frontier backwards.
         conn.execute(
-            "INSERT INTO settings (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            "INSERT INTO settings (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = MAX(value, excluded.value)",
             (LEARNED_THROUGH, str(as_of)),
         )
     finally:

@@ -75,13 +75,15 @@ def read_db_day(db: Path, table: str, day: dt.date) -> pl.DataFrame:
     return frame.with_columns(_parse_time(pl.col(time_column)))
 
 
+_TIME_FORMATS = ("%Y-%m-%d %H:%M:%S%.f%:z", "%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%d")
+
+
 def _parse_time(expr: pl.Expr) -> pl.Expr:
-    """ISO-8601 text (naive = UTC, or with an offset) to naive UTC microseconds; bad text to null."""
-    return (
-        expr.str.replace(r"Z$", "+00:00")
-        .str.to_datetime(strict=False, time_unit="us", time_zone="UTC")
-        .dt.replace_time_zone(None)
-    )
+    """ISO-8601 text (naive = UTC, ``Z`` or an offset; ``T`` or a space; date only) to naive UTC
+    microseconds, row by row whatever the other rows look like; bad text to null."""
+    text = expr.str.strip_chars().str.replace("T", " ").str.replace(r"Z$", "+00:00")
+    parsed = [text.str.to_datetime(f, strict=False, time_unit="us", time_zone="UTC") for f in _TIME_FORMATS]
+    return pl.coalesce(parsed).dt.replace_time_zone(None)
 
 
 def read_drop(path: Path, table: str, source_id: str | None = None) -> tuple[pl.DataFrame, pl.DataFrame]:

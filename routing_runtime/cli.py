@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sqlite3
 import sys
 from collections.abc import Sequence
 
@@ -64,7 +65,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # output piped into head & co.
         sys.stderr.close()
         return 0
-    except (ValueError, LookupError, RuntimeError, OSError) as exc:
+    except (ValueError, LookupError, RuntimeError, OSError, sqlite3.Error) as exc:
         print(f"routing {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

@@ -124,8 +124,8 @@ class ModelRouter:
         pref = preference if isinstance(preference, RoutingPreference) else parse_enum(RoutingPreference, preference, "preference")
         if agent_execution_id is not None and (not isinstance(agent_execution_id, str) or not agent_execution_id):
             raise ValueError(f"agent_execution_id={agent_execution_id!r} must be a non-empty string")
-        if isinstance(exclude, str):
-            raise ValueError(f"exclude={exclude!r} must be a collection of model ids, not one string")
+        if isinstance(exclude, str) or not all(isinstance(m, str) for m in exclude):
+            raise ValueError(f"exclude={exclude!r} must be a collection of model ids (strings)")
         created_at = store.utc_timestamp(at)
         decision_id = new_id()
 
@@ -170,8 +170,10 @@ class ModelRouter:
         quality = _optional_number(quality_score, "quality_score", high=1.0)
         latency = _optional_number(latency_ms, "latency_ms")
         cost = _optional_number(cost_usd, "cost_usd")
-        if tokens_used is not None and (isinstance(tokens_used, bool) or not isinstance(tokens_used, int) or tokens_used < 0):
-            raise ValueError(f"tokens_used={tokens_used!r} must be a non-negative integer")
+        if tokens_used is not None and (
+            isinstance(tokens_used, bool) or not isinstance(tokens_used, int) or not 0 <= tokens_used < 2**63
+        ):
+            raise ValueError(f"tokens_used={tokens_used!r} must be a non-negative integer below 2**63")
         task = parse_enum(TaskType, task_type, "task_type") if task_type is not None else None
         recorded_at = store.utc_timestamp(at)
         row_id = new_id()
@@ -248,7 +250,13 @@ class ModelRouter:
 def _optional_number(value: object, field: str, *, high: float = math.inf) -> float | None:
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or not 0 <= value <= high:
-        bounds = "within [0, 1]" if high == 1.0 else "a finite number ≥ 0"
+    bounds = "within [0, 1]" if high == 1.0 else "a finite number ≥ 0"
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ValueError(f"{field}={value!r} must be {bounds}")
-    return float(value)
+    try:
+        number = float(value)
+    except OverflowError:
+        raise ValueError(f"{field}={value!r} must be {bounds}") from None
+    if not math.isfinite(number) or not 0 <= number <= high:
+        raise ValueError(f"{field}={value!r} must be {bounds}")
+    return number

@@ -103,14 +103,16 @@ def build_rules(
         task_estimates = list(estimates.get(task, ()))
         for preference in RoutingPreference:
             ranked = rank(task_estimates, policy, preference)
-            eligible_ids = [e.model_id for e, ok in ranked if ok]
-            enabled_ids = {e.model_id for e, _ in ranked if e.is_enabled}
-            best = {m: p for m, p in ((best_probabilities or {}).get((task, preference)) or {}).items() if m in enabled_ids}
             top = [e for e, ok in ranked if ok]
-            key = _sort_key(preference)
-            tied = [e.model_id for e in top if top and key(e)[0] == key(top[0])[0]]
-            probabilities = _selection_probabilities(eligible_ids, best, floor, tied)
-            if not probabilities:
+            if top:
+                enabled_ids = {e.model_id for e, _ in ranked if e.is_enabled}
+                cell_best = (best_probabilities or {}).get((task, preference)) or {}
+                best = {m: p for m, p in cell_best.items() if m in enabled_ids}
+                key = _sort_key(preference)
+                tied = [e.model_id for e in top if key(e)[0] == key(top[0])[0]]
+                probabilities = _selection_probabilities([e.model_id for e in top], best, floor, tied)
+            else:
+                # No model eligible by its expected values: the highest-quality enabled one, alone.
                 fallback = next((e.model_id for e, _ in ranked if e.is_enabled), None)
                 probabilities = {fallback: 1.0} if fallback else {}
             for priority, (e, ok) in enumerate(ranked, start=1):

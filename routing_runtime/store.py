@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import time
 from datetime import datetime, timezone
 
 DB_NAME = "routing.db"
@@ -138,7 +139,15 @@ def connect(path: str | os.PathLike) -> sqlite3.Connection:
     """
     conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None, check_same_thread=False)
     conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-    conn.execute("PRAGMA journal_mode = WAL")
+    # Switching a new file to WAL needs a moment alone with it; processes creating it at once retry.
+    for attempt in range(50):
+        try:
+            conn.execute("PRAGMA journal_mode = WAL")
+            break
+        except sqlite3.OperationalError:
+            if attempt == 49:
+                raise
+            time.sleep(0.05)
     conn.execute("PRAGMA synchronous = NORMAL")
     conn.execute("PRAGMA foreign_keys = ON")
     return conn
@@ -163,18 +172,26 @@ def schema_version(conn: sqlite3.Connection) -> int:
 
 
 def migrate(conn: sqlite3.Connection, target: int = SCHEMA_VERSION) -> int:
-    """Apply the missing migrations up to ``target``, each in its own transaction; return the version."""
-    current = schema_version(conn)
-    if current > SCHEMA_VERSION:
-        raise RuntimeError(
-            f"routing.db has schema version {current}, newer than this routing_runtime ({SCHEMA_VERSION}); upgrade the package"
-        )
-    for version in range(current, target):
+    """Apply the missing migrations up to ``target``, each in its own write transaction, reading
+    the version inside it, so that processes upgrading at once apply each step once. A database
+    made from the story's schema by hand (tables, but user_version 0) counts as version 1."""
+    while True:
         with transaction(conn):
-            for statement in _statements(MIGRATIONS[version]):
+            current = schema_version(conn)
+            if current == 0 and conn.execute(
+                "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name IN ('model_routing_rules', 'routing_decisions', 'model_performance')"
+            ).fetchone()[0] == 3:
+                current = 1
+                conn.execute("PRAGMA user_version = 1")
+            if current > SCHEMA_VERSION:
+                raise RuntimeError(
+                    f"routing.db has schema version {current}, newer than this routing_runtime ({SCHEMA_VERSION}); upgrade the package"
+                )
+            if current >= target:
+                return current
+            for statement in _statements(MIGRATIONS[current]):
                 conn.execute(statement)
-            conn.execute(f"PRAGMA user_version = {version + 1}")
-    return schema_version(conn)
+            conn.execute(f"PRAGMA user_version = {current + 1}")
 
 
 def _statements(script: str) -> list[str]:

@@ -262,3 +262,22 @@ def test_two_drops_with_the_same_name_and_no_ids_are_both_kept(home: Path):
     assert sorted(dropped) == ["codestral-2508"] * 3 + ["gpt-4o"] * 3
     assert len(list((home / "inbox" / "model_performance" / "ingested").iterdir())) == 2
     assert (home / "inbox" / "model_performance" / ".upload-in-progress.jsonl").exists()
+
+
+def test_a_drop_mixing_timestamp_forms_keeps_every_valid_row(home: Path):
+    """Regression: the format of the first timestamp was applied to the whole file."""
+    row = {"model_id": "gpt-4o", "task_type": "math", "outcome": "success"}
+    stamps = ["2026-05-04T10:00:00Z", "2026-05-04T11:00:00", "2026-05-04 12:00:00.123456", "2026-05-04T15:30:00+02:00"]
+    drop(home, "model_performance", "mixed.jsonl", "\n".join(
+        json.dumps({**row, "id": f"t{i}", "recorded_at": s}) for i, s in enumerate(stamps)) + "\n")
+    assert materialize_ingest(home).success
+    outcomes = lake.read_partition(home / "lake", names.MODEL_PERFORMANCE, DAY).filter(pl.col("id").str.starts_with("t"))
+    assert outcomes.sort("id")["recorded_at"].dt.hour().to_list() == [10, 11, 12, 13]
+
+
+def test_init_after_learning_with_the_same_registry_publishes_nothing(home: Path):
+    """Regression: learned rule sets carried no registry fingerprint, so every `routing init`
+    republished them (and added the exploration floor a second time)."""
+    assert learn(home, DAY, quiet=True).success
+    result = initialise(home)
+    assert (result.rule_set_version, result.published) == (2, False)

@@ -296,3 +296,20 @@ def test_open_outdated_schema_asks_for_routing_init(tmp_path):
 
 def test_not_initialised_error_is_a_runtime_error():
     assert issubclass(NotInitialisedError, RuntimeError)
+
+
+@pytest.mark.parametrize("kwargs, field", [
+    ({"tokens_used": 2**63}, "tokens_used"),
+    ({"latency_ms": 2**1100}, "latency_ms"),
+    ({"cost_usd": 10**400}, "cost_usd"),
+])
+def test_huge_numbers_are_refused_with_the_field_named(router, kwargs, field):
+    """Regression: these raised OverflowError instead of a ValueError naming the field."""
+    decision = router.select_model("math")
+    with pytest.raises(ValueError, match=field):
+        router.record_performance(decision.decision_id, "success", **kwargs)
+
+
+def test_exclude_must_hold_model_ids(router):
+    with pytest.raises(ValueError, match="exclude"):
+        router.select_model("math", exclude=[None])

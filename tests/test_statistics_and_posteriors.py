@@ -297,3 +297,30 @@ def test_free_calls_and_zero_latencies_do_not_wreck_the_cost_and_latency_estimat
     row = post.filter((pl.col("model_id") == "a") & (pl.col("task_type") == "general")).row(0, named=True)
     assert row["cost_mean_usd"] == pytest.approx(0.0025, rel=0.1)          # half the calls were free
     assert row["latency_mean_ms"] == pytest.approx(900, rel=0.1)
+
+
+def test_with_no_eligible_model_learned_rules_send_everything_to_the_highest_quality():
+    """Regression: Thompson draws still split the traffic when no model was eligible by its mean."""
+    from pipelines import rulebuild
+    from routing_runtime import RoutingPreference, TaskType
+
+    registry = ModelRegistry.from_toml("""
+[tasks.math]
+min_quality_score = 0.8
+[[models]]
+id = "weak-cheap"
+input_cost_per_1k = 0.0001
+output_cost_per_1k = 0.0001
+prior_quality = 0.55
+typical_latency_ms = 500
+[[models]]
+id = "good-expensive"
+input_cost_per_1k = 0.01
+output_cost_per_1k = 0.01
+prior_quality = 0.69
+typical_latency_ms = 900
+""")
+    post = posteriors.compute_posteriors(totals_for({}), registry)
+    cell = [r for r in rulebuild.candidate_rules(post, registry, seed=0)
+            if r.task_type is TaskType.MATH and r.preference is RoutingPreference.COST_EFFICIENT]
+    assert {r.model_id: r.selection_probability for r in cell} == {"good-expensive": 1.0, "weak-cheap": 0.0}

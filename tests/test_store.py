@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -338,3 +339,18 @@ def test_registry_update_after_learning_keeps_ineligible_models_at_zero(home, wr
               if r.is_enabled and not r.is_eligible and before[(r.task_type, r.preference, r.model_id)] == 0
               and r.selection_probability > 0]
     assert not leaked, leaked[:5]
+
+
+def test_a_database_made_from_the_story_schema_by_hand_is_upgraded(tmp_path):
+    """Regression: tables from the story's SQL but user_version 0 made `routing init` crash."""
+    home = tmp_path / "hand-made"
+    home.mkdir()
+    conn = sqlite3.connect(home / "routing.db")
+    conn.executescript(store.MIGRATIONS[0])
+    conn.execute("INSERT INTO routing_decisions (id, agent_execution_id, task_type, selected_model) VALUES ('d1', 'a', 'math', 'gpt-4o')")
+    conn.commit()
+    conn.close()
+    result = initialise(home)
+    assert result.schema_version == store.SCHEMA_VERSION
+    conn = sqlite3.connect(home / "routing.db")
+    assert conn.execute("SELECT id FROM routing_decisions").fetchall() == [("d1",)]
