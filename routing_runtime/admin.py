@@ -155,3 +155,33 @@ def _carry_over(current: RuleSet, registry: ModelRegistry):
         if r.selection_probability > 0 and r.model_id in enabled:
             probabilities.setdefault((r.task_type, r.preference), {})[r.model_id] = r.selection_probability
     return estimates, probabilities
+
+
+def home_status(home: str | os.PathLike | None = None) -> dict:
+    """What an operator wants to know about a home, read-only."""
+    home_path = resolve_home(home)
+    if not db_path(home_path).exists():
+        raise NotInitialisedError(f"{home_path} is not initialised: run `routing init --home {home_path}`")
+    conn = store.connect(db_path(home_path))
+    try:
+        rule_set = load_current_rule_set(conn, home_path)
+        settings = dict(conn.execute("SELECT key, value FROM settings"))
+        enabled, total = conn.execute("SELECT COALESCE(SUM(enabled), 0), COUNT(*) FROM models").fetchone()
+        logs = {
+            table: dict(zip(("rows", "last"), conn.execute(f"SELECT COUNT(*), MAX({column}) FROM {table}").fetchone()))
+            for table, column in (("routing_decisions", "created_at"), ("model_performance", "recorded_at"))
+        }
+        version = store.schema_version(conn)
+    finally:
+        conn.close()
+    inbox = {
+        table: sum(1 for p in (home_path / "inbox" / table).glob("*") if p.is_file() and not p.name.startswith("."))
+        for table in INBOX_TABLES
+    }
+    return {
+        "home": str(home_path), "schema_version": version,
+        "rule_set": {"version": rule_set.version, "source": rule_set.source, "as_of": rule_set.as_of, "created_at": rule_set.created_at},
+        "learned_through": settings.get("learned_through"),
+        "models": {"enabled": enabled, "disabled": total - enabled},
+        "logs": logs, "inbox": inbox,
+    }

@@ -43,6 +43,9 @@ def _parser() -> argparse.ArgumentParser:
     rules.add_argument("--preference", choices=[p.value for p in RoutingPreference])
     rules.add_argument("--json", action="store_true", help="print the documented JSON shape")
 
+    status = commands.add_parser("status", parents=[home], help="what the home holds: rules in force, logs, learning state, inbox")
+    status.add_argument("--json", action="store_true")
+
     learn = commands.add_parser("learn", parents=[home], help="run the nightly learning job now (extra [pipeline])")
     learn.add_argument("--as-of", metavar="YYYY-MM-DD", help="learn from logs up to the end of this UTC day (default: yesterday)")
     demo = commands.add_parser("demo", help="simulate agents and nightly learning on a scenario, then report (extra [pipeline])")
@@ -151,6 +154,25 @@ def _rules(args) -> int:
     return 0
 
 
+def _status(args) -> int:
+    from routing_runtime.admin import home_status
+
+    status = home_status(args.home)
+    if args.json:
+        print(json.dumps(status, indent=2))
+        return 0
+    rules = status["rule_set"]
+    print(f"home:              {status['home']} (schema {status['schema_version']})")
+    print(f"rules in force:    v{rules['version']} ({rules['source']}, evidence up to {rules['as_of'] or '-'}, published {rules['created_at'][:19]} UTC)")
+    print(f"learned through:   {status['learned_through'] or 'never learned'}")
+    print(f"models:            {status['models']['enabled']} enabled, {status['models']['disabled']} disabled")
+    for table, counts in status["logs"].items():
+        print(f"{table + ':':<19}{counts['rows']} rows, last at {counts['last'] or '-'}")
+    for table, files in status["inbox"].items():
+        print(f"inbox/{table}: {files} file(s) waiting")
+    return 0
+
+
 def _has_pipeline_extra(command: str) -> bool:
     try:
         import dagster  # noqa: F401
@@ -187,7 +209,7 @@ def _ui(args) -> int:
     return run_ui(args.home, args.port, daemon=not args.no_daemon)
 
 
-_COMMANDS = {"init": _init, "select": _select, "record": _record, "rules": _rules, "learn": _learn, "demo": _demo, "ui": _ui}
+_COMMANDS = {"init": _init, "select": _select, "record": _record, "rules": _rules, "status": _status, "learn": _learn, "demo": _demo, "ui": _ui}
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -196,3 +196,27 @@ def test_installed_console_script(tmp_path):
                           capture_output=True, text=True, cwd=tmp_path, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["model_id"]
+
+
+def test_status_reports_rules_logs_and_inbox(tmp_path):
+    import json as _json
+
+    from routing_runtime.cli import main as routing
+
+    home = tmp_path / "status-home"
+    assert routing(["init", "--home", str(home)]) == 0
+    assert routing(["select", "--home", str(home), "--task", "math", "x"]) == 0
+    (home / "inbox" / "model_performance" / "remote.jsonl").write_text("{}\n")
+    (home / "inbox" / "model_performance" / ".partial.jsonl").write_text("{}\n")
+    import contextlib
+    import io
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert routing(["status", "--home", str(home), "--json"]) == 0
+    status = _json.loads(out.getvalue())
+    assert status["rule_set"]["version"] == 1 and status["rule_set"]["source"] == "registry"
+    assert status["learned_through"] is None
+    assert status["logs"]["routing_decisions"]["rows"] == 1 and status["logs"]["model_performance"]["rows"] == 0
+    assert status["inbox"] == {"routing_decisions": 0, "model_performance": 1}
+    assert routing(["status", "--home", str(tmp_path / "nowhere")]) == 2
