@@ -19,11 +19,15 @@ EVALUATION_SCHEMA = {
 
 
 def logged_feedback(decisions: pl.LazyFrame, performance: pl.LazyFrame) -> pl.LazyFrame:
-    """Decisions with a propensity joined to their outcome: task, preference, model, p, quality."""
+    """Decisions with a propensity (not fallbacks) joined to their outcome: task, preference,
+    model, p, quality."""
     outcomes = performance.filter(pl.col("decision_id").is_not_null()).select(
         pl.col("decision_id"), implied_quality().alias("quality"),
     ).unique(subset="decision_id", keep="first")
-    return decisions.filter(pl.col("propensity").is_not_null() & pl.col("preference").is_not_null()).select(
+    # Fallbacks after `exclude` follow a different (conditional) policy: they are left out.
+    return decisions.filter(
+        pl.col("propensity").is_not_null() & pl.col("preference").is_not_null() & pl.col("excluded").is_null()
+    ).select(
         pl.col("id").alias("decision_id"), "task_type", "preference", pl.col("selected_model").alias("model_id"), "propensity",
     ).join(outcomes, on="decision_id", how="inner")
 

@@ -30,7 +30,7 @@ SCHEMAS: dict[str, dict[str, pl.DataType]] = {
     DECISIONS: {
         "id": pl.String, "agent_execution_id": pl.String, "task_type": pl.String, "selected_model": pl.String,
         "selection_reason": pl.String, "alternatives_considered": pl.String, "created_at": pl.Datetime("us"),
-        "preference": pl.String, "propensity": pl.Float64, "rule_set_version": pl.Int64,
+        "preference": pl.String, "propensity": pl.Float64, "rule_set_version": pl.Int64, "excluded": pl.String,
     },
     PERFORMANCE: {
         "id": pl.String, "model_id": pl.String, "task_type": pl.String, "outcome": pl.String,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import random
@@ -22,8 +23,8 @@ REFRESH_INTERVAL_S = 0.25
 
 _INSERT_DECISION = (
     "INSERT INTO routing_decisions (id, agent_execution_id, task_type, selected_model, selection_reason,"
-    " alternatives_considered, created_at, preference, propensity, rule_set_version)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " alternatives_considered, created_at, preference, propensity, rule_set_version, excluded)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 _INSERT_PERFORMANCE = (
     "INSERT INTO model_performance (id, model_id, task_type, outcome, quality_score, latency_ms,"
@@ -132,10 +133,12 @@ class ModelRouter:
         with self._lock:
             self._maybe_refresh()
             rules = self._rules
-            choice = rules.choose(task_type, pref, self._random.random(), frozenset(exclude) if exclude else None)
+            excluded = frozenset(exclude) if exclude else None
+            choice = rules.choose(task_type, pref, self._random.random(), excluded)
             self._conn.execute(_INSERT_DECISION, (
                 decision_id, agent_execution_id or decision_id, task_type.value, choice.model_id,
                 choice.reason, choice.alternatives_json, created_at, pref.value, choice.propensity, rules.version,
+                json.dumps(sorted(excluded)) if excluded else None,
             ))
         return RoutingDecision(
             decision_id=decision_id, model_id=choice.model_id, task_type=task_type, preference=pref,

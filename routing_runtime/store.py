@@ -111,8 +111,14 @@ CREATE VIEW current_routing_rules AS
     WHERE rule_set_version = (SELECT MAX(version) FROM rule_sets WHERE source != 'legacy');
 """
 
+# Fallback decisions (made with `exclude`) come from a conditional policy: off-policy evaluation
+# must know which ones they were.
+_EXCLUDED_COLUMN = """
+ALTER TABLE routing_decisions ADD COLUMN excluded TEXT;  -- JSON array of excluded model ids, NULL if none
+"""
+
 #: Migration ``i`` brings a database from user_version ``i`` to ``i + 1``.
-MIGRATIONS: tuple[str, ...] = (_STORY_SCHEMA, _DESIGN_SCHEMA)
+MIGRATIONS: tuple[str, ...] = (_STORY_SCHEMA, _DESIGN_SCHEMA, _EXCLUDED_COLUMN)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -313,3 +313,15 @@ def test_huge_numbers_are_refused_with_the_field_named(router, kwargs, field):
 def test_exclude_must_hold_model_ids(router):
     with pytest.raises(ValueError, match="exclude"):
         router.select_model("math", exclude=[None])
+
+
+def test_a_fallback_decision_records_what_was_excluded(router, home):
+    import json as _json
+    import sqlite3 as _sqlite3
+
+    first = router.select_model("math", "quality")
+    fallback = router.select_model("math", "quality", exclude=[first.model_id])
+    conn = _sqlite3.connect(home / "routing.db")
+    rows = dict(conn.execute("SELECT id, excluded FROM routing_decisions"))
+    assert rows[first.decision_id] is None
+    assert _json.loads(rows[fallback.decision_id]) == [first.model_id]

@@ -264,11 +264,18 @@ def test_off_policy_estimates_recover_a_policy_value_from_logs_of_another():
     quality = (rng.random(n) < np.vectorize(truth.get)(models)).astype(float)
     decisions = pl.DataFrame({
         "id": [str(i) for i in range(n)], "task_type": "math", "preference": "quality",
-        "selected_model": models, "propensity": np.vectorize(logging.get)(models),
-    })
+        "selected_model": models, "propensity": np.vectorize(logging.get)(models), "excluded": [None] * n,
+    }, schema_overrides={"excluded": pl.String})
     performance = pl.DataFrame({
         "decision_id": [str(i) for i in range(n)], "quality_score": quality, "outcome": np.where(quality > 0, "success", "failure"),
     })
+    # Fallbacks after an exclusion (propensity 1 under a conditional policy) must be left out.
+    fallbacks = 500
+    decisions = pl.concat([decisions, pl.DataFrame({
+        "id": [f"f{i}" for i in range(fallbacks)], "task_type": "math", "preference": "quality", "selected_model": "a",
+        "propensity": 1.0, "excluded": '["c"]'})])
+    performance = pl.concat([performance, pl.DataFrame({
+        "decision_id": [f"f{i}" for i in range(fallbacks)], "quality_score": 1.0, "outcome": "success"})])
     target = pl.DataFrame({"task_type": "math", "preference": "quality", "model_id": ["a", "b", "c"],
                            "selection_probability": [0.05, 0.05, 0.9]})
     feedback = evaluation.logged_feedback(decisions.lazy(), performance.lazy()).collect()
