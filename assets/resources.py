@@ -10,6 +10,7 @@ from pathlib import Path
 
 import dagster as dg
 
+from assets.names import AS_OF_TAG, RANGE_END_TAG, RANGE_START_TAG
 from routing_runtime import store
 from routing_runtime.admin import registry_from_db
 from routing_runtime.registry import ModelRegistry
@@ -61,8 +62,6 @@ def progress(context, message: str) -> None:
 
 def as_of_day(context) -> dt.date:
     """The run's learning day: its ``routing/as_of`` tag, else its partition range end, else yesterday."""
-    from assets.names import AS_OF_TAG, RANGE_END_TAG
-
     tags = context.run.tags
     value = tags.get(AS_OF_TAG) or tags.get(RANGE_END_TAG)
     if value:
@@ -72,8 +71,6 @@ def as_of_day(context) -> dt.date:
 
 def run_partition_keys(context) -> list[str]:
     """The days a run covers, from its partition-range tags or its single partition tag."""
-    from assets.names import RANGE_END_TAG, RANGE_START_TAG
-
     tags = context.run.tags
     if RANGE_START_TAG in tags:
         start, end = dt.date.fromisoformat(tags[RANGE_START_TAG]), dt.date.fromisoformat(tags[RANGE_END_TAG])

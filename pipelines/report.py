@@ -148,7 +148,8 @@ def print_summary(result: SimulationResult, figures: list[DayFigures]) -> str:
     lines = [f"{'task type':<16} {'preference':<15} {'router (share)':<36} {'true best':<28}"]
     for r in conv:
         mark = "ok" if r["match"] else "MISS"
-        lines.append(f"{r['task']:<16} {r['preference']:<15} {r['router'] + f' ({r[chr(115) + chr(104) + chr(97) + chr(114) + chr(101)]:.0%})':<36} {r['true_best']:<28} {mark}")
+        router = f"{r['router']} ({r['share']:.0%})"
+        lines.append(f"{r['task']:<16} {r['preference']:<15} {router:<36} {r['true_best']:<28} {mark}")
     requests = sum(f.requests for f in figures)
     lines += [
         "",
