@@ -35,7 +35,14 @@ class RoutingHome(dg.ConfigurableResource):
         db = self.path / store.DB_NAME
         if not db.exists():
             raise FileNotFoundError(f"{self.path} is not initialised: run `routing init --home {self.path}`")
-        return store.connect(db)
+        conn = store.connect(db)
+        if (version := store.schema_version(conn)) != store.SCHEMA_VERSION:
+            conn.close()
+            raise RuntimeError(
+                f"{db} has schema version {version}, the pipeline needs {store.SCHEMA_VERSION}:"
+                f" run `routing init --home {self.path}` to upgrade it"
+            )
+        return conn
 
     def registry(self) -> ModelRegistry:
         conn = self.connect()
