@@ -181,8 +181,7 @@ def model_routing_rules(context: dg.AssetExecutionContext, routing_home: Routing
 
 
 def _outcomes_seen(routing_home: RoutingHome, as_of) -> int:
-    frame = pl.read_parquet(_snapshot(routing_home, names.MODEL_POSTERIORS, as_of))
-    return int(frame["n_raw"].sum())
+    return int(pl.read_parquet(_snapshot(routing_home, names.MODEL_POSTERIORS, as_of), columns=["n_raw"])["n_raw"].sum())
 
 
 def _markdown(frame: pl.DataFrame) -> str:

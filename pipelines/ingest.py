@@ -186,8 +186,8 @@ def stage_inbox(home: Path, table: str) -> dict[str, int]:
 
 
 def read_staged_day(home: Path, table: str, day: dt.date) -> pl.DataFrame:
-    files = sorted(lake.partition_dir(home / "lake" / STAGED, table, day).glob("*.parquet"))
-    return pl.read_parquet(files).cast(SCHEMAS[table]) if files else empty(table)
+    staged = lake.read_partition(home / "lake" / STAGED, table, day)
+    return staged.cast(SCHEMAS[table]) if staged is not None else empty(table)
 
 
 def pending_days(home: Path, table: str) -> list[dt.date]:
