@@ -2,13 +2,17 @@
 
 
 import datetime as dt
+import json
 import warnings
+from collections import Counter
 
 import dagster as dg
 
 from assets import names
 from assets.resources import RoutingHome, progress, run_partition_keys
-from pipelines import ingest, lake, statistics
+from pipelines import ingest, plan, statistics
+from pipelines.lake import QUARANTINE, Lake
+from routing_runtime import safe_fs
 
 DAILY = dg.DailyPartitionsDefinition(start_date=ingest.FIRST_DAY, end_offset=1, timezone="UTC")
 _SINGLE_RUN = dg.BackfillPolicy.single_run()
@@ -17,26 +21,39 @@ warnings.filterwarnings("ignore", category=dg.BetaWarning, message=".*backfill_p
 
 
 def _ingest(context: dg.AssetExecutionContext, routing_home: RoutingHome, table: str) -> dg.MaterializeResult:
-    staged = ingest.stage_inbox(routing_home.path, table)
-    if staged["files"]:
-        progress(context, f"{table}: staged {staged['files']} inbox files ({staged['rows']} rows, {staged['quarantined']} quarantined)")
+    conn = routing_home.connect()
+    try:
+        staged = ingest.stage_inbox(routing_home.path, conn, table)
+        missing = ingest.restage_missing(routing_home.path, conn, table)
+        if missing:
+            raise dg.Failure(description="evidence is missing: " + "; ".join(missing))
+        build = plan.days_to_build(routing_home.path, conn, context.partition_keys)
+    finally:
+        conn.close()
+    if staged.files:
+        progress(context, f"{table}: staged {staged.files} inbox files ({staged.rows} rows, {staged.quarantined} quarantined)")
     known = {m.id for m in routing_home.registry().models}
     rows = quarantined = 0
+    reasons = Counter(staged.reasons)
     per_day = []
-    for key in context.partition_keys:
-        batch = ingest.ingest_day(routing_home.path, table, dt.date.fromisoformat(key), known)
+    for day, source in build:
+        batch = ingest.ingest_day(routing_home.path, table, day, source, known)
         rows += batch.valid.height
         quarantined += batch.quarantined.height
-        reasons = batch.quarantined["reason"].value_counts(sort=True).head(3).rows() if batch.quarantined.height else []
-        per_day.append(f"| {key} | {batch.valid.height} | {batch.quarantined.height} | {'; '.join(f'{r} ({n})' for r, n in reasons)} |")
-    progress(context, f"{table}: {len(context.partition_keys)} days, {rows} rows, {quarantined} quarantined")
+        day_reasons = batch.reasons()
+        reasons += day_reasons
+        top = "; ".join(f"{r} ({n})" for r, n in day_reasons.most_common(3))
+        per_day.append(f"| {day} | {batch.valid.height} | {batch.quarantined.height} | {top} |")
+    progress(context, f"{table}: {len(build)} days with evidence, {rows} rows, {quarantined + staged.quarantined} quarantined")
     table_md = "| day | rows | quarantined | top reasons |\n|---|---|---|---|\n" + "\n".join(per_day[-31:])
     return dg.MaterializeResult(metadata={
         "dagster/row_count": rows,
-        "quarantined_rows": quarantined,
-        "inbox_files_staged": staged["files"],
+        "quarantined_rows": quarantined + staged.quarantined,
+        "quarantine_reasons": dg.MetadataValue.json(dict(reasons.most_common())),
+        "inbox_files_staged": staged.files,
+        "problems": dg.MetadataValue.json(staged.problems + safe_fs.drain_set_aside()),
         "days": dg.MetadataValue.md(table_md),
-        "path": dg.MetadataValue.path(str(routing_home.lake / table)),
+        "path": dg.MetadataValue.path(str(Lake(routing_home.path).table_dir(table))),
     })
 
 
@@ -67,29 +84,78 @@ def model_performance(context: dg.AssetExecutionContext, routing_home: RoutingHo
 def daily_model_stats(context: dg.AssetExecutionContext, routing_home: RoutingHome) -> dg.MaterializeResult:
     """Additive sufficient statistics per (day, model, task type): outcome counts, Σq, Σq², log-latency
     and log-cost sums. Days add up, so the nightly run only computes new days."""
+    lake = Lake(routing_home.path)
     cells = 0
-    for key in context.partition_keys:
-        frame = lake.read_partition(routing_home.lake, ingest.PERFORMANCE, key)
-        stats = statistics.daily_stats(frame if frame is not None else ingest.empty(ingest.PERFORMANCE))
-        lake.write_partition(routing_home.lake, names.DAILY_MODEL_STATS, key, stats)
+    held = []
+    conn = routing_home.connect()
+    try:
+        build = plan.days_to_build(routing_home.path, conn, context.partition_keys)
+    finally:
+        conn.close()
+    for day, source in build:
+        frame = lake.read_partition(ingest.PERFORMANCE, day)
+        frame = frame if frame is not None else ingest.empty(ingest.PERFORMANCE)
+        reason = held_reason(lake, day, frame.height, accepted=bool(source and source["accepted"]))
+        stats = statistics.daily_stats(frame.head(0) if reason else frame)
+        lake.write_partition(
+            names.DAILY_MODEL_STATS, day, stats,
+            built_from=plan.stats_fingerprint(lake.built_from(ingest.PERFORMANCE, day), reason),
+        )
+        if reason:
+            held.append(f"{day}: {reason}")
+            progress(context, f"held {day} out of learning: {reason}")
         cells += stats.height
-    return dg.MaterializeResult(metadata={"dagster/row_count": cells, "days": len(context.partition_keys)})
+    return dg.MaterializeResult(metadata={
+        "dagster/row_count": cells, "days": len(build), "held_days": dg.MetadataValue.json(held),
+    })
 
 
-@dg.asset_check(asset=names.MODEL_PERFORMANCE, name=names.LOG_VALIDITY_CHECK, blocking=True)
+#: A day whose outcome rows are mostly quarantined is held out of learning: its logging is broken.
+MAX_QUARANTINED_SHARE = 0.5
+
+
+def held_reason(lake: Lake, day: dt.date, valid_rows: int, *, accepted: bool) -> str | None:
+    """Why ``day``'s outcomes are held out of learning (more than half of its rows failed
+    validation), or None. An accepted quarantine (``routing learn --accept-quarantine DAY``)
+    learns the valid rows."""
+    quarantined = lake.read_partition(ingest.PERFORMANCE, day, QUARANTINE)
+    if quarantined is None or accepted:
+        return None
+    batch = ingest.DayBatch(valid=quarantined.head(0), quarantined=quarantined)
+    invalid = batch.invalid_rows
+    total = valid_rows + invalid
+    if not total or invalid / total <= MAX_QUARANTINED_SHARE:
+        return None
+    top = "; ".join(f"{r} ({n})" for r, n in batch.reasons().most_common(2) if not r.startswith(ingest.DUPLICATE_PREFIX))
+    return (
+        f"{invalid} of {total} outcome rows quarantined ({top}); fix the drop and drop it again"
+        f" (rows with the same ids replace the bad ones), or `routing learn --accept-quarantine {day}`"
+    )
+
+
+@dg.asset_check(asset=names.DAILY_MODEL_STATS, name=names.LOG_VALIDITY_CHECK)
 def log_validity(context: dg.AssetCheckExecutionContext, routing_home: RoutingHome) -> dg.AssetCheckResult:
-    """Fails (and blocks learning) when more than half of the run's outcome rows were quarantined;
-    warns above 5%."""
-    valid = quarantined = 0
+    """Warns when a day of the run was held out of learning (more than half of its outcome rows
+    quarantined) or above 5% of the run's outcome rows were quarantined. The rest is learned and
+    published: one broken drop never blocks every later run."""
+    lake = Lake(routing_home.path)
+    valid = invalid = 0
+    held = []
     for key in run_partition_keys(context):
-        good = lake.read_partition(routing_home.lake, ingest.PERFORMANCE, key)
-        bad = lake.read_partition(routing_home.lake / lake.QUARANTINE, ingest.PERFORMANCE, key)
+        built = lake.built_from(names.DAILY_MODEL_STATS, key)
+        if built is None:
+            continue
+        good = lake.read_partition(ingest.PERFORMANCE, key)
+        bad = lake.read_partition(ingest.PERFORMANCE, key, QUARANTINE)
         valid += good.height if good is not None else 0
-        quarantined += bad.height if bad is not None else 0
-    share = quarantined / (valid + quarantined) if valid + quarantined else 0.0
+        invalid += ingest.DayBatch(valid=bad.head(0), quarantined=bad).invalid_rows if bad is not None else 0
+        if reason := json.loads(built).get("held"):
+            held.append(f"{key}: {reason}")
+    share = invalid / (valid + invalid) if valid + invalid else 0.0
     return dg.AssetCheckResult(
-        passed=share <= 0.5,
-        severity=dg.AssetCheckSeverity.ERROR if share > 0.5 else dg.AssetCheckSeverity.WARN,
-        metadata={"valid_rows": valid, "quarantined_rows": quarantined, "quarantined_share": round(share, 4)},
-        description=None if share <= 0.05 else f"{share:.1%} of outcome rows quarantined",
+        passed=not held and share <= 0.05,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={"valid_rows": valid, "quarantined_rows": invalid, "quarantined_share": round(share, 4),
+                  "held_days": dg.MetadataValue.json(held)},
+        description="; ".join(held) if held else (None if share <= 0.05 else f"{share:.1%} of outcome rows quarantined"),
     )

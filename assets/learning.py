@@ -8,16 +8,26 @@ import dagster as dg
 import polars as pl
 
 from assets import names
-from assets.resources import LEARNED_THROUGH, RoutingHome, as_of_day, progress
-from pipelines import evaluation, lake, posteriors, rulebuild
+from assets.resources import LEARNED_THROUGH, RoutingHome, as_of_day, progress, run_partition_keys
+from routing_runtime.faults import crashpoint
+from pipelines import evaluation, plan, posteriors, rulebuild
+from pipelines.lake import Lake
 from routing_runtime.admin import registry_fingerprint
 from routing_runtime.rules import RuleRow
 from routing_runtime.ruleset import load_current_rule_set, publish_rule_set
 from routing_runtime.types import RoutingPreference, TaskType
 
 
-def _snapshot(routing_home: RoutingHome, asset: str, as_of) -> str:
-    return str(routing_home.lake / asset / f"as_of={as_of}.parquet")
+def _snapshot_name(as_of) -> str:
+    return f"as_of={as_of}.parquet"
+
+
+def _read_snapshot(routing_home: RoutingHome, asset: str, as_of, columns: list[str] | None = None) -> pl.DataFrame:
+    return Lake(routing_home.path).read_file(asset, _snapshot_name(as_of), columns=columns)
+
+
+def _write_snapshot(routing_home: RoutingHome, asset: str, name: str, frame: pl.DataFrame) -> str:
+    return str(Lake(routing_home.path).write_file(asset, name, frame=frame))
 
 
 def _seed(as_of) -> int:
@@ -32,9 +42,9 @@ def model_posteriors(context: dg.AssetExecutionContext, routing_home: RoutingHom
     from the registry shrunk toward the specialist/generalist group."""
     as_of = as_of_day(context)
     registry = routing_home.registry()
-    daily = lake.scan_days(routing_home.lake, names.DAILY_MODEL_STATS, as_of)
+    daily = Lake(routing_home.path).scan_days(names.DAILY_MODEL_STATS, as_of)
     frame, detected = posteriors.posteriors_as_of(daily, as_of, registry)
-    lake.write_file(routing_home.lake / names.MODEL_POSTERIORS / f"as_of={as_of}.parquet", frame)
+    path = _write_snapshot(routing_home, names.MODEL_POSTERIORS, _snapshot_name(as_of), frame)
     progress(context, f"posteriors as of {as_of}: {frame.height} (model, task type) cells, {int(frame['n_raw'].sum())} outcomes")
     preview = frame.select(
         "task_type", "model_id", "n_raw", pl.col("quality_mean").round(3), pl.col("quality_ci_low").round(3),
@@ -46,7 +56,7 @@ def model_posteriors(context: dg.AssetExecutionContext, routing_home: RoutingHom
         "change_points": dg.MetadataValue.md(_markdown(recent.with_columns(pl.col("before", "after").round(4))) if recent.height else "none in the last 14 days"),
         "dagster/row_count": frame.height, "outcomes_seen": int(frame["n_raw"].sum()),
         "posteriors": dg.MetadataValue.md(_markdown(preview)),
-        "path": dg.MetadataValue.path(_snapshot(routing_home, names.MODEL_POSTERIORS, as_of)),
+        "path": dg.MetadataValue.path(path),
     })
 
 
@@ -54,7 +64,7 @@ def model_posteriors(context: dg.AssetExecutionContext, routing_home: RoutingHom
 def posterior_sanity(context: dg.AssetCheckExecutionContext, routing_home: RoutingHome) -> dg.AssetCheckResult:
     """Every posterior is finite, quality means lie in [0, 1] inside their credible interval,
     latency and cost are positive. Blocks publication when violated."""
-    frame = pl.read_parquet(_snapshot(routing_home, names.MODEL_POSTERIORS, as_of_day(context)))
+    frame = _read_snapshot(routing_home, names.MODEL_POSTERIORS, as_of_day(context))
     problems = posterior_problems(frame)
     return dg.AssetCheckResult(passed=not problems, metadata={"problems": len(problems), "examples": "; ".join(problems[:5])})
 
@@ -75,8 +85,8 @@ def specialist_vs_generalist(context: dg.AssetExecutionContext, routing_home: Ro
     """Per task type: the best specialist against the best generalist, and the posterior probability
     that the specialist is better: the learned specialist-vs-generalist preference."""
     as_of = as_of_day(context)
-    frame = posteriors.specialist_comparison(pl.read_parquet(_snapshot(routing_home, names.MODEL_POSTERIORS, as_of)), seed=_seed(as_of))
-    lake.write_file(routing_home.lake / names.SPECIALIST_VS_GENERALIST / f"as_of={as_of}.parquet", frame)
+    frame = posteriors.specialist_comparison(_read_snapshot(routing_home, names.MODEL_POSTERIORS, as_of), seed=_seed(as_of))
+    _write_snapshot(routing_home, names.SPECIALIST_VS_GENERALIST, _snapshot_name(as_of), frame)
     return dg.MaterializeResult(metadata={"comparison": dg.MetadataValue.md(_markdown(frame.with_columns(pl.col(pl.Float64).round(3))))})
 
 
@@ -87,14 +97,14 @@ def candidate_routing_rules(context: dg.AssetExecutionContext, routing_home: Rou
     exploration floor."""
     as_of = as_of_day(context)
     registry = routing_home.registry()
-    frame = pl.read_parquet(_snapshot(routing_home, names.MODEL_POSTERIORS, as_of))
+    frame = _read_snapshot(routing_home, names.MODEL_POSTERIORS, as_of)
     rows = rulebuild.candidate_rules(frame, registry, seed=_seed(as_of))
-    lake.write_file(routing_home.lake / names.CANDIDATE_ROUTING_RULES / f"as_of={as_of}.parquet", rulebuild.rules_frame(rows))
+    _write_snapshot(routing_home, names.CANDIDATE_ROUTING_RULES, _snapshot_name(as_of), rulebuild.rules_frame(rows))
     return dg.MaterializeResult(metadata={"dagster/row_count": len(rows), "exploration_floor": registry.learning.exploration_floor})
 
 
 def _load_candidate(routing_home: RoutingHome, as_of) -> list[RuleRow]:
-    frame = pl.read_parquet(_snapshot(routing_home, names.CANDIDATE_ROUTING_RULES, as_of))
+    frame = _read_snapshot(routing_home, names.CANDIDATE_ROUTING_RULES, as_of)
     return [
         RuleRow(**{**r, "task_type": TaskType(r["task_type"]), "preference": RoutingPreference(r["preference"])})
         for r in frame.iter_rows(named=True)
@@ -123,16 +133,17 @@ def policy_evaluation(context: dg.AssetExecutionContext, routing_home: RoutingHo
     rules would have achieved, using the propensity every decision recorded."""
     as_of = as_of_day(context)
     since = as_of - dt.timedelta(days=EVALUATION_WINDOW_DAYS - 1)
-    decisions = lake.scan_days(routing_home.lake, names.ROUTING_DECISIONS, as_of)
-    performance = lake.scan_days(routing_home.lake, names.MODEL_PERFORMANCE, as_of)
-    candidate = pl.read_parquet(_snapshot(routing_home, names.CANDIDATE_ROUTING_RULES, as_of))
+    lake = Lake(routing_home.path)
+    decisions = lake.scan_days(names.ROUTING_DECISIONS, as_of)
+    performance = lake.scan_days(names.MODEL_PERFORMANCE, as_of)
+    candidate = _read_snapshot(routing_home, names.CANDIDATE_ROUTING_RULES, as_of)
     if decisions is None or performance is None:
         frame = pl.DataFrame(schema=evaluation.EVALUATION_SCHEMA)
     else:
         recent = lambda lf: lf.filter(pl.col("day") >= since)  # noqa: E731
         feedback = evaluation.logged_feedback(recent(decisions), recent(performance)).collect()
         frame = evaluation.off_policy_estimates(feedback, candidate)
-    lake.write_file(routing_home.lake / names.POLICY_EVALUATION / f"as_of={as_of}.parquet", frame)
+    _write_snapshot(routing_home, names.POLICY_EVALUATION, _snapshot_name(as_of), frame)
     overall = frame.filter(pl.col("task_type") == "all")
     metadata = {"window": f"{since} .. {as_of}", "dagster/row_count": frame.height,
                 "estimates": dg.MetadataValue.md(_markdown(frame.with_columns(pl.col(pl.Float64).round(4))))}
@@ -154,34 +165,52 @@ def model_routing_rules(context: dg.AssetExecutionContext, routing_home: Routing
     rows = _load_candidate(routing_home, as_of)
     conn = routing_home.connect()
     try:
-        previous = load_current_rule_set(conn)
+        previous = _previous_rule_set(conn)
         registry = routing_home.registry()
+        today = dt.datetime.now(dt.timezone.utc).date()
         inputs = {
             "as_of": str(as_of), "dagster_run_id": context.run.run_id,
             "outcomes_seen": _outcomes_seen(routing_home, as_of), "registry_source": registry.source,
             # `routing init` republishes only when the registry differs from what these rules used.
             "registry_fingerprint": registry_fingerprint(registry),
+            "days": [run_partition_keys(context)[0], run_partition_keys(context)[-1]] if run_partition_keys(context) else [],
         }
+        if as_of >= today:
+            inputs["partial_day"] = True  # the UTC day was not over: its evidence is incomplete
         version = publish_rule_set(conn, rows, source="learned", as_of=str(as_of), inputs=inputs)
+        # From here on the rules are in force: what follows only records it, and a failure below
+        # is reported as "published, then failed", never as "no rules published".
         # Re-learning an earlier day (a backfill) never moves the learned frontier backwards.
         conn.execute(
             "INSERT INTO settings (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = MAX(value, excluded.value)",
             (LEARNED_THROUGH, str(as_of)),
         )
+        crashpoint("after_publish")
+        plan.record_learned(routing_home.path, conn, run_partition_keys(context))
     finally:
         conn.close()
-    lake.write_file(routing_home.lake / names.MODEL_ROUTING_RULES / f"version={version}.parquet", rulebuild.rules_frame(rows))
+    _write_snapshot(routing_home, names.MODEL_ROUTING_RULES, f"version={version}.parquet", rulebuild.rules_frame(rows))
     change = rulebuild.rules_change_markdown(previous, rows)
-    progress(context, f"published rule set v{version} (as of {as_of}; previous v{previous.version})")
+    previous_version = previous.version if previous is not None else None
+    progress(context, f"published rule set v{version} (as of {as_of}; previous v{previous_version})")
     return dg.MaterializeResult(metadata={
-        "rule_set_version": version, "previous_version": previous.version, "as_of": str(as_of),
+        "rule_set_version": version, "previous_version": previous_version, "as_of": str(as_of),
         "dagster/row_count": len(rows), "inputs": dg.MetadataValue.json(json.loads(json.dumps(inputs))),
         "changes": dg.MetadataValue.md(change),
     })
 
 
+def _previous_rule_set(conn):
+    """The rule set in force before this one, for the change table; a set that cannot be read
+    never blocks publishing a good one over it."""
+    try:
+        return load_current_rule_set(conn)
+    except Exception:  # noqa: BLE001 - any unreadable set: the change table says "-"
+        return None
+
+
 def _outcomes_seen(routing_home: RoutingHome, as_of) -> int:
-    return int(pl.read_parquet(_snapshot(routing_home, names.MODEL_POSTERIORS, as_of), columns=["n_raw"])["n_raw"].sum())
+    return int(_read_snapshot(routing_home, names.MODEL_POSTERIORS, as_of, columns=["n_raw"])["n_raw"].sum())
 
 
 def _markdown(frame: pl.DataFrame) -> str:

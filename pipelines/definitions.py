@@ -13,7 +13,8 @@ from assets.learning import (
     specialist_vs_generalist,
 )
 from assets.resources import RoutingHome
-from pipelines.ingest import DECISIONS, FIRST_DAY, PERFORMANCE, pending_days, stage_inbox
+from pipelines.ingest import TABLES, restage_missing, stage_inbox
+from pipelines.plan import LearningPlan, plan_run
 
 ASSETS = [
     routing_decisions, model_performance, daily_model_stats, model_posteriors, specialist_vs_generalist,
@@ -29,29 +30,20 @@ nightly_learning = dg.define_asset_job(
 )
 
 
-def learning_range(routing_home: RoutingHome, as_of: dt.date) -> tuple[dt.date, dt.date]:
-    """Days to ingest: from the day after the last learned one (on a new home, the first day with
-    logs) to ``as_of``, reaching back to the earliest day that received late drops.
-
-    Stages the inbox first (each drop once, idempotent) so that the days of dropped rows are known.
-    """
-    for table in (DECISIONS, PERFORMANCE):
-        stage_inbox(routing_home.path, table)
-    learned = routing_home.learned_through()
-    start = learned + dt.timedelta(days=1) if learned is not None else _first_log_day(routing_home) or as_of
-    late = [d for table in (DECISIONS, PERFORMANCE) for d in pending_days(routing_home.path, table) if d <= as_of]
-    return max(min([start, as_of, *late]), FIRST_DAY.date()), as_of
-
-
-def _first_log_day(routing_home: RoutingHome) -> dt.date | None:
+def learning_range(routing_home: RoutingHome, as_of: dt.date, *, explicit: bool = False) -> LearningPlan:
+    """The next run's days (see :func:`pipelines.plan.plan_run`). Stages the inbox first (each
+    drop once, idempotent) so that the days of dropped rows are known."""
     conn = routing_home.connect()
     try:
-        first = conn.execute(
-            "SELECT MIN(d) FROM (SELECT MIN(created_at) AS d FROM routing_decisions UNION ALL SELECT MIN(recorded_at) FROM model_performance)"
-        ).fetchone()[0]
+        problems = []
+        for table in TABLES:
+            problems += stage_inbox(routing_home.path, conn, table).problems
+            problems += restage_missing(routing_home.path, conn, table)
+        result = plan_run(routing_home.path, conn, as_of, routing_home.learned_through(), explicit=explicit)
     finally:
         conn.close()
-    return dt.date.fromisoformat(first[:10]) if first else None
+    result.problems = problems + result.problems
+    return result
 
 
 def run_tags(start: dt.date, end: dt.date) -> dict[str, str]:
@@ -62,11 +54,13 @@ def run_tags(start: dt.date, end: dt.date) -> dict[str, str]:
     name=names.NIGHTLY_SCHEDULE, job=nightly_learning, cron_schedule="0 2 * * *", execution_timezone="UTC",
     default_status=dg.DefaultScheduleStatus.RUNNING,
 )
-def nightly_schedule(context: dg.ScheduleEvaluationContext, routing_home: RoutingHome) -> dg.RunRequest:
+def nightly_schedule(context: dg.ScheduleEvaluationContext, routing_home: RoutingHome) -> dg.RunRequest | dg.SkipReason:
     """At 02:00 UTC: learn from every day not yet learned, up to and including yesterday."""
     as_of = context.scheduled_execution_time.astimezone(dt.timezone.utc).date() - dt.timedelta(days=1)
-    start, end = learning_range(routing_home, as_of)
-    return dg.RunRequest(run_key=f"learn-{end}", tags=run_tags(start, end))
+    planned = learning_range(routing_home, as_of)
+    if planned.nothing_new:
+        return dg.SkipReason(f"nothing new to learn up to {as_of}")
+    return dg.RunRequest(run_key=f"learn-{planned.end}-{planned.start}", tags=run_tags(planned.start, planned.end))
 
 
 def build_definitions(home: str | os.PathLike | None = None) -> dg.Definitions:

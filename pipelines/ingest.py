@@ -1,30 +1,41 @@
 """Logs in: rows of ``routing.db`` and files dropped in ``inbox/``, validated, by UTC day.
 
 Pure functions over Polars frames; the Dagster assets call them. A drop file is *staged* once
-(split by day into ``lake/_staged``, then moved to ``inbox/<table>/ingested``), so that a day
-can be re-materialised any number of times with the same result.
+(split by day into ``lake/_staged``, recorded in ``routing.db``'s ``inbox_drops``, then moved to
+``inbox/<table>/ingested``), so that a day can be re-materialised any number of times with the
+same result, and a lost staged file can be staged again from the ingested drop.
+
+Every lake partition carries the *fingerprint* of what it was built from (database rows of the
+day, staged drops, accepted quarantine); a day whose fingerprint changed, or whose partition is
+missing, is built again by the next run whatever interrupted the previous one.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import io
 import json
 import os
 import sqlite3
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
 import polars as pl
 
-from pipelines import lake
+from pipelines.lake import QUARANTINE, STAGED, UNDATED, Lake
+from routing_runtime import safe_fs, store
 from routing_runtime.types import Outcome, RoutingPreference, TaskType
 
 DECISIONS = "routing_decisions"
 PERFORMANCE = "model_performance"
-STAGED = "_staged"
+TABLES = (DECISIONS, PERFORMANCE)
 #: The first day the daily partitions cover.
 FIRST_DAY = dt.datetime(2020, 1, 1)
+DROP_SUFFIXES = (".parquet", ".jsonl")
+#: Quarantine reasons that say a row was counted once, not that it was wrong.
+DUPLICATE_PREFIX = "duplicate: "
 
 SCHEMAS: dict[str, dict[str, pl.DataType]] = {
     DECISIONS: {
@@ -39,6 +50,7 @@ SCHEMAS: dict[str, dict[str, pl.DataType]] = {
     },
 }
 TIME_COLUMN = {DECISIONS: "created_at", PERFORMANCE: "recorded_at"}
+QUARANTINE_SCHEMA = {"raw": pl.String, "reason": pl.String}
 _TASKS = [t.value for t in TaskType]
 _OUTCOMES = [o.value for o in Outcome]
 _PREFERENCES = [p.value for p in RoutingPreference]
@@ -51,6 +63,18 @@ class DayBatch:
     valid: pl.DataFrame
     quarantined: pl.DataFrame
 
+    def reasons(self) -> Counter:
+        if not self.quarantined.height:
+            return Counter()
+        return Counter(dict(self.quarantined["reason"].value_counts().rows()))
+
+    @property
+    def invalid_rows(self) -> int:
+        """Quarantined for being wrong (duplicates, counted once, are not wrong)."""
+        if not self.quarantined.height:
+            return 0
+        return int((~self.quarantined["reason"].str.starts_with(DUPLICATE_PREFIX)).sum())
+
 
 def empty(table: str) -> pl.DataFrame:
     return pl.DataFrame(schema=SCHEMAS[table])
@@ -62,7 +86,7 @@ def read_db_day(db: Path, table: str, day: dt.date) -> pl.DataFrame:
     """Rows of ``table`` in ``routing.db`` stamped on UTC ``day``."""
     columns = list(SCHEMAS[table])
     time_column = TIME_COLUMN[table]
-    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30)
+    conn = store.connect_readonly(db)
     try:
         rows = conn.execute(
             f"SELECT {', '.join(columns)} FROM {table} WHERE {time_column} >= ? AND {time_column} < ?",
@@ -75,45 +99,63 @@ def read_db_day(db: Path, table: str, day: dt.date) -> pl.DataFrame:
     return frame.with_columns(_parse_time(pl.col(time_column)))
 
 
-_TIME_FORMATS = ("%Y-%m-%d %H:%M:%S%.f%:z", "%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%d")
+def db_day_counts(conn: sqlite3.Connection, table: str) -> dict[dt.date, int]:
+    """Rows of ``table`` in ``routing.db`` per UTC day (read through the timestamp index)."""
+    column = TIME_COLUMN[table]
+    counts = {}
+    for day, n in conn.execute(f"SELECT substr({column}, 1, 10), COUNT(*) FROM {table} GROUP BY 1"):
+        try:
+            counts[dt.date.fromisoformat(day)] = n
+        except (TypeError, ValueError):
+            continue  # an undatable row: validation quarantines it when its day is read
+    return counts
+
+
+_TIME_FORMATS = (
+    "%Y-%m-%d %H:%M:%S%.f%:z", "%Y-%m-%d %H:%M:%S%.f%z", "%Y-%m-%d %H:%M:%S%.f",
+    "%Y-%m-%d %H:%M%:z", "%Y-%m-%d %H:%M%z", "%Y-%m-%d %H:%M", "%Y-%m-%d",
+)
 
 
 def _parse_time(expr: pl.Expr) -> pl.Expr:
-    """ISO-8601 text (naive = UTC, ``Z`` or an offset; ``T`` or a space; date only) to naive UTC
-    microseconds, row by row whatever the other rows look like; bad text to null."""
-    text = expr.str.strip_chars().str.replace("T", " ").str.replace(r"Z$", "+00:00")
+    """ISO-8601 text (naive = UTC, ``Z`` or an offset; ``T`` or a space, either case; with or
+    without seconds; date only) to naive UTC microseconds, row by row whatever the other rows
+    look like; bad text to null."""
+    text = expr.str.strip_chars().str.to_uppercase().str.replace("T", " ").str.replace(r"Z$", "+00:00")
     parsed = [text.str.to_datetime(f, strict=False, time_unit="us", time_zone="UTC") for f in _TIME_FORMATS]
     return pl.coalesce(parsed).dt.replace_time_zone(None)
 
 
-def read_drop(path: Path, table: str, source_id: str | None = None) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """A dropped ``*.parquet`` or ``*.jsonl`` file as (rows in the table's schema, quarantined rows).
+def read_drop(content: bytes, name: str, table: str, source_id: str) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """A dropped ``*.parquet`` or ``*.jsonl`` file's bytes as (rows in the table's schema,
+    quarantined rows).
 
     Values that do not convert to the column's type, malformed JSON lines and unreadable files
-    are quarantined with a reason; the good rows around them are kept. Rows without an ``id`` get
-    ``<source_id>-<row>`` (default: a digest of the file's content).
+    are quarantined with a reason; the good rows around them are kept. A UTF-8 byte-order mark
+    is accepted. Rows without an ``id`` get ``<source_id>-<row>`` (a digest of the content).
     """
     schema = SCHEMAS[table]
+    label = safe_fs.display_name(name)
     bad: list[dict] = []
-    if path.suffix == ".parquet":
+    if name.lower().endswith(".parquet"):
         try:
-            raw = pl.read_parquet(path)
+            raw = pl.read_parquet(io.BytesIO(content))
         except Exception as exc:  # noqa: BLE001 - any unreadable file is quarantined whole
-            return empty(table), _quarantine_rows([{"raw": path.name}], f"unreadable parquet file: {exc}")
+            return empty(table), _quarantine_rows([{"raw": label}], f"unreadable parquet file: {exc}"[:500])
     else:
         records = []
-        with path.open(encoding="utf-8", errors="replace") as handle:
-            for number, line in enumerate(handle, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    record = json.loads(line)
-                    if not isinstance(record, dict):
-                        raise ValueError("not a JSON object")
-                except ValueError as exc:
-                    bad.append({"raw": f"{path.name}:{number}: {line.strip()[:500]}", "reason": f"malformed JSON line: {exc}"})
-                    continue
-                records.append({k: (None if v is None else v if isinstance(v, str) else json.dumps(v)) for k, v in record.items()})
+        text = content.decode("utf-8-sig", errors="replace")
+        for number, line in enumerate(text.splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+                if not isinstance(record, dict):
+                    raise ValueError("not a JSON object")
+            except ValueError as exc:
+                bad.append({"raw": f"{label}:{number}: {line.strip()[:500]}", "reason": f"malformed JSON line: {str(exc)[:200]}"})
+                continue
+            records.append({k: (None if v is None else v if isinstance(v, str) else json.dumps(v)) for k, v in record.items()})
         raw = pl.DataFrame(records, infer_schema_length=None) if records else pl.DataFrame()
         raw = raw.with_columns(pl.all().cast(pl.String)) if raw.width else raw
 
@@ -121,8 +163,7 @@ def read_drop(path: Path, table: str, source_id: str | None = None) -> tuple[pl.
         raw = raw.rename({"decision_id": "id"})
     if "id" not in raw.columns:
         # Drops from other hosts may carry no row id: derive a stable one from content and row.
-        digest = source_id or hashlib.sha1(path.read_bytes()).hexdigest()[:16]
-        raw = raw.with_row_index("_row").with_columns((pl.lit(digest + "-") + pl.col("_row").cast(pl.String)).alias("id")).drop("_row")
+        raw = raw.with_row_index("_row").with_columns((pl.lit(source_id + "-") + pl.col("_row").cast(pl.String)).alias("id")).drop("_row")
     raw = raw.with_row_index("_row")
 
     converted, failures = [], []
@@ -137,77 +178,205 @@ def read_drop(path: Path, table: str, source_id: str | None = None) -> tuple[pl.
             failures.append(pl.when(source.is_not_null() & value.is_null()).then(pl.lit(f"{column}: cannot convert to {dtype}")))
     frame = raw.select(pl.col("_row"), *converted, pl.coalesce(failures).alias("reason") if failures else pl.lit(None, pl.String).alias("reason"))
     bad_rows = frame.filter(pl.col("reason").is_not_null())
-    quarantined = bad_rows.select(pl.format("{}:{}", pl.lit(path.name), pl.col("_row")).alias("raw"), "reason")
+    quarantined = bad_rows.select(pl.format("{}:{}", pl.lit(label), pl.col("_row")).alias("raw"), "reason")
     if bad:
-        quarantined = pl.concat([quarantined, pl.DataFrame(bad, schema={"raw": pl.String, "reason": pl.String})])
+        quarantined = pl.concat([quarantined, pl.DataFrame(bad, schema=QUARANTINE_SCHEMA)])
     return frame.filter(pl.col("reason").is_null()).drop("_row", "reason"), quarantined
 
 
 def _quarantine_rows(rows: list[dict], reason: str) -> pl.DataFrame:
-    return pl.DataFrame([{**r, "reason": reason} for r in rows], schema={"raw": pl.String, "reason": pl.String})
+    return pl.DataFrame([{**r, "reason": reason} for r in rows], schema=QUARANTINE_SCHEMA)
 
 
-def stage_inbox(home: Path, table: str) -> dict[str, int]:
-    """Stage every new drop of ``table``: split its rows by day into ``lake/_staged``, quarantine
-    what cannot be read or dated, then move the file to ``inbox/<table>/ingested``.
+# ----------------------------------------------------------------------------- staging
 
-    Returns counts: files, rows staged, rows quarantined. Safe to repeat after a crash: staged
-    file names derive from the drop's name and content.
-    """
-    inbox = home / "inbox" / table
-    done = inbox / "ingested"
-    counts = {"files": 0, "rows": 0, "quarantined": 0}
-    if not inbox.is_dir():
-        return counts
-    lake_root = home / "lake"
+@dataclass
+class StagingReport:
+    """What one pass over an inbox folder did."""
+
+    files: int = 0
+    rows: int = 0
+    quarantined: int = 0
+    reasons: Counter = None
+    problems: list = None
+
+    def __post_init__(self):
+        self.reasons = self.reasons or Counter()
+        self.problems = self.problems or []
+
+
+def _undated_reason(table: str) -> str:
+    return f"{TIME_COLUMN[table]}: missing, unparseable, before {FIRST_DAY:%Y-%m-%d} or in the future"
+
+
+def _split_drop(content: bytes, name: str, table: str, digest: str) -> tuple[dict[dt.date, pl.DataFrame], pl.DataFrame]:
+    """A drop's rows by UTC day, and its quarantined rows (unreadable, unconvertible, undated)."""
     time_column = TIME_COLUMN[table]
-    # Hidden files are uploads in progress: writers drop `.name.tmp` and rename it into place.
-    drops = sorted(p for p in inbox.iterdir() if p.is_file() and p.suffix in (".parquet", ".jsonl") and not p.name.startswith("."))
-    for path in drops:
-        digest = hashlib.sha1(path.read_bytes()).hexdigest()[:16]
-        stem = f"{path.stem}-{digest}"
-        rows, quarantined = read_drop(path, table, digest)
-        in_range = pl.col(time_column).is_between(FIRST_DAY, dt.datetime.now(dt.timezone.utc).replace(tzinfo=None) + dt.timedelta(days=1))
-        undated = rows.filter(~in_range.fill_null(False))
-        if undated.height:
-            reason = f"{time_column}: missing, unparseable, before {FIRST_DAY:%Y-%m-%d} or in the future"
-            quarantined = pl.concat([quarantined, undated.select(pl.col("id").alias("raw"), pl.lit(reason).alias("reason"))])
-        rows = rows.filter(in_range.fill_null(False))
-        for (day,), part in rows.with_columns(pl.col(time_column).dt.date().alias("_day")).partition_by("_day", as_dict=True).items():
-            lake.write_file(lake_root / STAGED / table / f"day={day}" / f"{stem}.parquet", part.drop("_day"), fast=True)
-        if quarantined.height:
-            lake.write_file(lake_root / lake.QUARANTINE / table / "undated" / f"{stem}.parquet", quarantined)
-        done.mkdir(exist_ok=True)
-        os.replace(path, done / f"{stem}{path.suffix}")
-        counts["files"] += 1
-        counts["rows"] += rows.height
-        counts["quarantined"] += quarantined.height
-    return counts
+    rows, quarantined = read_drop(content, name, table, digest)
+    now = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+    in_range = pl.col(time_column).is_between(FIRST_DAY, now + dt.timedelta(days=1)).fill_null(False)
+    undated = rows.filter(~in_range)
+    if undated.height:
+        quarantined = pl.concat([quarantined, undated.select(pl.col("id").alias("raw"), pl.lit(_undated_reason(table)).alias("reason"))])
+    rows = rows.filter(in_range)
+    by_day = {
+        day: part.drop("_day")
+        for (day,), part in rows.with_columns(pl.col(time_column).dt.date().alias("_day")).partition_by("_day", as_dict=True).items()
+    }
+    return by_day, quarantined
 
 
-def read_staged_day(home: Path, table: str, day: dt.date) -> pl.DataFrame:
-    staged = lake.read_partition(home / "lake" / STAGED, table, day)
-    return staged.cast(SCHEMAS[table]) if staged is not None else empty(table)
+def _write_staged(lake: Lake, table: str, stem: str, by_day: dict[dt.date, pl.DataFrame], quarantined: pl.DataFrame) -> None:
+    for day, part in by_day.items():
+        lake.write_file(STAGED, table, f"day={day}", f"{stem}.parquet", frame=part, fast=True)
+    if quarantined.height:
+        lake.write_file(QUARANTINE, table, UNDATED, f"{stem}.parquet", frame=quarantined)
 
 
-def pending_days(home: Path, table: str) -> list[dt.date]:
-    """Days with staged drops that their lake partition does not include yet (new or late data)."""
-    root = home / "lake" / STAGED / table
-    pending = []
-    for staged in sorted(root.glob("day=*")) if root.is_dir() else []:
-        ingested = lake.partition_dir(home / "lake", table, staged.name[4:])
-        newest = max((f.stat().st_mtime_ns for f in staged.glob("*.parquet")), default=0)
-        if not ingested.exists() or ingested.stat().st_mtime_ns < newest:
-            pending.append(dt.date.fromisoformat(staged.name[4:]))
-    return pending
+def stage_inbox(home: Path, conn: sqlite3.Connection, table: str) -> StagingReport:
+    """Stage every new drop of ``table``: split its rows by day into ``lake/_staged``, quarantine
+    what cannot be read or dated, record it in ``inbox_drops``, then move the file to
+    ``inbox/<table>/ingested``.
+
+    Safe to repeat after a kill at any point: staged names derive from the drop's name and
+    content, and a drop already recorded is only moved. Links are set aside, never read; files
+    that are not ``*.parquet``/``*.jsonl`` are left where they are and reported.
+    """
+    report = StagingReport()
+    inbox = safe_fs.ensure_dir(home, "inbox", table)
+    done = safe_fs.ensure_dir(home, "inbox", table, "ingested")
+    lake = Lake(home)
+    for path in safe_fs.list_files(home, inbox):
+        if not path.name.lower().endswith(DROP_SUFFIXES):
+            report.problems.append(f"inbox/{table}/{safe_fs.display_name(path.name)}: not a *.parquet or *.jsonl drop, left in place")
+            continue
+        try:
+            content = safe_fs.read_bytes(path)
+        except OSError as exc:
+            report.problems.append(f"inbox/{table}/{safe_fs.display_name(path.name)}: cannot be read ({exc.strerror or exc}), left in place")
+            continue
+        digest = hashlib.sha1(content).hexdigest()[:16]
+        suffix = ".parquet" if path.name.lower().endswith(".parquet") else ".jsonl"
+        stem = f"{safe_fs.safe_name(path.name[: -len(suffix)], 120)}-{digest}"
+        ingested_name = f"{stem}{suffix}"
+        known = conn.execute("SELECT 1 FROM inbox_drops WHERE stem = ?", (stem,)).fetchone()
+        if known is None:
+            by_day, quarantined = _split_drop(content, path.name, table, digest)
+            _write_staged(lake, table, stem, by_day, quarantined)
+            reasons = Counter(dict(quarantined["reason"].value_counts().rows())) if quarantined.height else Counter()
+            rows = sum(part.height for part in by_day.values())
+            with store.transaction(conn):
+                conn.execute(
+                    "INSERT OR IGNORE INTO inbox_drops (stem, table_name, original_name, ingested_name, days, rows, quarantined, reasons, staged_at)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (stem, table, safe_fs.display_name(path.name), ingested_name, json.dumps(sorted(str(d) for d in by_day)),
+                     rows, quarantined.height, json.dumps(reasons), store.utc_timestamp()),
+                )
+            report.files += 1
+            report.rows += rows
+            report.quarantined += quarantined.height
+            report.reasons += reasons
+        os.replace(path, done / ingested_name)
+        os.chmod(done / ingested_name, safe_fs.file_mode(home))
+    return report
+
+
+def restage_missing(home: Path, conn: sqlite3.Connection, table: str) -> list[str]:
+    """Stage again, from ``inbox/<table>/ingested``, every recorded drop whose staged files are
+    gone (a deleted lake). Returns problems: drops whose evidence cannot be found anywhere."""
+    lake = Lake(home)
+    problems = []
+    for stem, original, ingested_name, days in conn.execute(
+        "SELECT stem, original_name, ingested_name, days FROM inbox_drops WHERE table_name = ? ORDER BY stem", (table,)
+    ).fetchall():
+        missing = [d for d in json.loads(days) if not safe_fs.is_regular_file(lake.file_path(STAGED, table, f"day={d}", f"{stem}.parquet"))]
+        if not missing:
+            continue
+        source = home / "inbox" / table / "ingested" / ingested_name
+        try:
+            content = safe_fs.read_bytes(source)
+        except OSError:
+            problems.append(
+                f"inbox drop {original!r} ({table}) is missing: its rows for {', '.join(missing)} are neither in"
+                f" lake/{STAGED} nor in inbox/{table}/ingested/{ingested_name}; restore the file there, or run"
+                f" `routing learn --forget-missing` to learn without it"
+            )
+            continue
+        by_day, quarantined = _split_drop(content, original, table, stem.rsplit("-", 1)[-1])
+        _write_staged(lake, table, stem, by_day, quarantined)
+    return problems
+
+
+def forget_missing(home: Path, conn: sqlite3.Connection) -> list[str]:
+    """Drop the records of staged drops whose evidence is gone everywhere (an operator's choice)."""
+    forgotten = []
+    for table in TABLES:
+        for problem, stem in _missing_drops(home, conn, table):
+            with store.transaction(conn):
+                conn.execute("DELETE FROM inbox_drops WHERE stem = ?", (stem,))
+            forgotten.append(problem)
+    return forgotten
+
+
+def _missing_drops(home: Path, conn: sqlite3.Connection, table: str) -> list[tuple[str, str]]:
+    lake = Lake(home)
+    missing = []
+    for stem, original, ingested_name, days in conn.execute(
+        "SELECT stem, original_name, ingested_name, days FROM inbox_drops WHERE table_name = ?", (table,)
+    ).fetchall():
+        staged = all(safe_fs.is_regular_file(lake.file_path(STAGED, table, f"day={d}", f"{stem}.parquet")) for d in json.loads(days))
+        if not staged and not safe_fs.is_regular_file(home / "inbox" / table / "ingested" / ingested_name):
+            missing.append((f"forgot inbox drop {original!r} ({table}): its evidence was lost", stem))
+    return missing
+
+
+def read_staged_day(lake: Lake, table: str, day: dt.date, stems: list[str]) -> pl.DataFrame:
+    """The staged rows of ``day`` from exactly the drops ``stems`` (what the fingerprint says)."""
+    files = [lake.file_path(STAGED, table, f"day={day}", f"{stem}.parquet") for stem in stems]
+    missing = [f.name for f in files if not safe_fs.is_regular_file(f)]
+    if missing:
+        raise FileNotFoundError(
+            f"staged rows of {table} for {day} are missing ({', '.join(missing[:3])}): run `routing learn` again to stage them"
+            " from inbox/<table>/ingested"
+        )
+    return pl.read_parquet(files).cast(SCHEMAS[table]) if files else empty(table)
+
+
+# ----------------------------------------------------------------------------- what is stale
+
+def source_fingerprints(conn: sqlite3.Connection) -> dict[dt.date, dict]:
+    """Per UTC day with evidence: database rows per table, the staged drops per table, and
+    whether its quarantine was accepted. A partition built from these is up to date."""
+    days: dict[dt.date, dict] = {}
+
+    def entry(day: dt.date) -> dict:
+        return days.setdefault(day, {t: {"db": 0, "drops": []} for t in TABLES} | {"accepted": False})
+
+    for table in TABLES:
+        for day, n in db_day_counts(conn, table).items():
+            entry(day)[table]["db"] = n
+    for stem, table, day_list in conn.execute("SELECT stem, table_name, days FROM inbox_drops ORDER BY stem"):
+        for day in json.loads(day_list):
+            entry(dt.date.fromisoformat(day))[table]["drops"].append(stem)
+    for (day,) in conn.execute("SELECT day FROM accepted_quarantine"):
+        if dt.date.fromisoformat(day) in days:
+            days[dt.date.fromisoformat(day)]["accepted"] = True
+    return days
+
+
+def fingerprint_text(fingerprint: dict) -> str:
+    return json.dumps(fingerprint, sort_keys=True)
 
 
 # ----------------------------------------------------------------------------- validation
 
 def validate(frame: pl.DataFrame, table: str, known_models: set[str]) -> DayBatch:
-    """Split rows into valid and quarantined (first failed rule as ``reason``); duplicate ids
-    keep their first row."""
-    frame = frame.unique(subset="id", keep="first", maintain_order=True)
+    """Split rows into valid and quarantined (first failed rule as ``reason``).
+
+    Rows sharing an ``id`` count once: a valid row is kept over invalid ones (a re-dropped, fixed
+    file replaces the bad rows), the others are quarantined as duplicates. Outcomes sharing a
+    ``decision_id`` count once too: the first recorded is kept.
+    """
     finite_nonneg = lambda c: pl.col(c).is_not_null() & (~pl.col(c).is_finite() | (pl.col(c) < 0))  # noqa: E731
     models = sorted(known_models)
     if table == PERFORMANCE:
@@ -235,20 +404,45 @@ def validate(frame: pl.DataFrame, table: str, known_models: set[str]) -> DayBatc
     reason = pl.when(rules[0][0]).then(pl.lit(rules[0][1]))
     for condition, text in rules[1:]:
         reason = reason.when(condition).then(pl.lit(text))
-    checked = frame.with_columns(reason.otherwise(None).alias("reason"))
+    checked = frame.with_row_index("_row").with_columns(reason.otherwise(None).alias("reason"))
+    # Valid rows first within an id, then arrival order: the kept row of each id is the first valid one.
+    checked = checked.sort(pl.col("reason").is_not_null(), "_row")
+    first = pl.col("id").is_null() | pl.col("id").is_first_distinct()
+    checked = checked.with_columns(
+        pl.when(first).then(pl.col("reason")).otherwise(pl.lit(DUPLICATE_PREFIX + "id seen in an earlier row, counted once")).alias("reason")
+    )
+    if table == PERFORMANCE:
+        valid = pl.col("reason").is_null()
+        checked = checked.sort(~valid, "recorded_at", "_row", nulls_last=True).with_columns(
+            pl.when(valid & pl.col("decision_id").is_not_null() & ~pl.col("decision_id").is_first_distinct().over(valid))
+            .then(pl.lit(DUPLICATE_PREFIX + "another outcome of this decision came first, counted once"))
+            .otherwise(pl.col("reason")).alias("reason")
+        )
+    checked = checked.sort("_row").drop("_row")
     return DayBatch(
         valid=checked.filter(pl.col("reason").is_null()).drop("reason"),
         quarantined=checked.filter(pl.col("reason").is_not_null()),
     )
 
 
-def ingest_day(home: Path, table: str, day: dt.date, known_models: set[str]) -> DayBatch:
-    """Materialise one day of ``table``: database rows plus staged drops, validated, written to
-    ``lake/<table>/day=…`` and ``lake/quarantine/<table>/day=…``. Idempotent."""
-    db_rows = read_db_day(home / "routing.db", table, day)
-    frame = pl.concat([db_rows, read_staged_day(home, table, day)], how="vertical_relaxed")
+def table_fingerprint(source: dict | None, table: str) -> str:
+    """What a partition of ``table`` for a day with ``source`` inputs (an entry of
+    :func:`source_fingerprints`, None for no evidence) records as built from."""
+    if source is None:
+        source = {t: {"db": 0, "drops": []} for t in TABLES} | {"accepted": False}
+    return fingerprint_text({"source": source[table], "accepted": source["accepted"]})
+
+
+def ingest_day(home: Path, table: str, day: dt.date, source: dict | None, known_models: set[str]) -> DayBatch:
+    """Materialise one day of ``table``: database rows plus the staged drops ``source`` names,
+    validated, written to ``lake/<table>/day=…`` and ``lake/quarantine/<table>/day=…``.
+    Idempotent; the quarantine is written first, so a partition that records its inputs has
+    its quarantine beside it."""
+    lake = Lake(home)
+    db_rows = read_db_day(home / store.DB_NAME, table, day)
+    staged = read_staged_day(lake, table, day, source[table]["drops"] if source else [])
+    frame = pl.concat([db_rows, staged], how="vertical_relaxed")
     batch = validate(frame, table, known_models)
-    lake_root = home / "lake"
-    lake.write_partition(lake_root, table, day, batch.valid)
-    lake.write_partition(lake_root / lake.QUARANTINE, table, day, batch.quarantined)
+    lake.write_partition(table, day, batch.quarantined, QUARANTINE)
+    lake.write_partition(table, day, batch.valid, built_from=table_fingerprint(source, table))
     return batch

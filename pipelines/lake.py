@@ -1,7 +1,16 @@
-"""The small hive-partitioned Parquet layer: ``lake/<table>/day=YYYY-MM-DD/part-0.parquet``.
+"""The small hive-partitioned Parquet layer under ``ROUTING_HOME/lake``.
 
-A partition is replaced whole and atomically (write a temporary file, then rename), so a
-re-run of a day gives the same files and a reader never sees a half-written partition.
+Layout (every path of the lake is built here and nowhere else):
+
+* ``lake/<table>/day=YYYY-MM-DD/part-0.parquet``: a daily partition (area ``MAIN``);
+* ``lake/quarantine/<table>/day=…/`` and ``lake/quarantine/<table>/undated/``: rows that failed;
+* ``lake/_staged/<table>/day=…/<drop>.parquet``: inbox drops split by day, before ingestion;
+* ``lake/<asset>/<key>.parquet``: one file per run of an unpartitioned asset.
+
+A partition is replaced whole and atomically (write a hidden temporary folder, then rename), so a
+re-run of a day gives the same files and a reader never sees a half-written partition. Hidden
+names (``.tmp-*``, ``.old-*``) are never read, and what a killed run left of them is removed by
+:meth:`Lake.remove_leftovers`. No link is followed: see :mod:`routing_runtime.safe_fs`.
 """
 
 from __future__ import annotations
@@ -9,53 +18,183 @@ from __future__ import annotations
 import datetime as dt
 import os
 import shutil
+import stat
 import uuid
 from pathlib import Path
 
 import polars as pl
 
+from routing_runtime import safe_fs
+
+MAIN = ""
 QUARANTINE = "quarantine"
+STAGED = "_staged"
+UNDATED = "undated"
+BUILT_FROM = "_built_from.json"
+_LEFTOVER_PREFIXES = (".tmp-", ".old-")
 
 
-def partition_dir(lake: Path, table: str, day: dt.date | str) -> Path:
-    return lake / table / f"day={day}"
+class Lake:
+    """The lake of one home.
+
+    >>> lake = Lake(Path("/srv/routing"))
+    >>> lake.partition_dir("model_performance", dt.date(2026, 11, 30), QUARANTINE).as_posix()
+    '/srv/routing/lake/quarantine/model_performance/day=2026-11-30'
+    """
+
+    def __init__(self, home: Path) -> None:
+        self.home = Path(home)
+        self.root = self.home / "lake"
+
+    # ------------------------------------------------------------------ paths
+
+    def _parts(self, area: str, table: str) -> tuple[str, ...]:
+        return ("lake", area, table) if area else ("lake", table)
+
+    def table_dir(self, table: str, area: str = MAIN) -> Path:
+        return self.home.joinpath(*self._parts(area, table))
+
+    def partition_dir(self, table: str, day: dt.date | str, area: str = MAIN) -> Path:
+        return self.table_dir(table, area) / f"day={day}"
+
+    # ------------------------------------------------------------------ partitions
+
+    def write_partition(
+        self, table: str, day: dt.date | str, frame: pl.DataFrame, area: str = MAIN, *, built_from: str | None = None,
+    ) -> Path:
+        """Replace the partition ``day`` of ``table`` with ``frame`` (an empty frame clears it).
+
+        ``built_from`` (a fingerprint of the inputs) is stored inside the partition, in the same
+        rename, so the partition and the record of what it was built from never disagree.
+        """
+        parent = safe_fs.ensure_dir(self.home, *self._parts(area, table))
+        target = parent / f"day={day}"
+        staging = parent / f".tmp-{target.name}-{uuid.uuid4().hex}"
+        os.mkdir(staging, safe_fs.dir_mode(self.home))
+        try:
+            if frame.height:
+                self._write(frame, staging / "part-0.parquet", statistics=True)
+            if built_from is not None:
+                (staging / BUILT_FROM).write_text(built_from, encoding="utf-8")
+            old = None
+            info = _lstat(target)
+            if info is not None:
+                if not stat.S_ISDIR(info.st_mode):
+                    safe_fs.set_aside(self.home, target, "a symlink or file where a partition belongs")
+                else:
+                    old = parent / f".old-{target.name}-{uuid.uuid4().hex}"
+                    os.replace(target, old)
+            os.replace(staging, target)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+        return target
+
+    def has_partition(self, table: str, day: dt.date | str, area: str = MAIN) -> bool:
+        info = _lstat(self.partition_dir(table, day, area))
+        return info is not None and stat.S_ISDIR(info.st_mode)
+
+    def built_from(self, table: str, day: dt.date | str, area: str = MAIN) -> str | None:
+        """The fingerprint the partition was built from; None when missing or never recorded."""
+        path = self.partition_dir(table, day, area) / BUILT_FROM
+        if not safe_fs.is_regular_file(path) or not self.has_partition(table, day, area):
+            return None
+        return safe_fs.read_bytes(path).decode("utf-8", errors="replace")
+
+    def partition_files(self, table: str, day: dt.date | str, area: str = MAIN) -> list[Path]:
+        return safe_fs.list_files(self.home, self.partition_dir(table, day, area), (".parquet",))
+
+    def read_partition(self, table: str, day: dt.date | str, area: str = MAIN) -> pl.DataFrame | None:
+        files = self.partition_files(table, day, area)
+        return pl.read_parquet(files) if files else None
+
+    def partition_days(self, table: str, area: str = MAIN) -> list[dt.date]:
+        """Days that have a partition folder of ``table`` (hidden and linked ones left out)."""
+        days = []
+        for folder in safe_fs.list_dirs(self.table_dir(table, area), "day="):
+            try:
+                days.append(dt.date.fromisoformat(folder.name[4:]))
+            except ValueError:
+                continue
+        return days
+
+    def scan_days(self, table: str, last_day: dt.date | None = None) -> pl.LazyFrame | None:
+        """All partitions of ``table`` (up to ``last_day``) with ``day`` as a Date column.
+
+        Files are listed here (not by a glob, which would match hidden and linked files).
+        """
+        files = [
+            f for day in self.partition_days(table) if last_day is None or day <= last_day
+            for f in self.partition_files(table, day)
+        ]
+        if not files:
+            return None
+        return pl.scan_parquet(files, hive_partitioning=True, hive_schema={"day": pl.Date})
+
+    # ------------------------------------------------------------------ single files
+
+    def file_path(self, *parts: str) -> Path:
+        return self.root.joinpath(*parts)
+
+    def write_file(self, *parts: str, frame: pl.DataFrame, fast: bool = False) -> Path:
+        """Write ``lake/<parts…>`` atomically; ``fast`` trades size for speed (files read once)."""
+        *folders, name = parts
+        parent = safe_fs.ensure_dir(self.home, "lake", *folders)
+        name = safe_fs.safe_name(name)
+        tmp = parent / f".tmp-{uuid.uuid4().hex}"
+        try:
+            self._write(frame, tmp, compression="lz4" if fast else "zstd")
+            os.replace(tmp, parent / name)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        return parent / name
+
+    def read_file(self, *parts: str, columns: list[str] | None = None) -> pl.DataFrame:
+        path = self.file_path(*parts)
+        if not safe_fs.is_regular_file(path):
+            raise FileNotFoundError(f"{path} is missing (or not a regular file): re-run `routing learn`")
+        return pl.read_parquet(path, columns=columns)
+
+    def files(self, *parts: str) -> list[Path]:
+        return safe_fs.list_files(self.home, self.file_path(*parts), (".parquet",))
+
+    def remove(self, path: Path) -> None:
+        """Delete one file of the lake (never through a link)."""
+        if safe_fs.is_regular_file(path):
+            path.unlink()
+
+    # ------------------------------------------------------------------ housekeeping
+
+    def remove_leftovers(self) -> int:
+        """Delete the hidden temporary and replaced folders and files a killed run left behind.
+
+        Call only while holding the home's learning lock: then no other writer is mid-write.
+        """
+        removed = 0
+        if _lstat(self.root) is None:
+            return 0
+        for folder, dirs, files in os.walk(self.root, followlinks=False):
+            for name in [*dirs, *files]:
+                if name.startswith(_LEFTOVER_PREFIXES):
+                    path = os.path.join(folder, name)
+                    if os.path.isdir(path) and not os.path.islink(path):
+                        shutil.rmtree(path, ignore_errors=True)
+                    else:
+                        os.unlink(path)
+                    removed += 1
+            dirs[:] = [d for d in dirs if not d.startswith(_LEFTOVER_PREFIXES)]
+        return removed
+
+    def _write(self, frame: pl.DataFrame, path: Path, **options) -> None:
+        frame.write_parquet(path, **options)
+        os.chmod(path, safe_fs.file_mode(self.home))
 
 
-def write_partition(lake: Path, table: str, day: dt.date | str, frame: pl.DataFrame) -> Path:
-    """Replace the partition ``day`` of ``table`` with ``frame`` (an empty frame clears it)."""
-    target = partition_dir(lake, table, day)
-    staging = target.parent / f".tmp-{target.name}-{uuid.uuid4().hex}"
-    staging.mkdir(parents=True)
-    if frame.height:
-        frame.write_parquet(staging / "part-0.parquet", statistics=True)
-    old = None
-    if target.exists():
-        old = target.parent / f".old-{target.name}-{uuid.uuid4().hex}"
-        os.replace(target, old)
-    os.replace(staging, target)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-    return target
-
-
-def read_partition(lake: Path, table: str, day: dt.date | str) -> pl.DataFrame | None:
-    files = sorted(partition_dir(lake, table, day).glob("*.parquet"))
-    return pl.read_parquet(files) if files else None
-
-
-def scan_days(lake: Path, table: str, last_day: dt.date | None = None) -> pl.LazyFrame | None:
-    """All partitions of ``table`` (up to ``last_day``) with ``day`` as a Date column."""
-    root = lake / table
-    if not any(root.glob("day=*/*.parquet")):
+def _lstat(path: Path) -> os.stat_result | None:
+    try:
+        return os.lstat(path)
+    except FileNotFoundError:
         return None
-    frame = pl.scan_parquet(root / "day=*" / "*.parquet", hive_partitioning=True, hive_schema={"day": pl.Date})
-    return frame if last_day is None else frame.filter(pl.col("day") <= last_day)
-
-
-def write_file(path: Path, frame: pl.DataFrame, *, fast: bool = False) -> Path:
-    """Write one Parquet file atomically; ``fast`` trades size for speed (files read once)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".tmp-{uuid.uuid4().hex}-{path.name}"
-    frame.write_parquet(tmp, compression="lz4" if fast else "zstd")
-    os.replace(tmp, path)
-    return path

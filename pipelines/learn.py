@@ -1,32 +1,70 @@
-"""`routing learn`: the nightly job, run in-process and recorded in ROUTING_HOME/dagster_home."""
+"""`routing learn`: the nightly job, run in-process and recorded in ROUTING_HOME/dagster_home.
+
+What it promises (DESIGN.md, "Contract: trust"): one run per home at a time; whatever
+interrupted the previous run (a kill, a full disk), this run ends where an uninterrupted run
+ends; a drop or day that fails is set aside with a reason and the rest is learned; the summary
+and the exit code tell the truth, also when a step fails after the rules were published.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
 import fcntl
+import json
 import os
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import dagster as dg
 
 from assets import names
 from assets.resources import RoutingHome
+from pipelines import ingest
 from pipelines.definitions import build_definitions, learning_range, run_tags
-from pipelines.ingest import FIRST_DAY
+from pipelines.ingest import FIRST_DAY, TABLES
+from pipelines.lake import Lake
+from routing_runtime import safe_fs, store
 from routing_runtime.home import resolve_home
+
+LAST_LEARN = "last_learn"
+RUNNER_TAG = "routing/runner"
+#: Characters that break the ``sqlite:///`` URLs Dagster builds from its folder.
+_URL_UNSAFE = set("?#%")
+
+
+def dagster_folder(home: Path) -> str:
+    """Where Dagster keeps its instance, as a path Dagster can put into its storage URLs.
+
+    Dagster builds unescaped ``sqlite:///`` URLs from this folder, so a home with ``?``, ``#`` or
+    ``%`` in its path would break it and make it write elsewhere. Such a folder is given to
+    Dagster through an open directory handle (``/proc/<pid>/fd/<n>``), which names the same folder.
+    """
+    folder = safe_fs.ensure_dir(home, "dagster_home")
+    if not _URL_UNSAFE & set(str(folder)) or not os.path.isdir("/proc/self/fd"):
+        return str(folder)
+    fd = _folder_handles.get(str(folder))
+    if fd is None:
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+        _folder_handles[str(folder)] = fd
+    return f"/proc/{os.getpid()}/fd/{fd}"
+
+
+_folder_handles: dict[str, int] = {}
 
 
 def dagster_instance(home: Path) -> dg.DagsterInstance:
     """The Dagster instance under ROUTING_HOME (created on first use), shared with `routing ui`."""
-    dagster_home = home / "dagster_home"
-    dagster_home.mkdir(parents=True, exist_ok=True)
-    config = dagster_home / "dagster.yaml"
-    if not config.exists():
+    folder = dagster_folder(home)
+    config = Path(folder) / "dagster.yaml"
+    if not safe_fs.is_regular_file(config):
+        if os.path.lexists(config):
+            safe_fs.set_aside(home, home / "dagster_home" / "dagster.yaml", "not a regular file")
         config.write_text("telemetry:\n  enabled: false\n")
-    return dg.DagsterInstance.from_config(str(dagster_home))
+    return dg.DagsterInstance.from_config(folder)
 
 
 def parse_day(value: str | dt.date | None) -> dt.date:
@@ -49,7 +87,8 @@ def parse_day(value: str | dt.date | None) -> dt.date:
 def exclusive(home: Path):
     """One learning run per home at a time (cron and a manual run must not interleave writes)."""
     lock_path = home / ".learn.lock"
-    with open(lock_path, "w") as lock:
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, safe_fs.file_mode(home))
+    with os.fdopen(fd, "w") as lock:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -60,43 +99,196 @@ def exclusive(home: Path):
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
-def learn(home: str | os.PathLike | None = None, as_of: str | dt.date | None = None, *, quiet: bool = False) -> dg.ExecuteInProcessResult:
-    """Run the nightly learning job for every day not yet learned up to ``as_of`` (default yesterday)."""
+@dataclasses.dataclass
+class LearnResult:
+    """What `routing learn` did: the ``--json`` document of DESIGN.md, plus the run id."""
+
+    status: str  # published | blocked | failed | nothing_new
+    rule_set_version: int | None
+    as_of: str
+    tables: dict
+    problems: list[str]
+    run_id: str | None = None
+    start: str | None = None
+    partial_day: bool = False
+    dagster_result: dg.ExecuteInProcessResult | None = dataclasses.field(default=None, repr=False)
+
+    @property
+    def success(self) -> bool:
+        """Rules were published and no step failed."""
+        return self.status == "published" and not any(p.startswith("step ") for p in self.problems)
+
+    def to_json(self) -> dict:
+        return {
+            "status": self.status, "rule_set_version": self.rule_set_version, "as_of": self.as_of,
+            "tables": self.tables, "problems": self.problems, "dagster_run_id": self.run_id,
+            "days": [self.start, self.as_of] if self.start else [], "partial_day": self.partial_day,
+        }
+
+
+def learn(
+    home: str | os.PathLike | None = None, as_of: str | dt.date | None = None, *, quiet: bool = False,
+    accept_quarantine: tuple[str, ...] = (), forget_missing: bool = False,
+) -> LearnResult:
+    """Run the nightly learning job for every day not yet learned (or stale) up to ``as_of``
+    (default yesterday). ``accept_quarantine`` days learn their valid rows even when most rows
+    were quarantined; ``forget_missing`` learns without drops whose evidence was lost."""
     home_path = resolve_home(home)
+    explicit = as_of is not None
     day = parse_day(as_of)
+    accepted = [parse_accepted_day(d) for d in accept_quarantine]
     routing_home = RoutingHome(home=str(home_path))
     routing_home.connect().close()  # a clear error when the home is not initialised
-    defs = build_definitions(home_path)
-    job = defs.resolve_job_def(names.NIGHTLY_JOB)
-    with exclusive(home_path), dagster_instance(home_path) as instance:
-        start, end = learning_range(routing_home, day)
+    with safe_fs.home_umask(home_path), exclusive(home_path):
+        result = _learn_locked(routing_home, day, explicit=explicit or bool(accepted), quiet=quiet,
+                               accepted=accepted, forget=forget_missing)
+        _remember(routing_home, result)
+    return result
+
+
+def parse_accepted_day(value: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(value)
+    except ValueError:
+        raise ValueError(f"--accept-quarantine={value!r} is not a date: use YYYY-MM-DD") from None
+
+
+def _learn_locked(routing_home: RoutingHome, day: dt.date, *, explicit: bool, quiet: bool,
+                  accepted: list[dt.date], forget: bool) -> LearnResult:
+    home = routing_home.path
+    problems: list[str] = []
+    Lake(home).remove_leftovers()
+    conn = routing_home.connect()
+    try:
+        if accepted:
+            with store.transaction(conn):
+                conn.executemany(
+                    "INSERT OR REPLACE INTO accepted_quarantine (day, accepted_at) VALUES (?, ?)",
+                    [(d.isoformat(), store.utc_timestamp()) for d in accepted],
+                )
+        if forget:
+            problems += ingest.forget_missing(home, conn)
+        staging = {table: ingest.stage_inbox(home, conn, table) for table in TABLES}
+        before = _newest_version(conn)
+    finally:
+        conn.close()
+    tables = {t: {"ingested": 0, "quarantined": r.quarantined, "reasons": Counter(r.reasons)} for t, r in staging.items()}
+    for report in staging.values():
+        problems += report.problems
+    planned = learning_range(routing_home, day, explicit=explicit)
+    problems += planned.problems + safe_fs.drain_set_aside()
+    missing = [p for p in problems if "is missing:" in p]
+    if missing:
+        return LearnResult("failed", None, str(day), _finish_tables(tables), problems)
+    if planned.nothing_new:
+        return LearnResult("nothing_new", before, str(day), _finish_tables(tables), problems)
+
+    with dagster_instance(home) as instance:
+        _close_abandoned_runs(instance)
         if not quiet:
-            print(f"learning from {start} to {end} in {home_path}", file=sys.stderr)
-        return job.execute_in_process(
-            instance=instance, tags=run_tags(start, end), raise_on_error=False,
-            run_config={"loggers": {"console": {"config": {"log_level": "WARNING" if quiet else "ERROR"}}}},
+            print(f"learning from {planned.start} to {planned.end} in {home}", file=sys.stderr)
+        job = build_definitions(home).resolve_job_def(names.NIGHTLY_JOB)
+        run = job.execute_in_process(
+            instance=instance, tags={**run_tags(planned.start, planned.end), RUNNER_TAG: "routing learn"},
+            raise_on_error=False,
+            run_config={"loggers": {"console": {"config": {"log_level": "CRITICAL" if quiet else "ERROR"}}}},
         )
+    conn = routing_home.connect()
+    try:
+        after = _newest_version(conn)
+    finally:
+        conn.close()
+
+    blocked = []
+    for event in run.all_events:
+        if event.event_type_value == "ASSET_MATERIALIZATION":
+            metadata = event.event_specific_data.materialization.metadata
+            table = event.asset_key.path[-1]
+            if table in tables:
+                tables[table]["ingested"] += int(metadata["dagster/row_count"].value)
+                tables[table]["quarantined"] += int(metadata["quarantined_rows"].value) - staging[table].quarantined
+                tables[table]["reasons"] += Counter(metadata["quarantine_reasons"].value) - Counter(staging[table].reasons)
+                problems += [p for p in metadata["problems"].value if p not in problems]
+            if table == names.DAILY_MODEL_STATS:
+                problems += [f"held out of learning: {h}" for h in metadata["held_days"].value]
+        elif event.event_type_value == "ASSET_CHECK_EVALUATION":
+            data = event.asset_check_evaluation_data
+            if not data.passed and data.severity == dg.AssetCheckSeverity.ERROR:
+                blocked.append(f"check {data.check_name} failed: {(data.metadata.get('examples') or dg.MetadataValue.text('')).value}")
+        elif event.is_step_failure:
+            error = event.step_failure_data.error
+            message = error.message.strip().splitlines()[-1] if error is not None else "unknown error"
+            problems.append(f"step {event.step_key} failed: {message}")
+    problems += blocked + safe_fs.drain_set_aside()
+    published = after is not None and after != before
+    status = "published" if published else "blocked" if blocked else "failed" if not run.success else "nothing_new"
+    return LearnResult(
+        status, after if published else before, str(day), _finish_tables(tables), problems, run.run_id,
+        start=str(planned.start), partial_day=day >= dt.datetime.now(dt.timezone.utc).date(), dagster_result=run,
+    )
 
 
-def run_learning(home: str | None, as_of: str | None) -> int:
-    """CLI entry: progress on stderr, a one-line summary, exit code 0 when rules were published."""
-    os.environ["ROUTING_PROGRESS"] = "1" if sys.stderr.isatty() or os.environ.get("ROUTING_PROGRESS") else ""
+def _finish_tables(tables: dict) -> dict:
+    return {t: {"ingested": v["ingested"], "quarantined": v["quarantined"],
+                "reasons": dict(Counter({r: n for r, n in v["reasons"].items() if n > 0}).most_common())}
+            for t, v in tables.items()}
+
+
+def _newest_version(conn) -> int | None:
+    return conn.execute("SELECT MAX(version) FROM rule_sets").fetchone()[0]
+
+
+def _close_abandoned_runs(instance: dg.DagsterInstance) -> None:
+    """Runs of `routing learn` still marked as running were killed (we hold the home's lock, so
+    none is alive): mark them failed, so the UI does not show them running forever."""
+    abandoned = instance.get_runs(filters=dg.RunsFilter(
+        statuses=[dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.NOT_STARTED],
+        tags={RUNNER_TAG: "routing learn"},
+    ))
+    for run in abandoned:
+        instance.report_run_failed(run, message="the `routing learn` process running it was killed; the next run completed its work")
+
+
+def _remember(routing_home: RoutingHome, result: LearnResult) -> None:
+    """The last learn's result, for `routing status`."""
+    document = {**result.to_json(), "finished_at": store.utc_timestamp()}
+    conn = routing_home.connect()
+    try:
+        conn.execute(
+            "INSERT INTO settings (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            (LAST_LEARN, json.dumps(document)),
+        )
+    finally:
+        conn.close()
+
+
+def run_learning(home: str | None, as_of: str | None, *, as_json: bool = False,
+                 accept_quarantine: tuple[str, ...] = (), forget_missing: bool = False) -> int:
+    """CLI entry: progress on stderr, a summary (or ``--json``); exit 0 when rules were published
+    with no failure, or nothing was new; 1 when blocked, failed, or a step failed after publishing."""
+    os.environ["ROUTING_PROGRESS"] = "1" if (sys.stderr.isatty() or os.environ.get("ROUTING_PROGRESS")) and not as_json else ""
     started = time.perf_counter()
-    home_path = resolve_home(home)
-    result = learn(home_path, as_of)
-    end = parse_day(as_of)
-    blocked = [
-        e.asset_check_evaluation_data.check_name for e in result.all_events
-        if e.event_type_value == "ASSET_CHECK_EVALUATION" and not e.asset_check_evaluation_data.passed
-    ]
-    published = [
-        e.event_specific_data.materialization.metadata.get("rule_set_version") for e in result.all_events
-        if e.event_type_value == "ASSET_MATERIALIZATION" and e.asset_key == dg.AssetKey(names.MODEL_ROUTING_RULES)
-    ]
+    result = learn(home, as_of, quiet=as_json, accept_quarantine=accept_quarantine, forget_missing=forget_missing)
     elapsed = time.perf_counter() - started
-    if published:
-        print(f"published rule set v{published[0].value} as of {end} in {elapsed:.1f}s (dagster run {result.run_id[:8]})")
-        return 0
-    reason = f"failed checks: {', '.join(blocked)}" if blocked else "the run failed"
-    print(f"routing learn: no rules published ({reason}); the previous rule set stays in force. See `routing ui`, run {result.run_id[:8]}", file=sys.stderr)
-    return 1
+    failed_after = [p for p in result.problems if p.startswith("step ")]
+    code = 0 if result.status == "nothing_new" or (result.status == "published" and not failed_after) else 1
+    if as_json:
+        print(json.dumps(result.to_json(), indent=2))
+        return code
+    for table, counts in result.tables.items():
+        reasons = "; ".join(f"{r} ({n})" for r, n in list(counts["reasons"].items())[:3])
+        print(f"{table}: {counts['ingested']} rows ingested, {counts['quarantined']} quarantined" + (f" — {reasons}" if reasons else ""))
+    for problem in result.problems:
+        print(f"problem: {problem}", file=sys.stderr)
+    run = f" (dagster run {result.run_id[:8]})" if result.run_id else ""
+    partial = " — the UTC day is not over: these rules are built on part of it" if result.partial_day else ""
+    if result.status == "published":
+        then = f"; then {len(failed_after)} step(s) failed (see problems): the new rules are in force" if failed_after else ""
+        print(f"published rule set v{result.rule_set_version} as of {result.as_of} in {elapsed:.1f}s{run}{partial}{then}")
+    elif result.status == "nothing_new":
+        print(f"nothing new to learn up to {result.as_of}: rule set v{result.rule_set_version} stays in force"
+              " (give --as-of DAY to re-learn a day)")
+    else:
+        print(f"routing learn: no rules published ({result.status}); rule set v{result.rule_set_version} stays in force."
+              f" See the problems above, or `routing ui`{run}", file=sys.stderr)
+    return code

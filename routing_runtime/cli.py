@@ -48,6 +48,12 @@ def _parser() -> argparse.ArgumentParser:
 
     learn = commands.add_parser("learn", parents=[home], help="run the nightly learning job now (extra [pipeline])")
     learn.add_argument("--as-of", metavar="YYYY-MM-DD", help="learn from logs up to the end of this UTC day (default: yesterday)")
+    learn.add_argument("--json", action="store_true", help="print the result as JSON (status, rule_set_version, tables, problems)")
+    learn.add_argument(
+        "--accept-quarantine", action="append", default=[], metavar="YYYY-MM-DD",
+        help="learn the valid rows of a day held out because most of its rows were quarantined (repeatable)",
+    )
+    learn.add_argument("--forget-missing", action="store_true", help="learn without inbox drops whose files were lost")
     demo = commands.add_parser("demo", help="simulate agents and nightly learning on a scenario, then report (extra [pipeline])")
     demo.add_argument("--scenario", default="stationary", help="stationary, drift, new-model, price-change, or a scenario .toml")
     demo.add_argument("--days", type=int, help="simulated days (default: the scenario's)")
@@ -63,6 +69,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    _private_files(args)
     try:
         return _COMMANDS[args.command](args)
     except BrokenPipeError:  # output piped into head & co.
@@ -71,6 +78,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, LookupError, RuntimeError, OSError, sqlite3.Error) as exc:
         print(f"routing {args.command}: error: {exc}", file=sys.stderr)
         return 2
+
+
+def _private_files(args) -> None:
+    """Everything a command creates under a home (also by SQLite and Dagster) is private to its
+    owner, or shared with the group of a home given group access."""
+    import os
+
+    from routing_runtime import safe_fs
+    from routing_runtime.home import resolve_home
+
+    try:
+        os.umask(safe_fs.umask_for(resolve_home(getattr(args, "home", None))))
+    except OSError:
+        os.umask(0o077)
 
 
 def _init(args) -> int:
@@ -190,7 +211,10 @@ def _learn(args) -> int:
         return 2
     from pipelines.learn import run_learning
 
-    return run_learning(home=args.home, as_of=args.as_of)
+    return run_learning(
+        home=args.home, as_of=args.as_of, as_json=args.json,
+        accept_quarantine=tuple(args.accept_quarantine), forget_missing=args.forget_missing,
+    )
 
 
 def _demo(args) -> int:

@@ -117,8 +117,36 @@ _EXCLUDED_COLUMN = """
 ALTER TABLE routing_decisions ADD COLUMN excluded TEXT;  -- JSON array of excluded model ids, NULL if none
 """
 
+# What learning needs to never drop evidence silently and to finish what an interrupted run began:
+# every staged inbox drop, and what each day's lake partitions were last built from.
+_LEARNING_LEDGER = """
+CREATE TABLE inbox_drops (
+    stem TEXT PRIMARY KEY,                   -- staged name: the drop's safe name and content digest
+    table_name TEXT NOT NULL,
+    original_name TEXT NOT NULL,
+    ingested_name TEXT NOT NULL,             -- its name in inbox/<table>/ingested/
+    days TEXT NOT NULL,                      -- JSON array of the UTC days it has rows on
+    rows INTEGER NOT NULL,
+    quarantined INTEGER NOT NULL,            -- rows quarantined while staging (unreadable, undated)
+    reasons TEXT NOT NULL,                   -- JSON {reason: rows}
+    staged_at TEXT NOT NULL
+);
+CREATE TABLE learned_days (
+    day TEXT PRIMARY KEY,
+    fingerprint TEXT NOT NULL,               -- JSON: database rows per table, staged drops, acceptance
+    decisions_quarantined INTEGER NOT NULL,
+    performance_quarantined INTEGER NOT NULL,
+    held TEXT,                               -- why the day's outcomes are held out of learning, NULL if not
+    learned_at TEXT NOT NULL
+);
+CREATE TABLE accepted_quarantine (
+    day TEXT PRIMARY KEY,
+    accepted_at TEXT NOT NULL
+);
+"""
+
 #: Migration ``i`` brings a database from user_version ``i`` to ``i + 1``.
-MIGRATIONS: tuple[str, ...] = (_STORY_SCHEMA, _DESIGN_SCHEMA, _EXCLUDED_COLUMN)
+MIGRATIONS: tuple[str, ...] = (_STORY_SCHEMA, _DESIGN_SCHEMA, _EXCLUDED_COLUMN, _LEARNING_LEDGER)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -156,6 +184,24 @@ def connect(path: str | os.PathLike) -> sqlite3.Connection:
             time.sleep(0.05)
     conn.execute("PRAGMA synchronous = NORMAL")
     conn.execute("PRAGMA foreign_keys = ON")
+    return conn
+
+
+def connect_readonly(path: str | os.PathLike) -> sqlite3.Connection:
+    """A read-only connection that works on a read-only home too (``routing rules``, ``status``).
+
+    The path goes into a ``file:`` URI percent-encoded, so any home name works. Where SQLite
+    cannot create its WAL index (a read-only folder), the file is opened as immutable.
+    """
+    from pathlib import Path
+
+    uri = Path(path).resolve().as_uri()
+    conn = sqlite3.connect(f"{uri}?mode=ro", uri=True, timeout=BUSY_TIMEOUT_MS / 1000, check_same_thread=False, isolation_level=None)
+    try:
+        conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
+    except sqlite3.OperationalError:
+        conn.close()
+        conn = sqlite3.connect(f"{uri}?immutable=1", uri=True, check_same_thread=False, isolation_level=None)
     return conn
 
 

@@ -15,10 +15,10 @@ pl = pytest.importorskip("polars")
 from assets import names  # noqa: E402
 from assets.ingest import model_performance, routing_decisions  # noqa: E402
 from assets.resources import RoutingHome  # noqa: E402
-from pipelines import lake  # noqa: E402
+from pipelines.lake import QUARANTINE, Lake  # noqa: E402
 from pipelines.definitions import ASSETS, CHECKS, build_definitions, defs, nightly_schedule  # noqa: E402
 from pipelines.learn import learn  # noqa: E402
-from routing_runtime import ModelRouter  # noqa: E402
+from routing_runtime import ModelRouter, store  # noqa: E402
 from routing_runtime.admin import initialise  # noqa: E402
 
 DAY = dt.date(2026, 5, 4)
@@ -62,8 +62,8 @@ def materialize_ingest(home: Path, day: dt.date = DAY) -> dg.ExecuteInProcessRes
 def test_ingest_reads_the_day_from_the_database(home: Path):
     result = materialize_ingest(home)
     assert result.success
-    decisions = lake.read_partition(home / "lake", names.ROUTING_DECISIONS, DAY)
-    outcomes = lake.read_partition(home / "lake", names.MODEL_PERFORMANCE, DAY)
+    decisions = Lake(home).read_partition(names.ROUTING_DECISIONS, DAY)
+    outcomes = Lake(home).read_partition(names.MODEL_PERFORMANCE, DAY)
     assert decisions.height == 40 and outcomes.height == 40
     assert outcomes["recorded_at"].dt.date().unique().to_list() == [DAY]
     assert set(outcomes.columns) >= {"model_id", "task_type", "outcome", "quality_score", "latency_ms", "tokens_used", "cost_usd", "decision_id"}
@@ -94,7 +94,7 @@ def test_drops_are_ingested_once_and_bad_rows_are_quarantined_with_a_reason(home
     assert materialize_ingest(home).success
     assert not jsonl.exists() and not parquet.exists()
     assert len(list((home / "inbox" / "model_performance" / "ingested").glob("host-a-*.jsonl"))) == 1
-    outcomes = lake.read_partition(home / "lake", names.MODEL_PERFORMANCE, DAY)
+    outcomes = Lake(home).read_partition(names.MODEL_PERFORMANCE, DAY)
     ids = set(outcomes["id"])
     assert {"drop-1", "drop-3", "pq-1"} <= ids
     assert not ids & {"drop-2", "drop-4", "drop-5", "drop-6", "pq-2"}
@@ -102,7 +102,7 @@ def test_drops_are_ingested_once_and_bad_rows_are_quarantined_with_a_reason(home
     assert outcomes.filter(pl.col("id") == "drop-3")["recorded_at"][0] == dt.datetime(2026, 5, 4, 11, 30)
 
     quarantined = pl.concat([
-        lake.read_partition(home / "lake" / "quarantine", names.MODEL_PERFORMANCE, DAY).select("reason"),
+        Lake(home).read_partition(names.MODEL_PERFORMANCE, DAY, QUARANTINE).select("reason"),
         pl.read_parquet(sorted((home / "lake" / "quarantine" / "model_performance" / "undated").glob("*.parquet"))).select("reason"),
     ])
     reasons = " | ".join(quarantined["reason"])
@@ -117,18 +117,18 @@ def test_rematerializing_a_day_gives_the_same_result(home: Path):
         "created_at": "2026-05-04 15:00:00", "preference": "quality", "propensity": 0.9,
     }) + "\n")
     assert materialize_ingest(home).success
-    first = {t: lake.read_partition(home / "lake", t, DAY).sort("id") for t in (names.ROUTING_DECISIONS, names.MODEL_PERFORMANCE)}
+    first = {t: Lake(home).read_partition(t, DAY).sort("id") for t in (names.ROUTING_DECISIONS, names.MODEL_PERFORMANCE)}
     assert "remote-1" in set(first[names.ROUTING_DECISIONS]["id"])
     assert materialize_ingest(home).success
     for table, frame in first.items():
-        assert lake.read_partition(home / "lake", table, DAY).sort("id").equals(frame)
+        assert Lake(home).read_partition(table, DAY).sort("id").equals(frame)
 
 
 def test_learning_publishes_a_new_rule_set_with_its_inputs(home: Path):
     result = learn(home, DAY, quiet=True)
     assert result.success
     checks = {e.asset_check_evaluation_data.check_name: e.asset_check_evaluation_data.passed
-              for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"}
+              for e in result.dagster_result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"}
     assert checks == {names.LOG_VALIDITY_CHECK: True, names.POSTERIOR_SANITY_CHECK: True, names.RULES_COVERAGE_CHECK: True}
     conn = sqlite3.connect(home / "routing.db")
     version, source, as_of, inputs = conn.execute("SELECT version, source, as_of, inputs FROM rule_sets ORDER BY version DESC").fetchone()
@@ -137,13 +137,13 @@ def test_learning_publishes_a_new_rule_set_with_its_inputs(home: Path):
     assert conn.execute("SELECT value FROM settings WHERE key = 'learned_through'").fetchone()[0] == DAY.isoformat()
     assert (home / "lake" / names.MODEL_ROUTING_RULES / "version=2.parquet").exists()
     # The first learning run starts at the first day with logs.
-    assert lake.read_partition(home / "lake", names.MODEL_PERFORMANCE, DAY - dt.timedelta(days=1)).height == 1
+    assert Lake(home).read_partition(names.MODEL_PERFORMANCE, DAY - dt.timedelta(days=1)).height == 1
     # The run is recorded in the Dagster instance under ROUTING_HOME, for `routing ui`.
     assert any((home / "dagster_home").iterdir())
-    metadata = next(e for e in result.all_events if e.event_type_value == "ASSET_MATERIALIZATION"
+    metadata = next(e for e in result.dagster_result.all_events if e.event_type_value == "ASSET_MATERIALIZATION"
                     and e.asset_key == dg.AssetKey(names.MODEL_ROUTING_RULES)).event_specific_data.materialization.metadata
     assert "| math | balanced |" in metadata["changes"].value
-    evaluation = next(e for e in result.all_events if e.event_type_value == "ASSET_MATERIALIZATION"
+    evaluation = next(e for e in result.dagster_result.all_events if e.event_type_value == "ASSET_MATERIALIZATION"
                       and e.asset_key == dg.AssetKey(names.POLICY_EVALUATION)).event_specific_data.materialization.metadata
     assert 0 <= evaluation["snips_quality"].value <= 1 and evaluation["effective_sample_size"].value > 0
 
@@ -155,7 +155,7 @@ def test_a_failing_blocking_check_keeps_the_previous_rule_set(home: Path, tmp_pa
     before = initialise(home, registry).rule_set_version
     result = learn(home, DAY, quiet=True)
     assert not result.success
-    failed = [e.asset_check_evaluation_data.check_name for e in result.all_events
+    failed = [e.asset_check_evaluation_data.check_name for e in result.dagster_result.all_events
               if e.event_type_value == "ASSET_CHECK_EVALUATION" and not e.asset_check_evaluation_data.passed]
     assert failed == [names.RULES_COVERAGE_CHECK]
     conn = sqlite3.connect(home / "routing.db")
@@ -165,8 +165,8 @@ def test_a_failing_blocking_check_keeps_the_previous_rule_set(home: Path, tmp_pa
 def test_corrupt_statistics_fail_posterior_sanity_and_block_publication(home: Path):
     assert learn(home, DAY, quiet=True).success
     stats_dir = home / "lake" / names.DAILY_MODEL_STATS
-    frame = lake.read_partition(home / "lake", names.DAILY_MODEL_STATS, DAY)
-    lake.write_partition(home / "lake", names.DAILY_MODEL_STATS, DAY + dt.timedelta(days=1),
+    frame = Lake(home).read_partition(names.DAILY_MODEL_STATS, DAY)
+    Lake(home).write_partition(names.DAILY_MODEL_STATS, DAY + dt.timedelta(days=1),
                          frame.with_columns(pl.lit(float("inf")).alias("sum_log_latency")))
     assert stats_dir.exists()
     result = dg.materialize(
@@ -220,12 +220,12 @@ def test_first_learn_on_a_new_home_ingests_every_dropped_day_and_late_drops_are_
         drop(home, "model_performance", f"day{day}.jsonl", json.dumps({**row, "id": f"d{day}", "recorded_at": f"2026-05-0{day}T10:00:00Z"}) + "\n")
     assert learn(home, dt.date(2026, 5, 3), quiet=True).success
     for day in (1, 2, 3):
-        assert lake.read_partition(home / "lake", names.MODEL_PERFORMANCE, dt.date(2026, 5, day))["id"].to_list() == [f"d{day}"]
+        assert Lake(home).read_partition(names.MODEL_PERFORMANCE, dt.date(2026, 5, day))["id"].to_list() == [f"d{day}"]
 
     drop(home, "model_performance", "late.jsonl", json.dumps({**row, "id": "late", "recorded_at": "2026-05-01T23:00:00Z"}) + "\n")
     drop(home, "model_performance", "ancient.jsonl", json.dumps({**row, "id": "old", "recorded_at": "1999-01-01T00:00:00Z"}) + "\n")
     assert learn(home, dt.date(2026, 5, 4), quiet=True).success
-    assert sorted(lake.read_partition(home / "lake", names.MODEL_PERFORMANCE, dt.date(2026, 5, 1))["id"]) == ["d1", "late"]
+    assert sorted(Lake(home).read_partition(names.MODEL_PERFORMANCE, dt.date(2026, 5, 1))["id"]) == ["d1", "late"]
     conn = sqlite3.connect(home / "routing.db")
     inputs = json.loads(conn.execute("SELECT inputs FROM rule_sets ORDER BY version DESC").fetchone()[0])
     assert inputs["outcomes_seen"] == 4
@@ -254,10 +254,12 @@ def test_two_drops_with_the_same_name_and_no_ids_are_both_kept(home: Path):
     row = {"task_type": "math", "outcome": "success", "recorded_at": "2026-05-04T12:00:00Z"}
     for model in ("gpt-4o", "codestral-2508"):
         drop(home, "model_performance", "outcomes.jsonl", "\n".join(json.dumps({**row, "model_id": model}) for _ in range(3)) + "\n")
-        ingest.stage_inbox(home, "model_performance")
+        conn = store.connect(home / "routing.db")
+        ingest.stage_inbox(home, conn, "model_performance")
+        conn.close()
     drop(home, "model_performance", ".upload-in-progress.jsonl", json.dumps({**row, "model_id": "gpt-4o"}))
     assert materialize_ingest(home).success
-    outcomes = lake.read_partition(home / "lake", names.MODEL_PERFORMANCE, DAY)
+    outcomes = Lake(home).read_partition(names.MODEL_PERFORMANCE, DAY)
     dropped = outcomes.filter(pl.col("decision_id").is_null())["model_id"].to_list()
     assert sorted(dropped) == ["codestral-2508"] * 3 + ["gpt-4o"] * 3
     assert len(list((home / "inbox" / "model_performance" / "ingested").iterdir())) == 2
@@ -271,7 +273,7 @@ def test_a_drop_mixing_timestamp_forms_keeps_every_valid_row(home: Path):
     drop(home, "model_performance", "mixed.jsonl", "\n".join(
         json.dumps({**row, "id": f"t{i}", "recorded_at": s}) for i, s in enumerate(stamps)) + "\n")
     assert materialize_ingest(home).success
-    outcomes = lake.read_partition(home / "lake", names.MODEL_PERFORMANCE, DAY).filter(pl.col("id").str.starts_with("t"))
+    outcomes = Lake(home).read_partition(names.MODEL_PERFORMANCE, DAY).filter(pl.col("id").str.starts_with("t"))
     assert outcomes.sort("id")["recorded_at"].dt.hour().to_list() == [10, 11, 12, 13]
 
 

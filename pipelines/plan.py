@@ -1,0 +1,113 @@
+"""Which days a learning run must build, so that any interrupted run is completed by the next.
+
+A day is *stale* when one of its lake partitions is missing or was built from other inputs than
+the day has now (new or late database rows, new drops, an accepted quarantine), or when the
+rules in force were not built from its current partitions (``learned_days``). The next run
+covers every stale day, so it ends exactly where a never-interrupted run ends.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import sqlite3
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pipelines import ingest
+from pipelines.lake import QUARANTINE, Lake
+
+DAILY_MODEL_STATS = "daily_model_stats"
+
+
+@dataclass
+class LearningPlan:
+    """What a run covers: ``start``..``end`` (its partition range) and why."""
+
+    start: dt.date
+    end: dt.date
+    stale: list[dt.date] = field(default_factory=list)
+    nothing_new: bool = False
+    problems: list[str] = field(default_factory=list)
+
+
+def stats_fingerprint(performance_built_from: str | None, held: str | None) -> str:
+    return json.dumps({"performance": performance_built_from, "held": held}, sort_keys=True)
+
+
+def learned_fingerprint(decisions: str | None, performance: str | None) -> str:
+    return json.dumps([decisions, performance])
+
+
+def stale_days(home: Path, conn: sqlite3.Connection, sources: dict[dt.date, dict]) -> list[dt.date]:
+    lake = Lake(home)
+    learned = dict(conn.execute("SELECT day, fingerprint FROM learned_days"))
+    stale = []
+    for day in sorted(set(sources) | {dt.date.fromisoformat(d) for d in learned}):
+        expected = {t: ingest.table_fingerprint(sources.get(day), t) for t in ingest.TABLES}
+        built = {t: lake.built_from(t, day) for t in ingest.TABLES}
+        stats = lake.built_from(DAILY_MODEL_STATS, day)
+        stats_ok = stats is not None and json.loads(stats).get("performance") == built[ingest.PERFORMANCE]
+        if (
+            built != expected or not stats_ok
+            or learned.get(day.isoformat()) != learned_fingerprint(expected[ingest.DECISIONS], expected[ingest.PERFORMANCE])
+        ):
+            stale.append(day)
+    return stale
+
+
+def plan_run(home: Path, conn: sqlite3.Connection, as_of: dt.date, learned_through: dt.date | None, *, explicit: bool) -> LearningPlan:
+    """The range of the next run up to ``as_of``: from the earliest stale day (on a new home, the
+    first day with evidence) to ``as_of``. ``nothing_new`` when ``as_of`` is learned already and
+    nothing is stale, unless the day was asked for explicitly (a backfill)."""
+    sources = ingest.source_fingerprints(conn)
+    stale = [d for d in stale_days(home, conn, sources) if d <= as_of]
+    first = ingest.FIRST_DAY.date()
+    if learned_through is None:
+        start = min([*(d for d in sources if d <= as_of), as_of])
+    else:
+        start = min([*stale, as_of])
+    nothing_new = not explicit and not stale and learned_through is not None and as_of <= learned_through
+    return LearningPlan(start=max(start, first), end=as_of, stale=stale, nothing_new=nothing_new)
+
+
+def days_to_build(home: Path, conn: sqlite3.Connection, keys: list[str]) -> list[tuple[dt.date, dict | None]]:
+    """The days of a run's partition keys that have evidence, or partitions to clear, with their
+    sources: a day without either costs nothing."""
+    sources = ingest.source_fingerprints(conn)
+    lake = Lake(home)
+    result = []
+    for key in keys:
+        day = dt.date.fromisoformat(key)
+        if day in sources or any(lake.has_partition(t, day) for t in (*ingest.TABLES, DAILY_MODEL_STATS)):
+            result.append((day, sources.get(day)))
+    return result
+
+
+def record_learned(home: Path, conn: sqlite3.Connection, keys: list[str]) -> None:
+    """After publishing: the days of the run, as the partitions the new rules were built from
+    record them, with their quarantine counts and hold reasons (``routing status`` reads them)."""
+    from routing_runtime import store
+
+    lake = Lake(home)
+    rows = []
+    now = store.utc_timestamp()
+    for key in keys:
+        built = {t: lake.built_from(t, key) for t in ingest.TABLES}
+        if all(b is None for b in built.values()):
+            continue
+        stats = lake.built_from(DAILY_MODEL_STATS, key)
+        held = json.loads(stats).get("held") if stats else None
+        quarantined = [_height(lake.partition_files(t, key, QUARANTINE)) for t in ingest.TABLES]
+        rows.append((key, learned_fingerprint(built[ingest.DECISIONS], built[ingest.PERFORMANCE]), *quarantined, held, now))
+    with store.transaction(conn):
+        conn.executemany(
+            "INSERT OR REPLACE INTO learned_days (day, fingerprint, decisions_quarantined, performance_quarantined, held, learned_at)"
+            " VALUES (?, ?, ?, ?, ?, ?)", rows,
+        )
+
+
+def _height(files: list[Path]) -> int:
+    import polars as pl
+
+    return int(pl.scan_parquet(files).select(pl.len()).collect().item()) if files else 0
