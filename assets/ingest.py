@@ -13,6 +13,7 @@ from assets.resources import RoutingHome, progress, run_partition_keys
 from pipelines import ingest, plan, statistics
 from pipelines.lake import QUARANTINE, Lake
 from routing_runtime import safe_fs
+from routing_runtime.faults import crashpoint
 
 DAILY = dg.DailyPartitionsDefinition(start_date=ingest.FIRST_DAY, end_offset=1, timezone="UTC")
 _SINGLE_RUN = dg.BackfillPolicy.single_run()
@@ -101,6 +102,7 @@ def daily_model_stats(context: dg.AssetExecutionContext, routing_home: RoutingHo
             names.DAILY_MODEL_STATS, day, stats,
             built_from=plan.stats_fingerprint(lake.built_from(ingest.PERFORMANCE, day), reason),
         )
+        crashpoint("stats:after_day")
         if reason:
             held.append(f"{day}: {reason}")
             progress(context, f"held {day} out of learning: {reason}")

@@ -45,6 +45,7 @@ def model_posteriors(context: dg.AssetExecutionContext, routing_home: RoutingHom
     daily = Lake(routing_home.path).scan_days(names.DAILY_MODEL_STATS, as_of)
     frame, detected = posteriors.posteriors_as_of(daily, as_of, registry)
     path = _write_snapshot(routing_home, names.MODEL_POSTERIORS, _snapshot_name(as_of), frame)
+    crashpoint("posteriors:after_write")
     progress(context, f"posteriors as of {as_of}: {frame.height} (model, task type) cells, {int(frame['n_raw'].sum())} outcomes")
     preview = frame.select(
         "task_type", "model_id", "n_raw", pl.col("quality_mean").round(3), pl.col("quality_ci_low").round(3),
@@ -100,6 +101,7 @@ def candidate_routing_rules(context: dg.AssetExecutionContext, routing_home: Rou
     frame = _read_snapshot(routing_home, names.MODEL_POSTERIORS, as_of)
     rows = rulebuild.candidate_rules(frame, registry, seed=_seed(as_of))
     _write_snapshot(routing_home, names.CANDIDATE_ROUTING_RULES, _snapshot_name(as_of), rulebuild.rules_frame(rows))
+    crashpoint("candidate:after_write")
     return dg.MaterializeResult(metadata={"dagster/row_count": len(rows), "exploration_floor": registry.learning.exploration_floor})
 
 
@@ -177,6 +179,7 @@ def model_routing_rules(context: dg.AssetExecutionContext, routing_home: Routing
         }
         if as_of >= today:
             inputs["partial_day"] = True  # the UTC day was not over: its evidence is incomplete
+        crashpoint("publish:before")
         version = publish_rule_set(conn, rows, source="learned", as_of=str(as_of), inputs=inputs)
         # From here on the rules are in force: what follows only records it, and a failure below
         # is reported as "published, then failed", never as "no rules published".
@@ -187,9 +190,11 @@ def model_routing_rules(context: dg.AssetExecutionContext, routing_home: Routing
         )
         crashpoint("after_publish")
         plan.record_learned(routing_home.path, conn, run_partition_keys(context))
+        crashpoint("publish:after_ledger")
     finally:
         conn.close()
     _write_snapshot(routing_home, names.MODEL_ROUTING_RULES, f"version={version}.parquet", rulebuild.rules_frame(rows))
+    crashpoint("publish:after_snapshot")
     change = rulebuild.rules_change_markdown(previous, rows)
     previous_version = previous.version if previous is not None else None
     progress(context, f"published rule set v{version} (as of {as_of}; previous v{previous_version})")

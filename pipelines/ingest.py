@@ -26,6 +26,7 @@ import polars as pl
 
 from pipelines.lake import QUARANTINE, STAGED, UNDATED, Lake
 from routing_runtime import safe_fs, store
+from routing_runtime.faults import crashpoint
 from routing_runtime.types import Outcome, RoutingPreference, TaskType
 
 DECISIONS = "routing_decisions"
@@ -263,6 +264,7 @@ def stage_inbox(home: Path, conn: sqlite3.Connection, table: str) -> StagingRepo
         if known is None:
             by_day, quarantined = _split_drop(content, path.name, table, digest)
             _write_staged(lake, table, stem, by_day, quarantined)
+            crashpoint("stage:after_staged_files")
             reasons = Counter(dict(quarantined["reason"].value_counts().rows())) if quarantined.height else Counter()
             rows = sum(part.height for part in by_day.values())
             with store.transaction(conn):
@@ -276,6 +278,7 @@ def stage_inbox(home: Path, conn: sqlite3.Connection, table: str) -> StagingRepo
             report.rows += rows
             report.quarantined += quarantined.height
             report.reasons += reasons
+            crashpoint("stage:before_move")
         os.replace(path, done / ingested_name)
         os.chmod(done / ingested_name, safe_fs.file_mode(home))
     return report
@@ -444,5 +447,6 @@ def ingest_day(home: Path, table: str, day: dt.date, source: dict | None, known_
     frame = pl.concat([db_rows, staged], how="vertical_relaxed")
     batch = validate(frame, table, known_models)
     lake.write_partition(table, day, batch.quarantined, QUARANTINE)
+    crashpoint(f"ingest:{table}:between_quarantine_and_rows")
     lake.write_partition(table, day, batch.valid, built_from=table_fingerprint(source, table))
     return batch

@@ -25,6 +25,7 @@ from pathlib import Path
 import polars as pl
 
 from routing_runtime import safe_fs
+from routing_runtime.faults import crashpoint
 
 MAIN = ""
 QUARANTINE = "quarantine"
@@ -57,6 +58,17 @@ class Lake:
     def partition_dir(self, table: str, day: dt.date | str, area: str = MAIN) -> Path:
         return self.table_dir(table, area) / f"day={day}"
 
+    def folders(self) -> list[tuple[str, ...]]:
+        """The lake's folders below the home, each a tuple of parts, for a sweep at start.
+        Partition folders included: a link can hide at any level."""
+        found = [("lake",), ("lake", QUARANTINE), ("lake", STAGED)]
+        for folder, dirs, _ in os.walk(self.root, followlinks=False):
+            relative = os.path.relpath(folder, self.home).split(os.sep)
+            for name in dirs:
+                if not name.startswith("."):
+                    found.append((*relative, name))
+        return found
+
     # ------------------------------------------------------------------ partitions
 
     def write_partition(
@@ -84,6 +96,7 @@ class Lake:
                 else:
                     old = parent / f".old-{target.name}-{uuid.uuid4().hex}"
                     os.replace(target, old)
+                    crashpoint("lake:partition_moved_aside")
             os.replace(staging, target)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)

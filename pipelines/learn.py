@@ -157,6 +157,7 @@ def _learn_locked(routing_home: RoutingHome, day: dt.date, *, explicit: bool, qu
                   accepted: list[dt.date], forget: bool) -> LearnResult:
     home = routing_home.path
     problems: list[str] = []
+    _sweep_layout(home)
     Lake(home).remove_leftovers()
     conn = routing_home.connect()
     try:
@@ -226,6 +227,15 @@ def _learn_locked(routing_home: RoutingHome, day: dt.date, *, explicit: bool, qu
         status, after if published else before, str(day), _finish_tables(tables), problems, run.run_id,
         start=str(planned.start), partial_day=day >= dt.datetime.now(dt.timezone.utc).date(), dagster_result=run,
     )
+
+
+def _sweep_layout(home: Path) -> None:
+    """Make every folder the product writes a real folder of the home (links are set aside)."""
+    for table in TABLES:
+        safe_fs.ensure_dir(home, "inbox", table, "ingested")
+    lake = Lake(home)
+    for folder in lake.folders():
+        safe_fs.ensure_dir(home, *folder)
 
 
 def _finish_tables(tables: dict) -> dict:

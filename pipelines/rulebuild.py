@@ -6,7 +6,7 @@ import numpy as np
 import polars as pl
 
 from routing_runtime.registry import ModelRegistry
-from routing_runtime.rules import ModelEstimate, RuleKey, RuleRow, build_rules
+from routing_runtime.rules import ModelEstimate, RuleKey, RuleRow, build_rules, registry_estimates
 from routing_runtime.ruleset import RuleSet
 from routing_runtime.types import RoutingPreference, TaskType
 
@@ -76,7 +76,17 @@ def best_probabilities(posteriors: pl.DataFrame, registry: ModelRegistry, *, dra
 
 
 def candidate_rules(posteriors: pl.DataFrame, registry: ModelRegistry, *, seed: int = 0) -> list[RuleRow]:
-    return build_rules(estimates_from_posteriors(posteriors), registry, best_probabilities(posteriors, registry, seed=seed))
+    """The next rule set. A task type without any evidence keeps the registry's rules (its top
+    model and the floor): sampling wide priors would scatter its traffic for no reason."""
+    estimates = estimates_from_posteriors(posteriors)
+    best = best_probabilities(posteriors, registry, seed=seed)
+    seen = dict(posteriors.group_by("task_type").agg(pl.col("n_raw").sum()).iter_rows())
+    priors = registry_estimates(registry)
+    for task in TaskType:
+        if not seen.get(task.value):
+            estimates[task] = priors[task]
+            best = {key: p for key, p in best.items() if key[0] is not task}
+    return build_rules(estimates, registry, best)
 
 
 def rules_frame(rows: list[RuleRow]) -> pl.DataFrame:

@@ -158,11 +158,13 @@ def _carry_over(current: RuleSet, registry: ModelRegistry):
 
 
 def home_status(home: str | os.PathLike | None = None) -> dict:
-    """What an operator wants to know about a home, read-only."""
+    """What an operator wants to know about a home, read-only (works on a read-only home)."""
+    from routing_runtime import safe_fs
+
     home_path = resolve_home(home)
     if not db_path(home_path).exists():
         raise NotInitialisedError(f"{home_path} is not initialised: run `routing init --home {home_path}`")
-    conn = store.connect(db_path(home_path))
+    conn = store.connect_readonly(db_path(home_path))
     try:
         rule_set = load_current_rule_set(conn, home_path)
         settings = dict(conn.execute("SELECT key, value FROM settings"))
@@ -172,16 +174,40 @@ def home_status(home: str | os.PathLike | None = None) -> dict:
             for table, column in (("routing_decisions", "created_at"), ("model_performance", "recorded_at"))
         }
         version = store.schema_version(conn)
+        quarantined, held = _quarantine_summary(conn) if version >= 4 else ({}, [])
     finally:
         conn.close()
     inbox = {
-        table: sum(1 for p in (home_path / "inbox" / table).glob("*") if p.is_file() and not p.name.startswith("."))
+        table: len(safe_fs.list_files(home_path, home_path / "inbox" / table, set_aside_links=False))
         for table in INBOX_TABLES
     }
+    last_learn = json.loads(settings["last_learn"]) if "last_learn" in settings else None
     return {
         "home": str(home_path), "schema_version": version,
         "rule_set": {"version": rule_set.version, "source": rule_set.source, "as_of": rule_set.as_of, "created_at": rule_set.created_at},
         "learned_through": settings.get("learned_through"),
         "models": {"enabled": enabled, "disabled": total - enabled},
         "logs": logs, "inbox": inbox,
+        "last_learn": None if last_learn is None else {
+            k: last_learn.get(k) for k in ("status", "as_of", "finished_at", "problems", "rule_set_version", "tables")
+        },
+        "quarantined": quarantined,
+        "held_days": held,
+        "set_aside": len(safe_fs.list_files(home_path, home_path / safe_fs.SET_ASIDE, set_aside_links=False))
+        + len(safe_fs.list_dirs(home_path / safe_fs.SET_ASIDE)),
     }
+
+
+def _quarantine_summary(conn: sqlite3.Connection) -> tuple[dict[str, int], list[dict]]:
+    """Rows quarantined per table (learned days plus undatable rows of staged drops), and the
+    days held out of learning with the reason and the command that releases them."""
+    decisions, performance = conn.execute(
+        "SELECT COALESCE(SUM(decisions_quarantined), 0), COALESCE(SUM(performance_quarantined), 0) FROM learned_days"
+    ).fetchone()
+    quarantined = {"routing_decisions": decisions, "model_performance": performance}
+    for table, n in conn.execute("SELECT table_name, SUM(quarantined) FROM inbox_drops GROUP BY table_name"):
+        quarantined[table] = quarantined.get(table, 0) + n
+    held = [{"day": day, "reason": reason} for day, reason in conn.execute(
+        "SELECT day, held FROM learned_days WHERE held IS NOT NULL ORDER BY day"
+    )]
+    return quarantined, held

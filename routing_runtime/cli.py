@@ -191,6 +191,19 @@ def _status(args) -> int:
         print(f"{table + ':':<19}{counts['rows']} rows, last at {counts['last'] or '-'}")
     for table, files in status["inbox"].items():
         print(f"inbox/{table}: {files} file(s) waiting")
+    quarantined = ", ".join(f"{t} {n}" for t, n in status["quarantined"].items()) or "none"
+    print(f"quarantined rows:  {quarantined}")
+    last = status["last_learn"]
+    if last is None:
+        print("last learn:        never")
+    else:
+        print(f"last learn:        {last['status']} (as of {last['as_of']}, finished {last['finished_at'][:19]} UTC)")
+        for problem in last["problems"]:
+            print(f"  problem: {problem}")
+    for held in status["held_days"]:
+        print(f"held day {held['day']}: {held['reason']}")
+    if status["set_aside"]:
+        print(f"set aside:         {status['set_aside']} entries in set_aside/ (links or files where folders belong; never read)")
     return 0
 
 
