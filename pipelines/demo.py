@@ -13,6 +13,24 @@ from pipelines.scenarios import load_scenario
 from pipelines.simulator import DayResult, simulate
 
 DEFAULT_HOME = ".routing-demo"
+#: Written into every home the demo creates: the demo replaces only homes that carry it.
+DEMO_MARKER = ".routing-demo"
+
+
+def _replace_demo_home(home: Path) -> None:
+    """Empty ``home`` for a new demo run, or refuse: a folder is deleted only if a demo made it
+    (it holds :data:`DEMO_MARKER`), so a real router home or any other folder is never wiped."""
+    if home.is_symlink() or home.exists() and not home.is_dir():
+        raise ValueError(f"--home={home} is not a folder: refusing to delete it; pass a new or empty folder")
+    if home.is_dir() and any(home.iterdir()):
+        if not (home / DEMO_MARKER).is_file():
+            raise ValueError(
+                f"--home={home} was not created by routing demo (no {DEMO_MARKER} marker in it): refusing to delete it;"
+                " pass a new or empty folder"
+            )
+        shutil.rmtree(home)
+    home.mkdir(parents=True, exist_ok=True)
+    (home / DEMO_MARKER).write_text("created by `routing demo`, which deletes and recreates this folder on each run\n")
 
 
 def attach_report(home: Path, markdown: str, summary: str) -> None:
@@ -41,10 +59,7 @@ def run_demo(scenario_name: str = "stationary", *, days: int | None = None, requ
             raise ValueError(f"--requests-per-day={requests_per_day} must be at least 1")
         scenario = dataclasses.replace(scenario, requests_per_day=requests_per_day)
     home_path = Path(home or DEFAULT_HOME).resolve()
-    if home_path.exists():
-        if not (home_path / "routing.db").exists() and any(home_path.iterdir()):
-            raise ValueError(f"--home={home_path} exists and is not a router home: refusing to delete it")
-        shutil.rmtree(home_path)
+    _replace_demo_home(home_path)
     print(f"scenario '{scenario.name}': {scenario.description}", file=sys.stderr)
     print(f"{scenario.days} days x {scenario.requests_per_day} requests, seed {seed}, home {home_path}", file=sys.stderr)
     started = time.perf_counter()

@@ -13,7 +13,7 @@ from routing_runtime import store
 from routing_runtime.home import NotInitialisedError, db_path, resolve_home
 from routing_runtime.registry import LearningSettings, ModelConfig, ModelRegistry, TaskPolicy
 from routing_runtime.rules import ModelEstimate, build_rules, registry_estimates
-from routing_runtime.ruleset import RuleSet, load_current_rule_set, publish_rule_set
+from routing_runtime.ruleset import RuleSet, load_current_rule_set, load_usable_rule_set, publish_rule_set
 from routing_runtime.types import RoutingPreference, TaskType
 
 #: Folders inside ROUTING_HOME.
@@ -28,12 +28,21 @@ class InitResult:
     models: int
     rule_set_version: int
     published: bool
+    registry_source: str = ""
+    registry_kept: bool = False  # no --registry: the one last applied to this home stays
 
 
 def initialise(home: str | os.PathLike | None = None, registry_path: str | os.PathLike | None = None) -> InitResult:
-    """Create or upgrade ``home``; upsert the registry; publish rules when none exist or the
-    registry changed what they are built from. Idempotent; never deletes logs or history."""
-    registry = ModelRegistry.load(registry_path) if registry_path else ModelRegistry.load_default()
+    """Create or upgrade ``home``; upsert the registry; publish rules when none are usable or the
+    registry changed what they are built from. Idempotent; never deletes logs or history.
+
+    Without ``registry_path`` the registry last applied to ``home`` is kept (the shipped one
+    only for a new home): re-running ``routing init`` never undoes a ``--registry`` change.
+    The registry file is validated whole before anything is created or written. When the
+    newest rule set is unusable, a new one is published from the newest usable one (or from
+    the registry), so ``routing init`` also repairs a home.
+    """
+    given = ModelRegistry.load(registry_path) if registry_path else None
     home_path = resolve_home(home)
     home_path.mkdir(parents=True, exist_ok=True)
     for table in INBOX_TABLES:
@@ -45,13 +54,16 @@ def initialise(home: str | os.PathLike | None = None, registry_path: str | os.Pa
         previous = store.schema_version(conn)
         version = store.migrate(conn)
         with store.transaction(conn):
-            _upsert_registry(conn, registry)
+            # Read inside the write transaction: of two first inits at once, one applies the shipped registry.
+            kept = given is None and conn.execute("SELECT EXISTS (SELECT 1 FROM models)").fetchone()[0] == 1
+            if not kept:
+                _upsert_registry(conn, given or ModelRegistry.load_default())
         effective = registry_from_db(conn)
         rule_set_version, published = _publish_if_changed(conn, effective)
         count = conn.execute("SELECT COUNT(*) FROM models").fetchone()[0]
     finally:
         conn.close()
-    return InitResult(home_path, version, previous, count, rule_set_version, published)
+    return InitResult(home_path, version, previous, count, rule_set_version, published, effective.source, kept)
 
 
 def _upsert_registry(conn: sqlite3.Connection, registry: ModelRegistry) -> None:
@@ -115,11 +127,10 @@ def registry_fingerprint(registry: ModelRegistry) -> str:
 
 def _publish_if_changed(conn: sqlite3.Connection, registry: ModelRegistry) -> tuple[int, bool]:
     fingerprint = registry_fingerprint(registry)
-    try:
-        current = load_current_rule_set(conn)
-    except NotInitialisedError:
-        current = None
-    if current is not None and current.inputs.get("registry_fingerprint") == fingerprint:
+    usable, note = load_usable_rule_set(conn)
+    # Registry-order rules (no usable set) are not published ones: publish them.
+    current = usable if usable.version is not None else None
+    if current is not None and not note and current.inputs.get("registry_fingerprint") == fingerprint:
         return current.version, False
     inputs = {"registry_fingerprint": fingerprint, "registry_source": registry.source}
     if current is None or current.source == "registry":

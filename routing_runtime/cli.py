@@ -20,7 +20,7 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     init = commands.add_parser("init", parents=[home], help="create or upgrade ROUTING_HOME and load the registry")
-    init.add_argument("--registry", metavar="FILE", help="registry TOML (default: the shipped one)")
+    init.add_argument("--registry", metavar="FILE", help="registry TOML (default: keep the one last applied; the shipped one for a new home)")
 
     select = commands.add_parser("select", parents=[home], help="choose a model for a prompt and record the decision")
     select.add_argument("text", metavar="TEXT", help="the prompt (classified unless --task is given)")
@@ -103,7 +103,8 @@ def _init(args) -> int:
         if result.previous_schema_version != result.schema_version else f"schema {result.schema_version}"
     )
     published = "published" if result.published else "unchanged"
-    print(f"{result.home}: {upgraded}; {result.models} models; rule set v{result.rule_set_version} {published}")
+    registry = f"registry kept ({result.registry_source})" if result.registry_kept else f"registry {result.registry_source} applied"
+    print(f"{result.home}: {upgraded}; {result.models} models; {registry}; rule set v{result.rule_set_version} {published}")
     return 0
 
 
@@ -149,16 +150,22 @@ def _rules(args) -> int:
     from routing_runtime.router import ModelRouter
 
     with ModelRouter.open(args.home) as router:
-        rule_set = router.rule_set
+        rule_set, note = router.rule_set, router.rule_set_note
     task = TaskType(args.task) if args.task else None
     preference = RoutingPreference(args.preference) if args.preference else None
     document = rule_set.to_json(task, preference)
+    document["note"] = note
     if args.json:
         print(json.dumps(document, indent=2))
         return 0
     as_of = f", evidence up to {rule_set.as_of}" if rule_set.as_of else ""
-    print(f"rule set v{rule_set.version} ({rule_set.source}{as_of}, published {rule_set.created_at[:19]} UTC)")
-    header = f"  {'#':>2} {'model':<28} {'p(select)':>9} {'quality':>7} {'$/request':>10} {'latency':>9}  notes"
+    served = f"rule set v{rule_set.version}" if rule_set.version is not None else "registry order"
+    print(f"{served} ({rule_set.source}{as_of}, published {rule_set.created_at[:19]} UTC)")
+    if note:
+        print(f"served instead of the newest: {note}")
+    print("rank: the order by the preference's objective, eligible models first; a fallback takes the next rank."
+          "\np(select): the share of requests sent to the model; lower ranks get some to keep learning.")
+    header = f"  {'rank':>4} {'model':<28} {'p(select)':>9} {'quality':>7} {'$/request':>10} {'latency':>9}  notes"
     for rule in document["rules"]:
         cap = f", max_cost_per_1k {rule['max_cost_per_1k']}" if rule["max_cost_per_1k"] is not None else ""
         print(f"\n{rule['task_type']} / {rule['preference']} (min_quality_score {rule['min_quality_score']}{cap})")
@@ -169,7 +176,7 @@ def _rules(args) -> int:
                 ("disabled", not m["is_enabled"]),
             ) if on)
             print(
-                f"  {m['priority']:>2} {m['model_id']:<28} {m['selection_probability']:>9.3f} {m['expected_quality']:>7.3f}"
+                f"  {m['priority']:>4} {m['model_id']:<28} {m['selection_probability']:>9.3f} {m['expected_quality']:>7.3f}"
                 f" {m['expected_cost_usd']:>10.5f} {m['expected_latency_ms']:>7.0f}ms  {notes}"
             )
     return 0

@@ -231,12 +231,16 @@ def _number(table: dict, key: str, where: str, *, low: float = 0.0, high: float 
 def _parse_policy(table: dict, where: str, base: TaskPolicy) -> TaskPolicy:
     table = _check_keys(table, _POLICY_FIELDS, where)
     max_cost = _number(table, "max_cost_per_1k", where, default=base.max_cost_per_1k)
-    return TaskPolicy(
+    policy = TaskPolicy(
         min_quality_score=_number(table, "min_quality_score", where, high=1.0, default=base.min_quality_score),
         max_cost_per_1k=max_cost,
         typical_input_tokens=int(_number(table, "typical_input_tokens", where, high=1e8, default=base.typical_input_tokens)),
         typical_output_tokens=int(_number(table, "typical_output_tokens", where, high=1e8, default=base.typical_output_tokens)),
     )
+    if policy.typical_tokens < 1:
+        # Cost per 1k tokens divides by it: a typical request must have at least one token.
+        raise _fail(where, "typical_input_tokens + typical_output_tokens must be at least 1 (whole tokens)")
+    return policy
 
 
 def _parse_model(table: object, where: str) -> ModelConfig:
@@ -319,6 +323,8 @@ def _parse(data: dict, source: str) -> ModelRegistry:
             raise _fail(f"{source}: models[{i}] (id={model.id!r})", "duplicate model id")
         seen.add(model.id)
         models.append(model)
+    if not any(m.enabled for m in models):
+        raise _fail(source, "every model has enabled = false: enable at least one, or nothing can be routed")
 
     return _group(models, policies, learning, source)
 

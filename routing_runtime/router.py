@@ -4,22 +4,36 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
 import os
 import random
 import sqlite3
 import threading
 import time
 from collections import namedtuple
+from collections.abc import Iterable
 from datetime import datetime
 
 from routing_runtime import store
 from routing_runtime.classifier import classify_task
 from routing_runtime.home import NotInitialisedError, db_path, resolve_home
-from routing_runtime.ruleset import CompiledRules, RuleSet, load_current_rule_set
+from routing_runtime.ruleset import CompiledRules, RuleSet, load_usable_rule_set, short_repr
 from routing_runtime.types import Outcome, RoutingPreference, TaskType, parse_enum
 
 #: How often a router checks whether a new rule set was published (seconds).
 REFRESH_INTERVAL_S = 0.25
+
+#: Longest ``agent_execution_id``, ``decision_id`` or ``model_id`` accepted (characters).
+MAX_ID_LENGTH = 256
+#: Timestamps (``at``) must fall in these years, in their own time zone: anything else is a bug
+#: in the caller (and year 1 or 9999 would overflow on conversion to UTC).
+EARLIEST_YEAR, LATEST_YEAR = 2000, 2099
+#: Provider error texts are kept to this many characters in the decision's selection_reason.
+MAX_ERROR_TEXT = 200
+#: Appended to a decision's ``selection_reason`` by :meth:`ModelRouter.record_provider_error`.
+PROVIDER_ERROR_MARK = "; provider error: "
+#: Appended to the ``selection_reason`` of a decision made by :meth:`ModelRouter.fallback`.
+FALLBACK_MARK = "; fallback of "
 
 _INSERT_DECISION = (
     "INSERT INTO routing_decisions (id, agent_execution_id, task_type, selected_model, selection_reason,"
@@ -45,9 +59,14 @@ class RoutingDecision(namedtuple(
     """What :meth:`ModelRouter.select_model` chose, and why; already recorded when returned.
 
     ``decision_id`` (pass it to ``record_performance``), ``model_id``, ``task_type``,
-    ``preference``, ``selection_reason``, ``alternatives`` (ordered fallbacks), ``propensity``
-    (the probability the chosen model had), ``rule_set_version``, and ``classification`` when
-    the task came as prompt text.
+    ``preference``, ``selection_reason``, ``alternatives`` (the models a fallback would try, in
+    order; use :meth:`ModelRouter.fallback` rather than calling them yourself, so each call's
+    outcome is credited to the model that made it), ``propensity`` (the probability the chosen
+    model had; 1.0 for fallbacks, which take the best remaining model), ``rule_set_version``
+    (the version actually served: when the newest published set is unusable the router serves
+    the newest usable one, and ``None`` means no rule set was usable and the router serves the
+    registry order; ``selection_reason`` then says why), and ``classification`` when the task
+    came as prompt text.
     """
 
     __slots__ = ()
@@ -60,6 +79,17 @@ class ModelRouter:
     >>> d = router.select_model("Fix this TypeError: ...", "balanced")   # doctest: +SKIP
     >>> router.record_performance(d.decision_id, "success", quality_score=0.9)  # doctest: +SKIP
 
+    When the call fails, ask for a fallback and record the outcome against it::
+
+        d2 = router.fallback(d, error="503 from provider")   # a provider outage: not low quality
+        router.record_performance(d2.decision_id, "success", quality_score=0.8)
+
+    Selection survives any stored rule set: the router serves the newest *usable* one (every
+    row readable, every task type and preference with an enabled model; see
+    :func:`~routing_runtime.ruleset.load_usable_rule_set`), else rules in registry order, and
+    every ``selection_reason`` says so. A newly published set is picked up within a second; an
+    unusable one is skipped and the router keeps serving what it serves.
+
     One router per process is enough; it is safe to share between threads. Many processes
     may share one ``ROUTING_HOME``.
     """
@@ -69,7 +99,9 @@ class ModelRouter:
         self.home = home
         self._lock = threading.Lock()
         self._random = random.Random(seed)
-        self._rules: CompiledRules = CompiledRules.compile(load_current_rule_set(conn, home))
+        # The newest version is read before loading, so a set published in between is loaded at the next check.
+        self._newest_seen = self._newest_version()
+        self._rules: CompiledRules = CompiledRules.compile(*load_usable_rule_set(conn, home))
         self._data_version = self._read_data_version()
         self._checked_at = time.monotonic()
 
@@ -92,7 +124,11 @@ class ModelRouter:
                 f"{path} has schema version {version}, this router needs {store.SCHEMA_VERSION}:"
                 f" run `routing init --home {home_path}` to upgrade it"
             )
-        return cls(conn, home_path, seed=seed)
+        try:
+            return cls(conn, home_path, seed=seed)
+        except BaseException:
+            conn.close()
+            raise
 
     # ------------------------------------------------------------------ selection
 
@@ -103,48 +139,102 @@ class ModelRouter:
         agent_execution_id: str | None = None,
         *,
         at: datetime | None = None,
-        exclude: tuple[str, ...] | list[str] | frozenset[str] = (),
+        exclude: Iterable[str] | None = (),
     ) -> RoutingDecision:
         """Choose a model for ``task`` and record the decision.
 
-        ``task`` is a :class:`TaskType`, a task type value (``"math"``) or free prompt text,
-        which is classified. ``exclude`` names models not to use (e.g. after a failed call).
-        ``agent_execution_id`` defaults to the decision id.
+        ``task`` is a :class:`TaskType`, a task type value (``"math"``; case and ``-`` for
+        ``_`` do not matter) or free prompt text, which is classified. A single word within two
+        edits of a task type value (``"debuging"``) is taken for a typo and refused. ``exclude``
+        (any iterable of registered model ids; None for none) names models not to use; prefer
+        :meth:`fallback` after a failed call. ``agent_execution_id`` (at most
+        :data:`MAX_ID_LENGTH` characters) defaults to the decision id. ``at`` (naive means UTC)
+        must fall in the years :data:`EARLIEST_YEAR` to :data:`LATEST_YEAR`. Bad input raises
+        ValueError naming the field, and nothing is written.
         """
-        classification = None
-        if isinstance(task, TaskType):
-            task_type = task
-        elif isinstance(task, str):
-            try:
-                task_type = TaskType(task)
-            except ValueError:
-                classification = classify_task(task)
-                task_type = classification.task_type
-        else:
-            raise ValueError(f"task={task!r} must be a TaskType, a task type value or prompt text")
-        pref = preference if isinstance(preference, RoutingPreference) else parse_enum(RoutingPreference, preference, "preference")
-        if agent_execution_id is not None and (not isinstance(agent_execution_id, str) or not agent_execution_id):
-            raise ValueError(f"agent_execution_id={agent_execution_id!r} must be a non-empty string")
-        if isinstance(exclude, str) or not all(isinstance(m, str) for m in exclude):
-            raise ValueError(f"exclude={exclude!r} must be a collection of model ids (strings)")
-        created_at = store.utc_timestamp(at)
-        decision_id = new_id()
-
+        task_type, classification = _parse_task(task)
+        pref = parse_enum(RoutingPreference, preference, "preference")
+        agent_id = _optional_id(agent_execution_id, "agent_execution_id")
+        excluded = _model_ids(exclude, "exclude")
+        created_at = _timestamp(at)
         with self._lock:
             self._maybe_refresh()
-            rules = self._rules
-            excluded = frozenset(exclude) if exclude else None
-            choice = rules.choose(task_type, pref, self._random.random(), excluded)
-            self._conn.execute(_INSERT_DECISION, (
-                decision_id, agent_execution_id or decision_id, task_type.value, choice.model_id,
-                choice.reason, choice.alternatives_json, created_at, pref.value, choice.propensity, rules.version,
-                json.dumps(sorted(excluded)) if excluded else None,
-            ))
+            self._check_registered(excluded, "exclude")
+            return self._decide(task_type, pref, agent_id, created_at, excluded, classification=classification)
+
+    def fallback(
+        self,
+        decision: RoutingDecision | str,
+        *,
+        error: str | None = None,
+        exclude: Iterable[str] | None = (),
+        at: datetime | None = None,
+    ) -> RoutingDecision:
+        """A new decision for the same request after ``decision``'s model failed.
+
+        It excludes ``decision``'s model, everything that decision excluded (so a chain of
+        fallbacks never returns to a model that failed) and ``exclude``; keeps the task type,
+        preference and ``agent_execution_id``; and its ``selection_reason`` ends with
+        ``"; fallback of <decision id>"`` (and ``"; excluded: ..."``), which links the two.
+        Record the fallback call's outcome against the *returned* decision, so it is credited
+        to the model that made it.
+
+        ``error``: the failed call was a provider error (outage, rate limit, timeout), not a
+        bad answer; it is recorded as with :meth:`record_provider_error`, in the same
+        transaction. Leave it out when the model did answer, badly, and record that outcome
+        (e.g. ``"failure"``) against ``decision`` first.
+
+        ``decision`` is a :class:`RoutingDecision` or its id (unknown: LookupError). Raises
+        ValueError when no enabled model remains; nothing is written then.
+        """
+        decision_id = _required_id(
+            decision.decision_id if isinstance(decision, RoutingDecision) else decision, "decision", lookup=True,
+        )
+        extra = _model_ids(exclude, "exclude")
+        error_text = _error_text(error) if error is not None else None
+        created_at = _timestamp(at)
+        with self._lock:
+            self._maybe_refresh()
+            self._check_registered(extra, "exclude")
+            with store.transaction(self._conn):
+                agent_id, task_value, pref_value, failed_model, previously, reason = self._decision_row(
+                    decision_id, "agent_execution_id, task_type, preference, selected_model, excluded, selection_reason",
+                )
+                if error_text is not None:
+                    self._mark_provider_error(decision_id, reason, error_text)
+                excluded = extra | {failed_model} | frozenset(json.loads(previously) if previously else ())
+                return self._decide(
+                    TaskType(task_value), RoutingPreference(pref_value), agent_id, created_at, excluded,
+                    link=f"{FALLBACK_MARK}{decision_id}",
+                )
+
+    def _decide(
+        self, task_type: TaskType, pref: RoutingPreference, agent_id: str | None, created_at: str,
+        excluded: frozenset[str], *, classification=None, link: str = "",
+    ) -> RoutingDecision:
+        """Choose and record one decision (caller holds the lock and has validated everything)."""
+        rules = self._rules
+        decision_id = new_id()
+        choice = rules.choose(task_type, pref, self._random.random(), excluded or None)
+        reason = choice.reason + link
+        self._conn.execute(_INSERT_DECISION, (
+            decision_id, agent_id or decision_id, task_type.value, choice.model_id, reason,
+            choice.alternatives_json, created_at, pref.value, choice.propensity, rules.version,
+            json.dumps(sorted(excluded)) if excluded else None,
+        ))
         return RoutingDecision(
             decision_id=decision_id, model_id=choice.model_id, task_type=task_type, preference=pref,
-            selection_reason=choice.reason, alternatives=choice.alternatives, propensity=choice.propensity,
+            selection_reason=reason, alternatives=choice.alternatives, propensity=choice.propensity,
             rule_set_version=rules.version, classification=classification,
         )
+
+    def _check_registered(self, model_ids: frozenset[str], field: str) -> None:
+        unknown = sorted(model_ids - self._rules.known_models)
+        if unknown:
+            raise ValueError(
+                f"{field} has {short_repr(unknown[0])}, not a registered model (registered: {', '.join(sorted(self._rules.known_models))}):"
+                " add it to the registry and run `routing init`, or leave it out"
+            )
 
     # ------------------------------------------------------------------ outcomes
 
@@ -161,11 +251,17 @@ class ModelRouter:
         task_type: TaskType | str | None = None,
         at: datetime | None = None,
     ) -> str:
-        """Record how a request ended; returns the new ``model_performance`` row id.
+        """Record how a request ended; returns the ``model_performance`` row id.
 
         Give the ``decision_id`` the outcome answers, or ``model_id`` and ``task_type`` for an
-        outcome not tied to a decision. Unknown decision ids raise LookupError; bad values raise
-        ValueError naming the field. Nothing is written unless everything is valid.
+        outcome not tied to a decision. A decision has one outcome: recording it again with
+        the same outcome, quality, latency, tokens and cost (a retry; ``at`` is not compared)
+        returns the first row's id and writes nothing; with a different value it raises
+        ValueError naming the field. A decision marked by :meth:`record_provider_error` takes
+        no outcome (record it against the :meth:`fallback` decision). Numbers may be any real
+        (quality, latency, cost) or integral (tokens) type, numpy scalars included. Unknown
+        decision ids raise LookupError; bad values raise ValueError naming the field. Nothing
+        is written unless everything is valid.
         """
         if outcome is None:
             raise ValueError("outcome is required: one of success, partial, failure")
@@ -173,53 +269,121 @@ class ModelRouter:
         quality = _optional_number(quality_score, "quality_score", high=1.0)
         latency = _optional_number(latency_ms, "latency_ms")
         cost = _optional_number(cost_usd, "cost_usd")
-        if tokens_used is not None and (
-            isinstance(tokens_used, bool) or not isinstance(tokens_used, int) or not 0 <= tokens_used < 2**63
-        ):
-            raise ValueError(f"tokens_used={tokens_used!r} must be a non-negative integer below 2**63")
+        tokens = _optional_count(tokens_used, "tokens_used")
         task = parse_enum(TaskType, task_type, "task_type") if task_type is not None else None
-        recorded_at = store.utc_timestamp(at)
+        decision_id = _optional_id(decision_id, "decision_id", lookup=True)
+        model_id = _optional_id(model_id, "model_id")
+        recorded_at = _timestamp(at)
         row_id = new_id()
 
         with self._lock:
-            preference = None
-            if decision_id is not None:
-                if not isinstance(decision_id, str):
-                    raise ValueError(f"decision_id={decision_id!r} must be a string")
-                row = self._conn.execute(
-                    "SELECT selected_model, task_type, preference FROM routing_decisions WHERE id = ?", (decision_id,)
-                ).fetchone()
-                if row is None:
-                    raise LookupError(f"decision_id={decision_id!r} is not a recorded decision")
-                decided_model, decided_task, preference = row
-                if model_id is not None and model_id != decided_model:
-                    raise ValueError(f"model_id={model_id!r} differs from the decision's model {decided_model!r}")
-                if task is not None and task.value != decided_task:
-                    raise ValueError(f"task_type={task.value!r} differs from the decision's task type {decided_task!r}")
-                model_id, task_value = decided_model, decided_task
-            else:
-                if model_id is None or task is None:
-                    raise ValueError("give decision_id, or both model_id and task_type")
-                self._maybe_refresh()
-                if model_id not in self._rules.known_models:
-                    raise ValueError(
-                        f"model_id={model_id!r} is not a registered model: add it to the registry and run `routing init`"
+            self._maybe_refresh()
+            # One write transaction from the check to the insert: two processes recording the
+            # same decision at once cannot both insert.
+            with store.transaction(self._conn):
+                preference = None
+                if decision_id is not None:
+                    decided_model, decided_task, preference, reason = self._decision_row(
+                        decision_id, "selected_model, task_type, preference, selection_reason",
                     )
-                task_value = task.value
-            self._conn.execute(_INSERT_PERFORMANCE, (
-                row_id, model_id, task_value, result.value, quality, latency, tokens_used, cost,
-                recorded_at, decision_id, preference,
-            ))
+                    if model_id is not None and model_id != decided_model:
+                        raise ValueError(f"model_id={model_id!r} differs from the decision's model {decided_model!r}")
+                    if task is not None and task.value != decided_task:
+                        raise ValueError(f"task_type={task.value!r} differs from the decision's task type {decided_task!r}")
+                    if PROVIDER_ERROR_MARK in (reason or ""):
+                        raise ValueError(
+                            f"decision_id={decision_id!r} was marked as a provider error: record the outcome"
+                            " against the decision router.fallback() returned for it"
+                        )
+                    first = self._first_outcome(decision_id, {
+                        "outcome": result.value, "quality_score": quality, "latency_ms": latency,
+                        "tokens_used": tokens, "cost_usd": cost,
+                    })
+                    if first is not None:
+                        return first
+                    model_id, task_value = decided_model, decided_task
+                else:
+                    if model_id is None or task is None:
+                        raise ValueError("give decision_id, or both model_id and task_type")
+                    self._check_registered(frozenset([model_id]), "model_id")
+                    task_value = task.value
+                self._conn.execute(_INSERT_PERFORMANCE, (
+                    row_id, model_id, task_value, result.value, quality, latency, tokens, cost,
+                    recorded_at, decision_id, preference,
+                ))
         return row_id
+
+    def record_provider_error(self, decision_id: str, error: str) -> None:
+        """Mark ``decision_id``'s call as failed by the provider (outage, rate limit, timeout).
+
+        Nothing is written to ``model_performance``, so learning never takes an outage for low
+        quality; the decision's ``selection_reason`` gets ``"; provider error: <error>"`` (the
+        error's first :data:`MAX_ERROR_TEXT` characters, on one line) for the audit trail. A
+        second mark of the same decision changes nothing. Raises ValueError when the decision
+        already has an outcome, LookupError for an unknown decision. :meth:`fallback` with
+        ``error=`` does this and picks the next model in one step.
+        """
+        decision_id = _required_id(decision_id, "decision_id", lookup=True)
+        text = _error_text(error)
+        with self._lock, store.transaction(self._conn):
+            (reason,) = self._decision_row(decision_id, "selection_reason")
+            self._mark_provider_error(decision_id, reason, text)
+
+    def _decision_row(self, decision_id: str, columns: str) -> tuple:
+        row = self._conn.execute(f"SELECT {columns} FROM routing_decisions WHERE id = ?", (decision_id,)).fetchone()
+        if row is None:
+            raise LookupError(f"decision_id={decision_id!r} is not a recorded decision")
+        return row
+
+    def _first_outcome(self, decision_id: str, values: dict) -> str | None:
+        """The id of the outcome already recorded for ``decision_id`` if ``values`` repeat it."""
+        row = self._conn.execute(
+            "SELECT id, " + ", ".join(values) + " FROM model_performance WHERE decision_id = ? ORDER BY rowid LIMIT 1",
+            (decision_id,),
+        ).fetchone()
+        if row is None:
+            return None
+        for (field, value), stored in zip(values.items(), row[1:]):
+            if value != stored:
+                raise ValueError(
+                    f"{field}={value!r} differs from the outcome already recorded for decision_id={decision_id!r}"
+                    f" ({field}={stored!r}, row {row[0]}): a decision has one outcome; a retried call is a new"
+                    " decision (router.fallback)"
+                )
+        return row[0]
+
+    def _mark_provider_error(self, decision_id: str, reason: str | None, text: str) -> None:
+        outcome = self._conn.execute(
+            "SELECT id FROM model_performance WHERE decision_id = ? LIMIT 1", (decision_id,)
+        ).fetchone()
+        if outcome is not None:
+            raise ValueError(
+                f"decision_id={decision_id!r} already has an outcome (row {outcome[0]}): a provider error"
+                " marks a call that returned nothing to judge"
+            )
+        if PROVIDER_ERROR_MARK in (reason or ""):
+            return  # marked already: a retry
+        self._conn.execute(
+            "UPDATE routing_decisions SET selection_reason = COALESCE(selection_reason, '') || ? WHERE id = ?",
+            (PROVIDER_ERROR_MARK + text, decision_id),
+        )
 
     # ------------------------------------------------------------------ rules
 
     @property
     def rule_set(self) -> RuleSet:
-        """The rule set this router serves (refreshed when a new one is published)."""
+        """The rule set this router serves (refreshed when a new one is published): the newest
+        usable one, or registry-order rules with ``version`` None; :attr:`rule_set_note` says why."""
         with self._lock:
             self._maybe_refresh(force=True)
             return self._rules.rule_set
+
+    @property
+    def rule_set_note(self) -> str:
+        """Why the served rule set is not the newest published one; "" when it is."""
+        with self._lock:
+            self._maybe_refresh(force=True)
+            return self._rules.note
 
     def close(self) -> None:
         with self._lock:
@@ -234,6 +398,9 @@ class ModelRouter:
     def _read_data_version(self) -> int:
         return self._conn.execute("PRAGMA data_version").fetchone()[0]
 
+    def _newest_version(self) -> int | None:
+        return self._conn.execute("SELECT MAX(version) FROM rule_sets WHERE source != 'legacy'").fetchone()[0]
+
     def _maybe_refresh(self, force: bool = False) -> None:
         now = time.monotonic()
         if not force and now - self._checked_at < REFRESH_INTERVAL_S:
@@ -242,24 +409,138 @@ class ModelRouter:
         data_version = self._read_data_version()
         if data_version == self._data_version and not force:
             return
+        try:
+            newest = self._newest_version()
+            if newest != self._newest_seen:
+                rules = CompiledRules.compile(*load_usable_rule_set(self._conn, self.home))
+                self._rules, self._newest_seen = rules, newest
+        except Exception:  # noqa: BLE001 - whatever is stored, a running router keeps serving
+            return  # data_version not taken: try again at the next check
         self._data_version = data_version
-        latest = self._conn.execute(
-            "SELECT MAX(version) FROM rule_sets WHERE source != 'legacy'"
-        ).fetchone()[0]
-        if latest != self._rules.version:
-            self._rules = CompiledRules.compile(load_current_rule_set(self._conn, self.home))
+
+
+# ---------------------------------------------------------------------- input checks
+
+def _parse_task(task: object):
+    """``(TaskType, Classification | None)`` for ``select_model``'s ``task``."""
+    if isinstance(task, TaskType):
+        return task, None
+    if not isinstance(task, str):
+        raise ValueError(f"task={short_repr(task)} must be a TaskType, a task type value or prompt text")
+    text = task.strip()
+    if not text:
+        raise ValueError(f"task={short_repr(task)} is empty: give a task type ({_TASK_VALUES}) or the prompt text")
+    if not any(c.isspace() for c in text):
+        word = text.lower().replace("-", "_")
+        if word in _TASK_TYPES:
+            return _TASK_TYPES[word], None
+        near = _nearest_task_type(word)
+        if near is not None:
+            raise ValueError(
+                f"task={short_repr(task)} is not a task type; did you mean {near!r}? A single word this close to a"
+                f" task type is taken for a typo: pass {near!r} (or TaskType), or a longer prompt text"
+            )
+    classification = classify_task(task)
+    return classification.task_type, classification
+
+
+_TASK_TYPES = {t.value: t for t in TaskType}
+_TASK_VALUES = ", ".join(_TASK_TYPES)
+
+
+def _nearest_task_type(word: str) -> str | None:
+    """The task type value within two edits (insert, delete, substitute, swap) of ``word``."""
+    best, best_distance = None, 3
+    for value in _TASK_TYPES:
+        if abs(len(value) - len(word)) < best_distance:
+            distance = _edit_distance(word, value)
+            if distance < best_distance:
+                best, best_distance = value, distance
+    return best
+
+
+def _edit_distance(a: str, b: str) -> int:
+    """Optimal-string-alignment distance: a swapped pair of letters counts as one edit."""
+    previous2, previous = None, list(range(len(b) + 1))
+    for i, ca in enumerate(a, start=1):
+        current = [i] + [0] * len(b)
+        for j, cb in enumerate(b, start=1):
+            current[j] = min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (ca != cb))
+            if previous2 is not None and i > 1 and j > 1 and ca == b[j - 2] and a[i - 2] == cb:
+                current[j] = min(current[j], previous2[j - 2] + 1)
+        previous2, previous = previous, current
+    return previous[-1]
+
+
+def _optional_id(value: object, field: str, *, lookup: bool = False) -> str | None:
+    return None if value is None else _required_id(value, field, lookup=lookup)
+
+
+def _required_id(value: object, field: str, *, lookup: bool = False) -> str:
+    """An id of at most MAX_ID_LENGTH characters that SQLite can store as UTF-8, non-empty
+    unless it is only looked up (``lookup``: an empty decision id is simply not recorded)."""
+    if not isinstance(value, str) or not (value or lookup):
+        raise ValueError(f"{field}={short_repr(value)} must be a non-empty string")
+    if len(value) > MAX_ID_LENGTH:
+        raise ValueError(f"{field}={short_repr(value)} is {len(value)} characters long: at most {MAX_ID_LENGTH}")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError(f"{field}={short_repr(value)} is not valid Unicode text ({exc.reason} at {exc.start})") from None
+    return value
+
+
+def _model_ids(value: object, field: str) -> frozenset[str]:
+    """Model ids from any iterable of strings (a generator is consumed once); None is none."""
+    if value is None:
+        return frozenset()
+    if isinstance(value, (str, bytes)):
+        raise ValueError(f"{field}={short_repr(value)} must be a collection of model ids, not one string: use [{value!r}]")
+    try:
+        items = tuple(value)
+    except TypeError:
+        raise ValueError(f"{field}={short_repr(value)} must be a collection of model ids (strings)") from None
+    for item in items:
+        if not isinstance(item, str):
+            raise ValueError(f"{field} has {short_repr(item)}: model ids are strings")
+    return frozenset(items)
+
+
+def _error_text(error: object) -> str:
+    """A provider error as one line of at most MAX_ERROR_TEXT characters; any string is accepted."""
+    if not isinstance(error, str) or not error.strip():
+        raise ValueError(f"error={short_repr(error)} must be a non-empty string describing the provider error")
+    one_line = " ".join(error.split())[:MAX_ERROR_TEXT]
+    return one_line.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _timestamp(at: object) -> str:
+    if at is not None:
+        if not isinstance(at, datetime):
+            raise ValueError(f"at={short_repr(at)} must be a datetime (UTC)")
+        if not EARLIEST_YEAR <= at.year <= LATEST_YEAR:
+            raise ValueError(f"at={at!r} must fall in the years {EARLIEST_YEAR} to {LATEST_YEAR}")
+    return store.utc_timestamp(at)
 
 
 def _optional_number(value: object, field: str, *, high: float = math.inf) -> float | None:
     if value is None:
         return None
     bounds = "within [0, 1]" if high == 1.0 else "a finite number ≥ 0"
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError(f"{field}={value!r} must be {bounds}")
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ValueError(f"{field}={short_repr(value)} must be {bounds}")
     try:
         number = float(value)
-    except OverflowError:
-        raise ValueError(f"{field}={value!r} must be {bounds}") from None
+    except (OverflowError, ValueError, TypeError):
+        raise ValueError(f"{field}={short_repr(value)} must be {bounds}") from None
     if not math.isfinite(number) or not 0 <= number <= high:
-        raise ValueError(f"{field}={value!r} must be {bounds}")
+        raise ValueError(f"{field}={short_repr(value)} must be {bounds}")
     return number
+
+
+def _optional_count(value: object, field: str) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or not 0 <= int(value) < 2**63:
+        raise ValueError(f"{field}={short_repr(value)} must be a non-negative integer below 2**63")
+    return int(value)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import sqlite3
 from bisect import bisect_right
 from itertools import accumulate
@@ -70,13 +71,18 @@ def publish_rule_set(
 ) -> int:
     """Publish ``rows`` as the next rule-set version in one transaction; return the version.
 
-    Readers see the previous version until the commit, then the new one, never a mix.
+    Readers see the previous version until the commit, then the new one, never a mix. The
+    version is above every version either table has seen, so rows left behind by a deleted
+    ``rule_sets`` row never collide with the new ones.
     """
     rows = list(rows)
     if not rows:
         raise ValueError("rows is empty: a rule set needs at least one model")
     with store.transaction(conn):
-        version = conn.execute("SELECT COALESCE(MAX(version), 0) + 1 FROM rule_sets").fetchone()[0]
+        version = conn.execute(
+            "SELECT MAX(COALESCE((SELECT MAX(version) FROM rule_sets), 0),"
+            " COALESCE((SELECT MAX(rule_set_version) FROM model_routing_rules), 0)) + 1"
+        ).fetchone()[0]
         conn.execute(
             "INSERT INTO rule_sets (version, created_at, as_of, source, inputs, code_version) VALUES (?, ?, ?, ?, ?, ?)",
             (version, store.utc_timestamp(), as_of, source, json.dumps(dict(inputs or {}), sort_keys=True, default=str), CODE_VERSION),
@@ -95,37 +101,208 @@ def publish_rule_set(
     return version
 
 
+class UnusableRuleSet(ValueError):
+    """A stored rule set this code cannot serve; the message names the version, row and field."""
+
+
 def load_rule_set(conn: sqlite3.Connection, version: int | None = None, home: object = None) -> RuleSet:
-    """The rule set ``version`` (default: the current one), read in one snapshot."""
+    """The rule set ``version`` (default: the newest published), read in one snapshot.
+
+    Raises :class:`UnusableRuleSet` when it cannot be served (see :func:`check_usable`);
+    :func:`load_usable_rule_set` falls back instead.
+    """
     conn.execute("BEGIN")
     try:
         if version is None:
-            version = conn.execute("SELECT MAX(version) FROM rule_sets WHERE source != 'legacy'").fetchone()[0]
+            version = _newest_version(conn)
             if version is None:
                 raise NotInitialisedError(f"no rule set is published in {home or 'routing.db'}: run `routing init`")
-        meta = conn.execute("SELECT created_at, as_of, source, inputs FROM rule_sets WHERE version = ?", (version,)).fetchone()
-        if meta is None:
-            raise LookupError(f"rule_set_version={version!r} does not exist")
-        raw = conn.execute(
-            "SELECT " + ", ".join(_RULE_COLUMNS) + " FROM model_routing_rules WHERE rule_set_version = ? ORDER BY task_type, preference, priority",
-            (version,),
-        ).fetchall()
+        rule_set = _read(conn, version)
     finally:
         conn.execute("COMMIT")
-    rows = tuple(
-        RuleRow(
-            task_type=TaskType(r[0]), preference=RoutingPreference(r[1]), model_id=r[2], priority=r[3],
-            is_specialized=bool(r[4]), is_enabled=bool(r[5]), is_eligible=bool(r[6]), min_quality_score=r[7],
-            max_cost_per_1k=r[8], selection_probability=r[9] or 0.0, expected_quality=r[10],
-            expected_cost_usd=r[11], expected_latency_ms=r[12], expected_cost_per_1k=r[13],
-        )
-        for r in raw
-    )
-    return RuleSet(version=version, created_at=meta[0], as_of=meta[1], source=meta[2], inputs=json.loads(meta[3]), rows=rows)
+    if rule_set is None:
+        raise LookupError(f"rule_set_version={version!r} does not exist")
+    check_usable(rule_set)
+    return rule_set
 
 
 def load_current_rule_set(conn: sqlite3.Connection, home: object = None) -> RuleSet:
+    """The newest published rule set; raises :class:`UnusableRuleSet` if it cannot be served."""
     return load_rule_set(conn, None, home)
+
+
+def load_usable_rule_set(conn: sqlite3.Connection, home: object = None) -> tuple[RuleSet, str]:
+    """What a router serves: the newest usable rule set, else rules in registry order.
+
+    Returns ``(rule_set, note)``; ``note`` is ``""`` when the newest published set is served,
+    else it says what was skipped and what is served instead, e.g. ``"rule set v7 unusable
+    (row v7:math:balanced:big: selection_probability='NaN' ...), serving v6"`` or ``"no usable
+    rule set (...), registry order"``. The registry-order set has ``version`` None and source
+    ``"registry-order"``: rules built from the ``models`` and ``task_policies`` tables, as
+    ``routing init`` would publish them. Raises only when even those cannot be built (no
+    models stored: run ``routing init``).
+    """
+    problems: list[tuple[int, str]] = []
+    conn.execute("BEGIN")
+    try:
+        versions = [v for (v,) in conn.execute(
+            "SELECT version FROM rule_sets WHERE source != 'legacy' ORDER BY version DESC"
+        )]
+        for version in versions:
+            try:
+                rule_set = _read(conn, version)  # present: listed in this same snapshot
+                check_usable(rule_set)
+                return rule_set, _skipped_note(problems, f"serving v{version}")
+            except UnusableRuleSet as exc:
+                problems.append((version, str(exc).removeprefix(f"rule set v{version}: ")))
+    finally:
+        conn.execute("COMMIT")
+    if not problems:
+        return _registry_order(conn, home), "no rule set published, registry order"
+    return _registry_order(conn, home), _skipped_note(problems, "registry order")
+
+
+def _newest_version(conn: sqlite3.Connection) -> int | None:
+    return conn.execute("SELECT MAX(version) FROM rule_sets WHERE source != 'legacy'").fetchone()[0]
+
+
+def _skipped_note(problems: list[tuple[int, str]], serving: str) -> str:
+    """``"rule set v7 unusable (why; 2 older unusable too), serving v4"``, or ``"no usable rule
+    set (v7: why; ...), registry order"``; "" when nothing was skipped."""
+    if not problems:
+        return ""
+    newest, why = problems[0]
+    older = f"; {len(problems) - 1} older unusable too" if len(problems) > 1 else ""
+    if serving == "registry order":
+        return f"no usable rule set (v{newest}: {why}{older}), registry order"
+    return f"rule set v{newest} unusable ({why}{older}), {serving}"
+
+
+def _registry_order(conn: sqlite3.Connection, home: object) -> RuleSet:
+    # Only on the rare fallback path: the registry module (dataclasses, tomllib) stays unimported otherwise.
+    from routing_runtime.admin import registry_from_db
+    from routing_runtime.rules import build_rules, registry_estimates
+
+    try:
+        registry = registry_from_db(conn)
+        rows = tuple(build_rules(registry_estimates(registry), registry))
+    except (ValueError, KeyError, TypeError, ZeroDivisionError) as exc:
+        raise NotInitialisedError(
+            f"no usable rule set, and the registry stored in {home or 'routing.db'} cannot be read"
+            f" ({type(exc).__name__}: {exc}): run `routing init --registry FILE`"
+        ) from None
+    rule_set = RuleSet(
+        version=None, created_at=store.utc_timestamp(), as_of=None, source="registry-order",
+        inputs={"registry_source": registry.source}, rows=rows,
+    )
+    try:
+        check_usable(rule_set)
+    except UnusableRuleSet as exc:
+        raise NotInitialisedError(
+            f"no usable rule set, and the registry stored in {home or 'routing.db'} gives none ({exc}):"
+            " enable a model and run `routing init --registry FILE`"
+        ) from None
+    return rule_set
+
+
+def _read(conn: sqlite3.Connection, version: int) -> RuleSet | None:
+    """Rule set ``version`` parsed strictly (inside the caller's read transaction); None if absent."""
+    meta = conn.execute("SELECT created_at, as_of, source, inputs FROM rule_sets WHERE version = ?", (version,)).fetchone()
+    if meta is None:
+        return None
+    where = f"rule set v{version}"
+    created_at, as_of, source, raw_inputs = meta
+    if not isinstance(created_at, str) or not (as_of is None or isinstance(as_of, str)):
+        raise UnusableRuleSet(f"{where}: created_at={short_repr(created_at)} / as_of={short_repr(as_of)} must be text")
+    try:
+        inputs = json.loads(raw_inputs)
+    except (TypeError, ValueError):
+        inputs = None
+    if not isinstance(inputs, dict):
+        raise UnusableRuleSet(f"{where}: inputs={short_repr(raw_inputs)} is not a JSON object")
+    raw = conn.execute(
+        "SELECT id, " + ", ".join(_RULE_COLUMNS) + " FROM model_routing_rules WHERE rule_set_version = ?"
+        " ORDER BY task_type, preference, priority",
+        (version,),
+    ).fetchall()
+    rows = tuple(_parse_row(r[1:], f"{where}: row {short_repr(r[0])}") for r in raw)
+    return RuleSet(version=version, created_at=created_at, as_of=as_of, source=source, inputs=inputs, rows=rows)
+
+
+def short_repr(value: object, limit: int = 60) -> str:
+    """``repr`` cut to ``limit`` characters: a poisoned value must not flood every selection reason."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _parse_row(r: tuple, where: str) -> RuleRow:
+    """One stored row, every field checked; raises :class:`UnusableRuleSet` naming the field.
+
+    A row for a task type or preference this code does not know (written by a newer version,
+    seen after a package rollback) makes the set unusable rather than being ignored: its other
+    rows were computed under rules this code may not share (e.g. probabilities spread over
+    cells it does not know), so the older sets this code wrote are the safer thing to serve.
+    """
+    def fail(field: str, value: object, expected: str) -> UnusableRuleSet:
+        return UnusableRuleSet(f"{where}: {field}={short_repr(value)} {expected}")
+
+    def enum(enum_type, field: str, value: object):
+        try:
+            return enum_type(value)
+        except ValueError:
+            raise fail(field, value, "is not known to this code") from None
+
+    def flag(field: str, value: object) -> bool:
+        if value not in (0, 1) or isinstance(value, float):
+            raise fail(field, value, "must be 0 or 1")
+        return bool(value)
+
+    def number(field: str, value: object, *, high: float = math.inf, optional: bool = False) -> float | None:
+        if value is None and optional:
+            return None
+        if isinstance(value, (int, float)) and math.isfinite(value) and 0 <= value <= high:
+            return float(value)
+        bounds = "within [0, 1]" if high == 1.0 else "≥ 0"
+        raise fail(field, value, f"must be a finite number {bounds}")
+
+    task, preference, model_id, priority = r[0], r[1], r[2], r[3]
+    if not isinstance(model_id, str) or not model_id:
+        raise fail("model_id", model_id, "must be a non-empty text")
+    if not isinstance(priority, int):
+        raise fail("priority", priority, "must be an integer")
+    return RuleRow(
+        task_type=enum(TaskType, "task_type", task), preference=enum(RoutingPreference, "preference", preference),
+        model_id=model_id, priority=priority, is_specialized=flag("is_specialized", r[4]),
+        is_enabled=flag("is_enabled", r[5]), is_eligible=flag("is_eligible", r[6]),
+        min_quality_score=number("min_quality_score", r[7], high=1.0),
+        max_cost_per_1k=number("max_cost_per_1k", r[8], optional=True),
+        selection_probability=number("selection_probability", r[9], high=1.0),
+        expected_quality=number("expected_quality", r[10], high=1.0),
+        expected_cost_usd=number("expected_cost_usd", r[11]),
+        expected_latency_ms=number("expected_latency_ms", r[12]),
+        expected_cost_per_1k=number("expected_cost_per_1k", r[13]),
+    )
+
+
+def check_usable(rule_set: RuleSet) -> None:
+    """A rule set is usable when every row parsed (the loader checks that) and every (task
+    type, preference) has exactly one row per model and at least one enabled model; otherwise
+    raise :class:`UnusableRuleSet`. Cells are not patched from other versions: a set is served
+    whole or not at all, so every decision's ``rule_set_version`` tells exactly what it used."""
+    where = f"rule set v{rule_set.version}" if rule_set.version is not None else "registry-order rules"
+    cells: dict[RuleKey, list[RuleRow]] = {}
+    for row in rule_set.rows:
+        cells.setdefault((row.task_type, row.preference), []).append(row)
+    for task in TaskType:
+        for preference in RoutingPreference:
+            rows = cells.get((task, preference), [])
+            cell = f"{task.value}/{preference.value}"
+            if not any(r.is_enabled for r in rows):
+                raise UnusableRuleSet(f"{where}: {cell} has no enabled model" if rows else f"{where}: {cell} has no rows")
+            models = [r.model_id for r in rows]
+            if len(set(models)) != len(models):
+                duplicate = next(m for m in models if models.count(m) > 1)
+                raise UnusableRuleSet(f"{where}: {cell} lists model_id={short_repr(duplicate)} twice")
 
 
 # ----------------------------------------------------------------------------- compiled form
@@ -133,31 +310,32 @@ def load_current_rule_set(conn: sqlite3.Connection, home: object = None) -> Rule
 Choice = namedtuple("Choice", "model_id propensity reason alternatives alternatives_json")
 
 
-class _Slot(namedtuple("_Slot", "task preference version candidates last_resorts cumulative choices")):
+class _Slot(namedtuple("_Slot", "task preference provenance candidates last_resorts cumulative choices")):
     """Precomputed choices of one (task type, preference); the common case is one bisect.
 
-    ``candidates``: enabled models that are eligible or given traffic, in priority order;
-    ``last_resorts``: the other enabled models, by quality.
+    ``provenance`` ends every selection reason: which rules were served (``"rule set v6"``, or
+    the note saying why not the newest); ``candidates``: enabled models that are eligible or
+    given traffic, in priority order; ``last_resorts``: the other enabled models, by quality.
     """
 
     __slots__ = ()
 
     @classmethod
-    def build(cls, task: TaskType, preference: RoutingPreference, version: int, rows: list[RuleRow]) -> _Slot:
+    def build(cls, task: TaskType, preference: RoutingPreference, provenance: str, rows: list[RuleRow]) -> _Slot:
         candidates = tuple(r for r in rows if r.is_enabled and (r.is_eligible or r.selection_probability > 0))
         last_resorts = tuple(sorted(
             (r for r in rows if r.is_enabled and r not in candidates), key=lambda r: -r.expected_quality,
         ))
-        slot = cls(task, preference, version, candidates, last_resorts, (), ())
+        slot = cls(task, preference, provenance, candidates, last_resorts, (), ())
         pool = candidates or last_resorts[:1]
         weights = _weights(pool)
         choices = tuple(slot._choice(pool, i, weights[i], ()) for i in range(len(pool)))
-        return cls(task, preference, version, candidates, last_resorts, tuple(accumulate(weights)), choices)
+        return cls(task, preference, provenance, candidates, last_resorts, tuple(accumulate(weights)), choices)
 
     def choose(self, u: float, exclude: frozenset[str] | None) -> Choice:
         if not exclude:
             if not self.choices:
-                raise LookupError(f"no enabled model for task_type={self.task.value!r} in rule set v{self.version}")
+                raise LookupError(f"no enabled model for task_type={self.task.value!r} ({self.provenance})")
             return self.choices[min(bisect_right(self.cumulative, u * self.cumulative[-1]), len(self.choices) - 1)]
         # A fallback after a failed call takes the best remaining model in priority order.
         pool = tuple(r for r in self.candidates if r.model_id not in exclude)
@@ -192,7 +370,7 @@ class _Slot(namedtuple("_Slot", "task preference version candidates last_resorts
             )
         else:
             reason = f"{pref}: exploring rank {index + 1} of {len(pool)} candidates (p={propensity:.3f}); best is {pool[0].model_id}"
-        reason += f"; rule set v{self.version}"
+        reason += f"; {self.provenance}"
         if excluded:
             reason += f"; excluded: {', '.join(excluded)}"
         return Choice(chosen.model_id, round(propensity, 6), reason, alternatives, json.dumps(alternatives))
@@ -207,25 +385,26 @@ def _weights(pool: tuple[RuleRow, ...]) -> list[float]:
     return [w / total for w in weights]
 
 
-class CompiledRules(namedtuple("CompiledRules", "rule_set slots known_models")):
-    """A rule set in the form the router samples from."""
+class CompiledRules(namedtuple("CompiledRules", "rule_set note slots known_models")):
+    """A rule set in the form the router samples from; ``note`` as :func:`load_usable_rule_set` gives it."""
 
     __slots__ = ()
 
     @property
-    def version(self) -> int:
+    def version(self) -> int | None:
         return self.rule_set.version
 
     @classmethod
-    def compile(cls, rule_set: RuleSet) -> CompiledRules:
+    def compile(cls, rule_set: RuleSet, note: str = "") -> CompiledRules:
         grouped: dict[RuleKey, list[RuleRow]] = {}
         for row in rule_set.rows:
             grouped.setdefault((row.task_type, row.preference), []).append(row)
+        provenance = note or f"rule set v{rule_set.version}"
         slots = {
-            (t, p): _Slot.build(t, p, rule_set.version, sorted(grouped.get((t, p), []), key=lambda r: r.priority))
+            (t, p): _Slot.build(t, p, provenance, sorted(grouped.get((t, p), []), key=lambda r: r.priority))
             for t in TaskType for p in RoutingPreference
         }
-        return cls(rule_set, slots, frozenset(r.model_id for r in rule_set.rows))
+        return cls(rule_set, note, slots, frozenset(r.model_id for r in rule_set.rows))
 
     def choose(self, task: TaskType, preference: RoutingPreference, u: float, exclude: frozenset[str] | None) -> Choice:
         return self.slots[(task, preference)].choose(u, exclude)

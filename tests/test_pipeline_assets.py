@@ -148,11 +148,13 @@ def test_learning_publishes_a_new_rule_set_with_its_inputs(home: Path):
     assert 0 <= evaluation["snips_quality"].value <= 1 and evaluation["effective_sample_size"].value > 0
 
 
-def test_a_failing_blocking_check_keeps_the_previous_rule_set(home: Path, tmp_path: Path):
-    registry = tmp_path / "all-disabled.toml"
-    text = (Path(__file__).resolve().parents[1] / "routing_runtime" / "default_registry.toml").read_text()
-    registry.write_text(text.replace('typical_latency_ms = ', 'enabled = false\ntypical_latency_ms = '))
-    before = initialise(home, registry).rule_set_version
+def test_a_failing_blocking_check_keeps_the_previous_rule_set(home: Path):
+    # `routing init` refuses a registry with every model disabled, so disable them in routing.db.
+    conn = sqlite3.connect(home / "routing.db")
+    with conn:
+        conn.execute("UPDATE models SET enabled = 0")
+    before = conn.execute("SELECT MAX(version) FROM rule_sets").fetchone()[0]
+    conn.close()
     result = learn(home, DAY, quiet=True)
     assert not result.success
     failed = [e.asset_check_evaluation_data.check_name for e in result.dagster_result.all_events

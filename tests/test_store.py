@@ -185,9 +185,11 @@ def test_changed_registry_publishes_a_new_version(home, write_registry):
         assert all(r.is_enabled for r in others)
         picks = Counter(router.select_model(t, "balanced").model_id for t in TaskType for _ in range(30))
         assert "deepseek-chat" not in picks
-    # Re-running with the same file changes nothing; going back to the shipped one publishes again.
+    # Re-running with the same file, or with none (the last applied stays), changes nothing;
+    # going back to the shipped one publishes again.
     assert not initialise(home, path).published
-    back = initialise(home)
+    assert not initialise(home).published
+    back = initialise(home, write_registry(SHIPPED_TOML, name="shipped.toml"))
     assert back.published and back.rule_set_version == 3
     conn = db_connect(home)
     try:
