@@ -14,7 +14,7 @@ from pipelines import evaluation, plan, posteriors, rulebuild
 from pipelines.lake import Lake
 from routing_runtime.admin import registry_fingerprint
 from routing_runtime.rules import RuleRow
-from routing_runtime.ruleset import load_current_rule_set, publish_rule_set
+from routing_runtime.ruleset import load_usable_rule_set, publish_rule_set
 from routing_runtime.types import RoutingPreference, TaskType
 
 
@@ -208,10 +208,8 @@ def model_routing_rules(context: dg.AssetExecutionContext, routing_home: Routing
 def _previous_rule_set(conn):
     """The rule set in force before this one, for the change table; a set that cannot be read
     never blocks publishing a good one over it."""
-    try:
-        return load_current_rule_set(conn)
-    except Exception:  # noqa: BLE001 - any unreadable set: the change table says "-"
-        return None
+    rule_set, _note = load_usable_rule_set(conn)
+    return rule_set
 
 
 def _outcomes_seen(routing_home: RoutingHome, as_of) -> int:

@@ -201,14 +201,18 @@ def _learn_locked(routing_home: RoutingHome, day: dt.date, *, explicit: bool, qu
         conn.close()
 
     blocked = []
+    counted: set[str] = set()
     for event in run.all_events:
-        if event.event_type_value == "ASSET_MATERIALIZATION":
+        if event.event_type_value == "ASSET_MATERIALIZATION" and event.asset_key.path[-1] not in counted:
+            # A run over a range of days reports the same result once per day: count it once.
             metadata = event.event_specific_data.materialization.metadata
             table = event.asset_key.path[-1]
+            counted.add(table)
             if table in tables:
                 tables[table]["ingested"] += int(metadata["dagster/row_count"].value)
-                tables[table]["quarantined"] += int(metadata["quarantined_rows"].value) - staging[table].quarantined
-                tables[table]["reasons"] += Counter(metadata["quarantine_reasons"].value) - Counter(staging[table].reasons)
+                # The inbox was staged above, before the run: the asset's counts are the days' own.
+                tables[table]["quarantined"] += int(metadata["quarantined_rows"].value)
+                tables[table]["reasons"] += Counter(metadata["quarantine_reasons"].value)
                 problems += [p for p in metadata["problems"].value if p not in problems]
             if table == names.DAILY_MODEL_STATS:
                 problems += [f"held out of learning: {h}" for h in metadata["held_days"].value]
@@ -217,9 +221,7 @@ def _learn_locked(routing_home: RoutingHome, day: dt.date, *, explicit: bool, qu
             if not data.passed and data.severity == dg.AssetCheckSeverity.ERROR:
                 blocked.append(f"check {data.check_name} failed: {(data.metadata.get('examples') or dg.MetadataValue.text('')).value}")
         elif event.is_step_failure:
-            error = event.step_failure_data.error
-            message = error.message.strip().splitlines()[-1] if error is not None else "unknown error"
-            problems.append(f"step {event.step_key} failed: {message}")
+            problems.append(f"step {event.step_key} failed: {_root_cause(event.step_failure_data.error)}")
     problems += blocked + safe_fs.drain_set_aside()
     published = after is not None and after != before
     status = "published" if published else "blocked" if blocked else "failed" if not run.success else "nothing_new"
@@ -227,6 +229,15 @@ def _learn_locked(routing_home: RoutingHome, day: dt.date, *, explicit: bool, qu
         status, after if published else before, str(day), _finish_tables(tables), problems, run.run_id,
         start=str(planned.start), partial_day=day >= dt.datetime.now(dt.timezone.utc).date(), dagster_result=run,
     )
+
+
+def _root_cause(error) -> str:
+    """The message of the innermost error (Dagster wraps the step's own exception)."""
+    if error is None:
+        return "unknown error"
+    while error.cause is not None:
+        error = error.cause
+    return error.message.strip().splitlines()[-1] if error.message.strip() else error.cls_name or "unknown error"
 
 
 def _sweep_layout(home: Path) -> None:

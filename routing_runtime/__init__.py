@@ -7,7 +7,7 @@ nightly learning run (``routing learn``, extra ``[pipeline]``) published in ``RO
 
     router = ModelRouter.open()                          # $ROUTING_HOME, else ./.routing
     d = router.select_model("Why does this raise KeyError?", preference="balanced")
-    ...  # call d.model_id; on failure retry with d.alternatives
+    ...  # call d.model_id; if the provider fails: d = router.fallback(d, error="503 from provider")
     router.record_performance(d.decision_id, outcome="success", quality_score=0.9,
                               latency_ms=840, tokens_used=1210, cost_usd=0.0009)
 """

@@ -9,7 +9,7 @@ import sqlite3
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from routing_runtime import store
+from routing_runtime import safe_fs, store
 from routing_runtime.home import NotInitialisedError, db_path, resolve_home
 from routing_runtime.registry import LearningSettings, ModelConfig, ModelRegistry, TaskPolicy
 from routing_runtime.rules import ModelEstimate, build_rules, registry_estimates
@@ -32,7 +32,9 @@ class InitResult:
     registry_kept: bool = False  # no --registry: the one last applied to this home stays
 
 
-def initialise(home: str | os.PathLike | None = None, registry_path: str | os.PathLike | None = None) -> InitResult:
+def initialise(
+    home: str | os.PathLike | None = None, registry_path: str | os.PathLike | None = None, *, group_access: bool = False,
+) -> InitResult:
     """Create or upgrade ``home``; upsert the registry; publish rules when none are usable or the
     registry changed what they are built from. Idempotent; never deletes logs or history.
 
@@ -41,13 +43,18 @@ def initialise(home: str | os.PathLike | None = None, registry_path: str | os.Pa
     The registry file is validated whole before anything is created or written. When the
     newest rule set is unusable, a new one is published from the newest usable one (or from
     the registry), so ``routing init`` also repairs a home.
+
+    A new home is private (``0700``; files ``0600``) whatever the umask; ``group_access`` makes
+    it ``2770`` (files ``0660``) for a team that shares it: everything created in it then
+    follows the home's mode.
     """
     given = ModelRegistry.load(registry_path) if registry_path else None
     home_path = resolve_home(home)
-    home_path.mkdir(parents=True, exist_ok=True)
+    _create_home(home_path, group_access)
     for table in INBOX_TABLES:
-        (home_path / "inbox" / table).mkdir(parents=True, exist_ok=True)
-    (home_path / "lake").mkdir(exist_ok=True)
+        safe_fs.ensure_dir(home_path, "inbox", table)
+    safe_fs.ensure_dir(home_path, "lake")
+    safe_fs.create_private_file(home_path, db_path(home_path))
 
     conn = store.connect(db_path(home_path))
     try:
@@ -64,6 +71,20 @@ def initialise(home: str | os.PathLike | None = None, registry_path: str | os.Pa
     finally:
         conn.close()
     return InitResult(home_path, version, previous, count, rule_set_version, published, effective.source, kept)
+
+
+def _create_home(home: Path, group_access: bool) -> None:
+    home.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.mkdir(home, safe_fs.PRIVATE_DIR_MODE)
+        os.chmod(home, safe_fs.PRIVATE_DIR_MODE)  # mkdir's mode is cut by the umask, never widened
+    except FileExistsError:
+        if not home.is_dir():
+            raise NotADirectoryError(f"{home} exists and is not a folder: choose another ROUTING_HOME") from None
+    if group_access:
+        os.chmod(home, safe_fs.GROUP_DIR_MODE)
+        for path in [p for p in home.rglob("*") if not p.is_symlink()]:
+            os.chmod(path, safe_fs.GROUP_DIR_MODE if path.is_dir() else safe_fs.file_mode(home))
 
 
 def _upsert_registry(conn: sqlite3.Connection, registry: ModelRegistry) -> None:
@@ -177,7 +198,7 @@ def home_status(home: str | os.PathLike | None = None) -> dict:
         raise NotInitialisedError(f"{home_path} is not initialised: run `routing init --home {home_path}`")
     conn = store.connect_readonly(db_path(home_path))
     try:
-        rule_set = load_current_rule_set(conn, home_path)
+        rule_set, note = load_usable_rule_set(conn, home_path)
         settings = dict(conn.execute("SELECT key, value FROM settings"))
         enabled, total = conn.execute("SELECT COALESCE(SUM(enabled), 0), COUNT(*) FROM models").fetchone()
         logs = {
@@ -195,7 +216,8 @@ def home_status(home: str | os.PathLike | None = None) -> dict:
     last_learn = json.loads(settings["last_learn"]) if "last_learn" in settings else None
     return {
         "home": str(home_path), "schema_version": version,
-        "rule_set": {"version": rule_set.version, "source": rule_set.source, "as_of": rule_set.as_of, "created_at": rule_set.created_at},
+        "rule_set": {"version": rule_set.version, "source": rule_set.source, "as_of": rule_set.as_of,
+                     "created_at": rule_set.created_at, "note": note},
         "learned_through": settings.get("learned_through"),
         "models": {"enabled": enabled, "disabled": total - enabled},
         "logs": logs, "inbox": inbox,

@@ -21,6 +21,10 @@ def _parser() -> argparse.ArgumentParser:
 
     init = commands.add_parser("init", parents=[home], help="create or upgrade ROUTING_HOME and load the registry")
     init.add_argument("--registry", metavar="FILE", help="registry TOML (default: keep the one last applied; the shipped one for a new home)")
+    init.add_argument(
+        "--group-access", action="store_true",
+        help="let the home's group read and write it (mode 2770, files 0660); default: private to you (0700)",
+    )
 
     select = commands.add_parser("select", parents=[home], help="choose a model for a prompt and record the decision")
     select.add_argument("text", metavar="TEXT", help="the prompt (classified unless --task is given)")
@@ -59,7 +63,10 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--days", type=int, help="simulated days (default: the scenario's)")
     demo.add_argument("--requests-per-day", type=int, help="requests per simulated day (default: the scenario's)")
     demo.add_argument("--seed", type=int, default=0)
-    demo.add_argument("--home", metavar="DIR", help="a fresh home for the demo (default: ./.routing-demo, replaced)")
+    demo.add_argument(
+        "--home", metavar="DIR",
+        help="the demo's home (default: ./.routing-demo); replaced only if empty or made by an earlier demo",
+    )
 
     ui = commands.add_parser("ui", parents=[home], help="Dagster webserver and daemon on 127.0.0.1 (extra [pipeline])")
     ui.add_argument("--port", type=int, default=3000)
@@ -76,8 +83,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stderr.close()
         return 0
     except (ValueError, LookupError, RuntimeError, OSError, sqlite3.Error) as exc:
-        print(f"routing {args.command}: error: {exc}", file=sys.stderr)
+        print(f"routing {args.command}: error: {exc}{_read_only_hint(args)}", file=sys.stderr)
         return 2
+
+
+def _read_only_hint(args) -> str:
+    """Say so when the home cannot be written: the error alone ("unable to open database file")
+    does not tell an operator why."""
+    import os
+
+    from routing_runtime.home import resolve_home
+
+    try:
+        home = resolve_home(getattr(args, "home", None))
+        read_only = bool(os.statvfs(home).f_flag & os.ST_RDONLY) or not os.access(home, os.W_OK)
+    except OSError:
+        return ""
+    return " (the home is read-only: `routing rules` and `routing status` still read it)" if read_only else ""
 
 
 def _private_files(args) -> None:
@@ -97,7 +119,7 @@ def _private_files(args) -> None:
 def _init(args) -> int:
     from routing_runtime.admin import initialise
 
-    result = initialise(args.home, args.registry)
+    result = initialise(args.home, args.registry, group_access=args.group_access)
     upgraded = (
         f"schema upgraded {result.previous_schema_version} -> {result.schema_version}"
         if result.previous_schema_version != result.schema_version else f"schema {result.schema_version}"
@@ -147,10 +169,21 @@ def _record(args) -> int:
 
 
 def _rules(args) -> int:
-    from routing_runtime.router import ModelRouter
+    from routing_runtime import store
+    from routing_runtime.home import NotInitialisedError, db_path, resolve_home
+    from routing_runtime.ruleset import load_usable_rule_set
 
-    with ModelRouter.open(args.home) as router:
-        rule_set, note = router.rule_set, router.rule_set_note
+    home = resolve_home(args.home)
+    if not db_path(home).exists():
+        raise NotInitialisedError(f"{home} is not initialised: run `routing init --home {home}`")
+    # Read-only: `routing rules` works on a read-only home and never writes.
+    conn = store.connect_readonly(db_path(home))
+    try:
+        if store.schema_version(conn) != store.SCHEMA_VERSION:
+            raise NotInitialisedError(f"{db_path(home)} has an older schema: run `routing init --home {home}` to upgrade it")
+        rule_set, note = load_usable_rule_set(conn, home)
+    finally:
+        conn.close()
     task = TaskType(args.task) if args.task else None
     preference = RoutingPreference(args.preference) if args.preference else None
     document = rule_set.to_json(task, preference)
@@ -190,8 +223,11 @@ def _status(args) -> int:
         print(json.dumps(status, indent=2))
         return 0
     rules = status["rule_set"]
+    served = f"v{rules['version']}" if rules["version"] is not None else "registry order"
     print(f"home:              {status['home']} (schema {status['schema_version']})")
-    print(f"rules in force:    v{rules['version']} ({rules['source']}, evidence up to {rules['as_of'] or '-'}, published {rules['created_at'][:19]} UTC)")
+    print(f"rules in force:    {served} ({rules['source']}, evidence up to {rules['as_of'] or '-'}, published {rules['created_at'][:19]} UTC)")
+    if rules["note"]:
+        print(f"                   served instead of the newest: {rules['note']}")
     print(f"learned through:   {status['learned_through'] or 'never learned'}")
     print(f"models:            {status['models']['enabled']} enabled, {status['models']['disabled']} disabled")
     for table, counts in status["logs"].items():

@@ -563,9 +563,9 @@ def test_full_disk_learn_fails_cleanly_keeps_the_rules_and_the_next_learn_comple
         [sys.executable, "-m", "routing_runtime.cli", "learn", "--home", str(home), "--as-of", str(D2), "--json"],
         capture_output=True, text=True, timeout=300,
     )
-    assert result.returncode != 0
-    assert current_rules(home) == before
+    assert result.returncode != 0, result.stdout
     ballast.unlink()
+    assert current_rules(home) == before
     reference = tmp_path / "reference"
     shutil.copytree(home, reference, symlinks=True)
     shutil.rmtree(reference / "lake", ignore_errors=True)
