@@ -204,7 +204,12 @@ def create_private_file(home: Path, path: Path) -> None:
         if os.path.islink(path):
             raise UnsafePathError(f"{path} is a symlink: routing never writes through links under the home") from None
         raise exc
-    os.close(fd)
+    try:
+        os.fchmod(fd, file_mode(home))  # the umask may have cut the mode given to open
+    except PermissionError:
+        pass  # another user's file in a shared home: its owner set the mode
+    finally:
+        os.close(fd)
 
 
 def safe_name(name: str, limit: int = MAX_NAME_BYTES) -> str:

@@ -196,6 +196,22 @@ def test_learn_called_as_a_library_under_a_loose_umask_keeps_files_private(tmp_p
     assert _loose_entries(home, 0o700) == []
 
 
+def test_home_initialised_with_group_access_is_shared_with_its_group_only(tmp_path: Path):
+    home = tmp_path / "team-home"
+    old = os.umask(0o022)
+    try:
+        assert main(["init", "--home", str(home), "--group-access"]) == 0
+        traffic(home, D1)
+        drop(home, "late.jsonl", outcome_lines("gpt-4o", D1, 3))
+        assert main(["learn", "--home", str(home), "--as-of", str(D1)]) == 0
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(home.stat().st_mode) == 0o2770
+    assert _loose_entries(home, 0o2770) == []
+    assert (home / "routing.db").stat().st_mode & 0o060 == 0o060
+    assert all(p.stat().st_mode & 0o060 for p in (home / "lake").rglob("*.parquet"))
+
+
 # ----------------------------------------------------------------------------- item 3: odd home paths
 
 @pytest.mark.parametrize("name", ["we?ird", "has#hash", "per%20cent", "all ?#% of them"])
@@ -594,3 +610,34 @@ def test_read_only_home_still_shows_rules_and_status(tmp_path: Path, capsys):
         assert "read-only" in capsys.readouterr().err.lower()
     finally:
         _umount(mount)
+
+
+# ----------------------------------------------------------------------------- item 4: poisoned rule sets
+
+POISONED = {
+    "unknown_task_type_after_a_rollback": "unknown_task_type",
+    "text_nan_probability": "text_nan_probability",
+    "null_expected_quality": "null_expected_quality",
+    "inputs_not_json": "inputs_not_json",
+    "every_row_disabled": "every_row_disabled",
+}
+
+
+@pytest.mark.parametrize("poison", [*POISONED, "current_rule_sets_row_deleted"])
+def test_poisoned_current_rule_set_does_not_block_learning_and_is_replaced_by_a_good_one(learned_home: Path, capsys, poison: str):
+    from test_trust_runtime import POISONS, copy_rule_set, sql
+
+    if poison == "current_rule_sets_row_deleted":
+        bad = copy_rule_set(learned_home, sql("DELETE FROM rule_sets WHERE version = {v}"))
+    else:
+        bad = copy_rule_set(learned_home, POISONS[POISONED[poison]])
+    traffic(learned_home, D4, n=6)
+    code, status = cli_json(capsys, "status", "--home", str(learned_home), "--json")
+    assert code == 0 and status["rule_set"]["version"] == 2
+    code, result = cli_json(capsys, "learn", "--home", str(learned_home), "--as-of", str(D4), "--json")
+    assert code == 0 and result["status"] == "published" and result["rule_set_version"] == bad + 1, result
+    with ModelRouter.open(learned_home) as router:
+        decision = router.select_model("math", "quality")
+    assert decision.rule_set_version == bad + 1 and "unusable" not in decision.selection_reason
+    code, status = cli_json(capsys, "status", "--home", str(learned_home), "--json")
+    assert status["rule_set"]["version"] == bad + 1 and status["rule_set"]["note"] == ""
