@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from pipelines.learn import dagster_instance
+from pipelines.learn import dagster_folder, dagster_instance
 from routing_runtime.home import NotInitialisedError, db_path, resolve_home
 
 CODE_LOCATION = ["-m", "pipelines.definitions", "-a", "defs"]
@@ -17,7 +17,9 @@ CODE_LOCATION = ["-m", "pipelines.definitions", "-a", "defs"]
 
 def ui_environment(home: Path) -> dict[str, str]:
     dagster_instance(home)  # creates dagster_home/dagster.yaml on first use
-    return {**os.environ, "ROUTING_HOME": str(home), "DAGSTER_HOME": str(home / "dagster_home")}
+    # dagster_folder names the folder so that Dagster's storage URLs work for any home path; the
+    # webserver and daemon are children of this process, which keeps the handle open.
+    return {**os.environ, "ROUTING_HOME": str(home), "DAGSTER_HOME": dagster_folder(home)}
 
 
 def run_ui(home: str | None, port: int, *, daemon: bool = True) -> int:
