@@ -153,6 +153,7 @@ def generate_day(cat: Catalogue, day: dt.date, n: int, rng: np.random.Generator)
         "preference": pref_names[preference],
         "propensity": propensity.round(4),
         "rule_set_version": np.ones(n, dtype=np.int64),
+        "excluded": pl.Series([None] * n, dtype=pl.String),  # no fallbacks among them
     }, schema=SCHEMAS[DECISIONS])
 
     quality_col = quality.round(4)
