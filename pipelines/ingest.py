@@ -100,11 +100,15 @@ def read_db_day(db: Path, table: str, day: dt.date) -> pl.DataFrame:
     return frame.with_columns(_parse_time(pl.col(time_column)))
 
 
-def db_day_counts(conn: sqlite3.Connection, table: str) -> dict[dt.date, int]:
-    """Rows of ``table`` in ``routing.db`` per UTC day (read through the timestamp index)."""
+def db_day_counts(conn: sqlite3.Connection, table: str, days: tuple[dt.date, dt.date] | None = None) -> dict[dt.date, int]:
+    """Rows of ``table`` in ``routing.db`` per UTC day, for all days or the ``days`` range
+    (first, last), read through the timestamp index."""
     column = TIME_COLUMN[table]
+    where, bounds = "", ()
+    if days is not None:
+        where, bounds = f" WHERE {column} >= ? AND {column} < ?", (days[0].isoformat(), (days[1] + dt.timedelta(days=1)).isoformat())
     counts = {}
-    for day, n in conn.execute(f"SELECT substr({column}, 1, 10), COUNT(*) FROM {table} GROUP BY 1"):
+    for day, n in conn.execute(f"SELECT substr({column}, 1, 10), COUNT(*) FROM {table}{where} GROUP BY 1", bounds):
         try:
             counts[dt.date.fromisoformat(day)] = n
         except (TypeError, ValueError):
@@ -347,24 +351,26 @@ def read_staged_day(lake: Lake, table: str, day: dt.date, stems: list[str]) -> p
 
 # ----------------------------------------------------------------------------- what is stale
 
-def source_fingerprints(conn: sqlite3.Connection) -> dict[dt.date, dict]:
-    """Per UTC day with evidence: database rows per table, the staged drops per table, and
-    whether its quarantine was accepted. A partition built from these is up to date."""
-    days: dict[dt.date, dict] = {}
+def source_fingerprints(conn: sqlite3.Connection, days: tuple[dt.date, dt.date] | None = None) -> dict[dt.date, dict]:
+    """Per UTC day with evidence (all, or those of the ``days`` range): database rows per table,
+    the staged drops per table, and whether its quarantine was accepted. A partition built from
+    these is up to date."""
+    result: dict[dt.date, dict] = {}
 
     def entry(day: dt.date) -> dict:
-        return days.setdefault(day, {t: {"db": 0, "drops": []} for t in TABLES} | {"accepted": False})
+        return result.setdefault(day, {t: {"db": 0, "drops": []} for t in TABLES} | {"accepted": False})
 
     for table in TABLES:
-        for day, n in db_day_counts(conn, table).items():
+        for day, n in db_day_counts(conn, table, days).items():
             entry(day)[table]["db"] = n
     for stem, table, day_list in conn.execute("SELECT stem, table_name, days FROM inbox_drops ORDER BY stem"):
-        for day in json.loads(day_list):
-            entry(dt.date.fromisoformat(day))[table]["drops"].append(stem)
+        for day in map(dt.date.fromisoformat, json.loads(day_list)):
+            if days is None or days[0] <= day <= days[1]:
+                entry(day)[table]["drops"].append(stem)
     for (day,) in conn.execute("SELECT day FROM accepted_quarantine"):
-        if dt.date.fromisoformat(day) in days:
-            days[dt.date.fromisoformat(day)]["accepted"] = True
-    return days
+        if dt.date.fromisoformat(day) in result:
+            result[dt.date.fromisoformat(day)]["accepted"] = True
+    return result
 
 
 def fingerprint_text(fingerprint: dict) -> str:

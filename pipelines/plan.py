@@ -74,7 +74,9 @@ def plan_run(home: Path, conn: sqlite3.Connection, as_of: dt.date, learned_throu
 def days_to_build(home: Path, conn: sqlite3.Connection, keys: list[str]) -> list[tuple[dt.date, dict | None]]:
     """The days of a run's partition keys that have evidence, or partitions to clear, with their
     sources: a day without either costs nothing."""
-    sources = ingest.source_fingerprints(conn)
+    if not keys:
+        return []
+    sources = ingest.source_fingerprints(conn, (dt.date.fromisoformat(keys[0]), dt.date.fromisoformat(keys[-1])))
     lake = Lake(home)
     result = []
     for key in keys:
