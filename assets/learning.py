@@ -12,7 +12,7 @@ from assets.resources import LEARNED_THROUGH, RoutingHome, as_of_day, progress, 
 from routing_runtime.faults import crashpoint
 from pipelines import evaluation, plan, posteriors, rulebuild
 from pipelines.lake import Lake
-from routing_runtime.admin import registry_fingerprint
+from routing_runtime.admin import registry_fingerprint, registry_from_db
 from routing_runtime.rules import RuleRow
 from routing_runtime.ruleset import load_usable_rule_set, publish_rule_set
 from routing_runtime.types import RoutingPreference, TaskType
@@ -100,13 +100,22 @@ def candidate_routing_rules(context: dg.AssetExecutionContext, routing_home: Rou
     registry = routing_home.registry()
     frame = _read_snapshot(routing_home, names.MODEL_POSTERIORS, as_of)
     rows = rulebuild.candidate_rules(frame, registry, seed=_seed(as_of))
-    _write_snapshot(routing_home, names.CANDIDATE_ROUTING_RULES, _snapshot_name(as_of), rulebuild.rules_frame(rows))
+    # The registry the rules were built for travels with them: publishing checks it is still the one in force.
+    snapshot = rulebuild.rules_frame(rows).with_columns(pl.lit(registry_fingerprint(registry)).alias(_BUILT_FOR))
+    _write_snapshot(routing_home, names.CANDIDATE_ROUTING_RULES, _snapshot_name(as_of), snapshot)
     crashpoint("candidate:after_write")
     return dg.MaterializeResult(metadata={"dagster/row_count": len(rows), "exploration_floor": registry.learning.exploration_floor})
 
 
+_BUILT_FOR = "registry_fingerprint"
+
+
+def _candidate_registry(routing_home: RoutingHome, as_of) -> str:
+    return _read_snapshot(routing_home, names.CANDIDATE_ROUTING_RULES, as_of, columns=[_BUILT_FOR])[_BUILT_FOR][0]
+
+
 def _load_candidate(routing_home: RoutingHome, as_of) -> list[RuleRow]:
-    frame = _read_snapshot(routing_home, names.CANDIDATE_ROUTING_RULES, as_of)
+    frame = _read_snapshot(routing_home, names.CANDIDATE_ROUTING_RULES, as_of).drop(_BUILT_FOR, strict=False)
     return [
         RuleRow(**{**r, "task_type": TaskType(r["task_type"]), "preference": RoutingPreference(r["preference"])})
         for r in frame.iter_rows(named=True)
@@ -169,6 +178,15 @@ def model_routing_rules(context: dg.AssetExecutionContext, routing_home: Routing
     try:
         previous = _previous_rule_set(conn)
         registry = routing_home.registry()
+        built_for = _candidate_registry(routing_home, as_of)
+
+        def registry_unchanged(locked):
+            # Checked inside the publishing transaction: a `routing init` cannot slip in between.
+            if registry_fingerprint(registry_from_db(locked)) != built_for:
+                raise dg.Failure(description=(
+                    "the registry changed while learning (`routing init`): these rules were built for the old one"
+                    " and are not published; run `routing learn` again"
+                ))
         today = dt.datetime.now(dt.timezone.utc).date()
         inputs = {
             "as_of": str(as_of), "dagster_run_id": context.run.run_id,
@@ -180,7 +198,7 @@ def model_routing_rules(context: dg.AssetExecutionContext, routing_home: Routing
         if as_of >= today:
             inputs["partial_day"] = True  # the UTC day was not over: its evidence is incomplete
         crashpoint("publish:before")
-        version = publish_rule_set(conn, rows, source="learned", as_of=str(as_of), inputs=inputs)
+        version = publish_rule_set(conn, rows, source="learned", as_of=str(as_of), inputs=inputs, precondition=registry_unchanged)
         # From here on the rules are in force: what follows only records it, and a failure below
         # is reported as "published, then failed", never as "no rules published".
         # Re-learning an earlier day (a backfill) never moves the learned frontier backwards.

@@ -57,7 +57,15 @@ class RoutingHome(dg.ConfigurableResource):
             row = conn.execute("SELECT value FROM settings WHERE key = ?", (LEARNED_THROUGH,)).fetchone()
         finally:
             conn.close()
-        return dt.date.fromisoformat(row[0]) if row else None
+        if row is None:
+            return None
+        try:
+            return dt.date.fromisoformat(row[0])
+        except ValueError:
+            raise ValueError(
+                f"settings.learned_through = {row[0][:40]!r} in {self.path / store.DB_NAME} is not a date:"
+                " set it to the last day learned (YYYY-MM-DD), or delete that row to learn from the first day with evidence"
+            ) from None
 
 
 def progress(context, message: str) -> None:

@@ -27,7 +27,7 @@ import polars as pl
 from pipelines.lake import QUARANTINE, STAGED, UNDATED, Lake
 from routing_runtime import safe_fs, store
 from routing_runtime.faults import crashpoint
-from routing_runtime.types import Outcome, RoutingPreference, TaskType
+from routing_runtime.types import OUTCOME_LIMITS, Outcome, RoutingPreference, TaskType
 
 DECISIONS = "routing_decisions"
 PERFORMANCE = "model_performance"
@@ -35,6 +35,8 @@ TABLES = (DECISIONS, PERFORMANCE)
 #: The first day the daily partitions cover.
 FIRST_DAY = dt.datetime(2020, 1, 1)
 DROP_SUFFIXES = (".parquet", ".jsonl")
+#: Larger drops are set aside unread (reading one costs about 15 times its size in memory).
+MAX_DROP_BYTES = 256 << 20
 #: Quarantine reasons that say a row was counted once, not that it was wrong.
 DUPLICATE_PREFIX = "duplicate: "
 
@@ -217,7 +219,11 @@ def _undated_reason(table: str) -> str:
 def _split_drop(content: bytes, name: str, table: str, digest: str) -> tuple[dict[dt.date, pl.DataFrame], pl.DataFrame]:
     """A drop's rows by UTC day, and its quarantined rows (unreadable, unconvertible, undated)."""
     time_column = TIME_COLUMN[table]
-    rows, quarantined = read_drop(content, name, table, digest)
+    try:
+        rows, quarantined = read_drop(content, name, table, digest)
+    except Exception as exc:  # noqa: BLE001 - a drop nobody can read is quarantined whole, never a wedge
+        message = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
+        return {}, _quarantine_rows([{"raw": safe_fs.display_name(name)}], f"unreadable drop ({message})")
     now = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
     in_range = pl.col(time_column).is_between(FIRST_DAY, now + dt.timedelta(days=1)).fill_null(False)
     undated = rows.filter(~in_range)
@@ -251,14 +257,23 @@ def stage_inbox(home: Path, conn: sqlite3.Connection, table: str) -> StagingRepo
     inbox = safe_fs.ensure_dir(home, "inbox", table)
     done = safe_fs.ensure_dir(home, "inbox", table, "ingested")
     lake = Lake(home)
+    for name in safe_fs.special_entries(inbox, skip=("ingested",)):
+        report.problems.append(f"inbox/{table}/{safe_fs.display_name(name)}: not a regular file (a folder, pipe or device), left in place")
     for path in safe_fs.list_files(home, inbox):
+        label = f"inbox/{table}/{safe_fs.display_name(path.name)}"
         if not path.name.lower().endswith(DROP_SUFFIXES):
-            report.problems.append(f"inbox/{table}/{safe_fs.display_name(path.name)}: not a *.parquet or *.jsonl drop, left in place")
+            report.problems.append(f"{label}: not a *.parquet or *.jsonl drop, left in place")
             continue
         try:
-            content = safe_fs.read_bytes(path)
+            if path.lstat().st_size > MAX_DROP_BYTES:
+                safe_fs.set_aside(home, path, f"larger than {MAX_DROP_BYTES >> 20} MiB: split it into smaller drops")
+                continue
+            content = safe_fs.read_bytes(path, single_link=True)
+        except safe_fs.UnsafePathError as exc:
+            safe_fs.set_aside(home, path, str(exc))
+            continue
         except OSError as exc:
-            report.problems.append(f"inbox/{table}/{safe_fs.display_name(path.name)}: cannot be read ({exc.strerror or exc}), left in place")
+            report.problems.append(f"{label}: cannot be read ({exc.strerror or exc}), left in place")
             continue
         digest = hashlib.sha1(content).hexdigest()[:16]
         suffix = ".parquet" if path.name.lower().endswith(".parquet") else ".jsonl"
@@ -283,6 +298,8 @@ def stage_inbox(home: Path, conn: sqlite3.Connection, table: str) -> StagingRepo
             report.quarantined += quarantined.height
             report.reasons += reasons
             crashpoint("stage:before_move")
+        elif safe_fs.is_regular_file(done / ingested_name):
+            report.problems.append(f"{label}: the same name and content as a drop ingested before, counted once")
         os.replace(path, done / ingested_name)
         os.chmod(done / ingested_name, safe_fs.file_mode(home))
     return report
@@ -386,7 +403,7 @@ def validate(frame: pl.DataFrame, table: str, known_models: set[str]) -> DayBatc
     file replaces the bad rows), the others are quarantined as duplicates. Outcomes sharing a
     ``decision_id`` count once too: the first recorded is kept.
     """
-    finite_nonneg = lambda c: pl.col(c).is_not_null() & (~pl.col(c).is_finite() | (pl.col(c) < 0))  # noqa: E731
+    out_of_range = lambda c: pl.col(c).is_not_null() & (~pl.col(c).is_finite() | ~pl.col(c).is_between(0, OUTCOME_LIMITS[c]))  # noqa: E731
     models = sorted(known_models)
     if table == PERFORMANCE:
         rules = [
@@ -396,9 +413,10 @@ def validate(frame: pl.DataFrame, table: str, known_models: set[str]) -> DayBatc
             (~pl.col("model_id").is_in(models) | pl.col("model_id").is_null(), "model_id: not a registered model"),
             (~pl.col("outcome").is_in(_OUTCOMES) | pl.col("outcome").is_null(), "outcome: not success, partial or failure"),
             (pl.col("quality_score").is_not_null() & ~pl.col("quality_score").is_between(0.0, 1.0), "quality_score: outside [0, 1]"),
-            (finite_nonneg("latency_ms"), "latency_ms: negative or not finite"),
-            (pl.col("tokens_used").is_not_null() & (pl.col("tokens_used") < 0), "tokens_used: negative"),
-            (finite_nonneg("cost_usd"), "cost_usd: negative or not finite"),
+            (out_of_range("latency_ms"), f"latency_ms: negative, not finite or above {OUTCOME_LIMITS['latency_ms']:g}"),
+            (pl.col("tokens_used").is_not_null() & ~pl.col("tokens_used").is_between(0, OUTCOME_LIMITS["tokens_used"]),
+             f"tokens_used: negative or above {OUTCOME_LIMITS['tokens_used']:g}"),
+            (out_of_range("cost_usd"), f"cost_usd: negative, not finite or above {OUTCOME_LIMITS['cost_usd']:g}"),
             (pl.col("preference").is_not_null() & ~pl.col("preference").is_in(_PREFERENCES), "preference: unknown preference"),
         ]
     else:

@@ -16,6 +16,7 @@ names (``.tmp-*``, ``.old-*``) are never read, and what a killed run left of the
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import shutil
 import stat
@@ -32,6 +33,7 @@ QUARANTINE = "quarantine"
 STAGED = "_staged"
 UNDATED = "undated"
 BUILT_FROM = "_built_from.json"
+PART = "part-0.parquet"
 _LEFTOVER_PREFIXES = (".tmp-", ".old-")
 
 
@@ -84,10 +86,13 @@ class Lake:
         staging = parent / f".tmp-{target.name}-{uuid.uuid4().hex}"
         os.mkdir(staging, safe_fs.dir_mode(self.home))
         try:
+            files = {}
             if frame.height:
-                self._write(frame, staging / "part-0.parquet", statistics=True)
+                self._write(frame, staging / PART, statistics=True)
+                files[PART] = os.path.getsize(staging / PART)
             if built_from is not None:
-                (staging / BUILT_FROM).write_text(built_from, encoding="utf-8")
+                record = {"built_from": built_from, "files": files}
+                (staging / BUILT_FROM).write_text(json.dumps(record, sort_keys=True), encoding="utf-8")
             old = None
             info = _lstat(target)
             if info is not None:
@@ -110,11 +115,21 @@ class Lake:
         return info is not None and stat.S_ISDIR(info.st_mode)
 
     def built_from(self, table: str, day: dt.date | str, area: str = MAIN) -> str | None:
-        """The fingerprint the partition was built from; None when missing or never recorded."""
-        path = self.partition_dir(table, day, area) / BUILT_FROM
-        if not safe_fs.is_regular_file(path) or not self.has_partition(table, day, area):
+        """The fingerprint the partition was built from; None when it is missing, was never
+        recorded, or its files are not the ones written (deleted, truncated, replaced): such a
+        partition is built again, never read as if its evidence were complete."""
+        folder = self.partition_dir(table, day, area)
+        path = folder / BUILT_FROM
+        if not self.has_partition(table, day, area) or not safe_fs.is_regular_file(path):
             return None
-        return safe_fs.read_bytes(path).decode("utf-8", errors="replace")
+        try:
+            record = json.loads(safe_fs.read_bytes(path))
+            files = record["files"]
+            intact = all(_size(folder / name) == size for name, size in files.items())
+            intact = intact and {f.name for f in self.partition_files(table, day, area)} == set(files)
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            return None
+        return record["built_from"] if intact else None
 
     def partition_files(self, table: str, day: dt.date | str, area: str = MAIN) -> list[Path]:
         return safe_fs.list_files(self.home, self.partition_dir(table, day, area), (".parquet",))
@@ -204,6 +219,11 @@ class Lake:
     def _write(self, frame: pl.DataFrame, path: Path, **options) -> None:
         frame.write_parquet(path, **options)
         os.chmod(path, safe_fs.file_mode(self.home))
+
+
+def _size(path: Path) -> int | None:
+    info = _lstat(path)
+    return info.st_size if info is not None and stat.S_ISREG(info.st_mode) else None
 
 
 def _lstat(path: Path) -> os.stat_result | None:

@@ -58,6 +58,7 @@ _folder_handles: dict[str, int] = {}
 
 def dagster_instance(home: Path) -> dg.DagsterInstance:
     """The Dagster instance under ROUTING_HOME (created on first use), shared with `routing ui`."""
+    safe_fs.sweep_links(home, "dagster_home")
     folder = dagster_folder(home)
     config = Path(folder) / "dagster.yaml"
     if not safe_fs.is_regular_file(config):
@@ -139,6 +140,11 @@ def learn(
     accepted = [parse_accepted_day(d) for d in accept_quarantine]
     routing_home = RoutingHome(home=str(home_path))
     routing_home.connect().close()  # a clear error when the home is not initialised
+    learned = routing_home.learned_through()
+    if not explicit and learned is not None and learned > day:
+        # After `--as-of today` the frontier is today: a plain run re-learns it (a fuller day)
+        # rather than replacing those rules with ones built on older evidence.
+        day = learned
     with safe_fs.home_umask(home_path), exclusive(home_path):
         result = _learn_locked(routing_home, day, explicit=explicit or bool(accepted), quiet=quiet,
                                accepted=accepted, forget=forget_missing)
@@ -182,7 +188,7 @@ def _learn_locked(routing_home: RoutingHome, day: dt.date, *, explicit: bool, qu
     if missing:
         return LearnResult("failed", None, str(day), _finish_tables(tables), problems)
     if planned.nothing_new:
-        return LearnResult("nothing_new", before, str(day), _finish_tables(tables), problems)
+        return LearnResult("nothing_new", before[1], str(day), _finish_tables(tables), problems)
 
     with dagster_instance(home) as instance:
         _close_abandoned_runs(instance)
@@ -223,10 +229,10 @@ def _learn_locked(routing_home: RoutingHome, day: dt.date, *, explicit: bool, qu
         elif event.is_step_failure:
             problems.append(f"step {event.step_key} failed: {_root_cause(event.step_failure_data.error)}")
     problems += blocked + safe_fs.drain_set_aside()
-    published = after is not None and after != before
+    published = after[0] > before[0]
     status = "published" if published else "blocked" if blocked else "failed" if not run.success else "nothing_new"
     return LearnResult(
-        status, after if published else before, str(day), _finish_tables(tables), problems, run.run_id,
+        status, after[1] if published else before[1], str(day), _finish_tables(tables), _unique(problems), run.run_id,
         start=str(planned.start), partial_day=day >= dt.datetime.now(dt.timezone.utc).date(), dagster_result=run,
     )
 
@@ -241,12 +247,18 @@ def _root_cause(error) -> str:
 
 
 def _sweep_layout(home: Path) -> None:
-    """Make every folder the product writes a real folder of the home (links are set aside)."""
+    """Make every folder the product writes a real folder of the home: links anywhere below the
+    inbox, the lake and the Dagster instance are set aside before anything writes there."""
+    safe_fs.sweep_links(home, "inbox", "lake", "dagster_home")
     for table in TABLES:
         safe_fs.ensure_dir(home, "inbox", table, "ingested")
     lake = Lake(home)
     for folder in lake.folders():
         safe_fs.ensure_dir(home, *folder)
+
+
+def _unique(problems: list[str]) -> list[str]:
+    return list(dict.fromkeys(problems))
 
 
 def _finish_tables(tables: dict) -> dict:
@@ -255,8 +267,9 @@ def _finish_tables(tables: dict) -> dict:
             for t, v in tables.items()}
 
 
-def _newest_version(conn) -> int | None:
-    return conn.execute("SELECT MAX(version) FROM rule_sets").fetchone()[0]
+def _newest_version(conn) -> tuple[int, int | None]:
+    """(rule sets published, the newest version below the ceiling publishing counts from)."""
+    return conn.execute("SELECT COUNT(*), MAX(version) FROM rule_sets WHERE version < ?", (2**62,)).fetchone()
 
 
 def _close_abandoned_runs(instance: dg.DagsterInstance) -> None:
@@ -283,13 +296,31 @@ def _remember(routing_home: RoutingHome, result: LearnResult) -> None:
         conn.close()
 
 
+def _read_only_mount(path: Path) -> bool:
+    try:
+        return bool(os.statvfs(path).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False
+
+
 def run_learning(home: str | None, as_of: str | None, *, as_json: bool = False,
                  accept_quarantine: tuple[str, ...] = (), forget_missing: bool = False) -> int:
     """CLI entry: progress on stderr, a summary (or ``--json``); exit 0 when rules were published
     with no failure, or nothing was new; 1 when blocked, failed, or a step failed after publishing."""
     os.environ["ROUTING_PROGRESS"] = "1" if (sys.stderr.isatty() or os.environ.get("ROUTING_PROGRESS")) and not as_json else ""
     started = time.perf_counter()
-    result = learn(home, as_of, quiet=as_json, accept_quarantine=accept_quarantine, forget_missing=forget_missing)
+    home_path = resolve_home(home)
+    if home_path.is_dir() and not os.access(home_path, os.W_OK) or _read_only_mount(home_path):
+        raise PermissionError(f"{home_path} is read-only: learning writes the lake and new rules there")
+    try:
+        result = learn(home, as_of, quiet=as_json, accept_quarantine=accept_quarantine, forget_missing=forget_missing)
+    except (ValueError, RuntimeError, FileNotFoundError):
+        raise  # bad arguments, another run, no home: the CLI's one-line error, exit 2
+    except Exception as exc:  # noqa: BLE001 - a full disk, a broken instance: say so, never a traceback
+        message = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"[:500]
+        result = LearnResult("failed", None, str(as_of or parse_day(None)), {}, [f"learning failed: {message}"])
+        with contextlib.suppress(Exception):
+            _remember(RoutingHome(home=str(resolve_home(home))), result)
     elapsed = time.perf_counter() - started
     failed_after = [p for p in result.problems if p.startswith("step ")]
     code = 0 if result.status == "nothing_new" or (result.status == "published" and not failed_after) else 1

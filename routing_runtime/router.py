@@ -18,7 +18,7 @@ from routing_runtime import store
 from routing_runtime.classifier import classify_task
 from routing_runtime.home import NotInitialisedError, db_path, resolve_home
 from routing_runtime.ruleset import CompiledRules, RuleSet, load_usable_rule_set, short_repr
-from routing_runtime.types import Outcome, RoutingPreference, TaskType, parse_enum
+from routing_runtime.types import OUTCOME_LIMITS, Outcome, RoutingPreference, TaskType, parse_enum
 
 #: How often a router checks whether a new rule set was published (seconds).
 REFRESH_INTERVAL_S = 0.25
@@ -267,8 +267,8 @@ class ModelRouter:
             raise ValueError("outcome is required: one of success, partial, failure")
         result = parse_enum(Outcome, outcome, "outcome")
         quality = _optional_number(quality_score, "quality_score", high=1.0)
-        latency = _optional_number(latency_ms, "latency_ms")
-        cost = _optional_number(cost_usd, "cost_usd")
+        latency = _optional_number(latency_ms, "latency_ms", high=OUTCOME_LIMITS["latency_ms"])
+        cost = _optional_number(cost_usd, "cost_usd", high=OUTCOME_LIMITS["cost_usd"])
         tokens = _optional_count(tokens_used, "tokens_used")
         task = parse_enum(TaskType, task_type, "task_type") if task_type is not None else None
         decision_id = _optional_id(decision_id, "decision_id", lookup=True)
@@ -398,8 +398,13 @@ class ModelRouter:
     def _read_data_version(self) -> int:
         return self._conn.execute("PRAGMA data_version").fetchone()[0]
 
-    def _newest_version(self) -> int | None:
-        return self._conn.execute("SELECT MAX(version) FROM rule_sets WHERE source != 'legacy'").fetchone()[0]
+    def _newest_version(self) -> tuple:
+        """What decides which rules are served: the published versions (their number and newest,
+        so a publish below a poisoned huge version is seen too) and the registry's last change."""
+        return self._conn.execute(
+            "SELECT (SELECT COUNT(*) FROM rule_sets), (SELECT MAX(version) FROM rule_sets WHERE source != 'legacy'),"
+            " (SELECT MAX(updated_at) FROM models)"
+        ).fetchone()
 
     def _maybe_refresh(self, force: bool = False) -> None:
         now = time.monotonic()
@@ -526,7 +531,7 @@ def _timestamp(at: object) -> str:
 def _optional_number(value: object, field: str, *, high: float = math.inf) -> float | None:
     if value is None:
         return None
-    bounds = "within [0, 1]" if high == 1.0 else "a finite number ≥ 0"
+    bounds = "within [0, 1]" if high == 1.0 else f"a number within [0, {high:g}]"
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise ValueError(f"{field}={short_repr(value)} must be {bounds}")
     try:
@@ -541,6 +546,7 @@ def _optional_number(value: object, field: str, *, high: float = math.inf) -> fl
 def _optional_count(value: object, field: str) -> int | None:
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or not 0 <= int(value) < 2**63:
-        raise ValueError(f"{field}={short_repr(value)} must be a non-negative integer below 2**63")
+    limit = OUTCOME_LIMITS[field]
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or not 0 <= int(value) <= limit:
+        raise ValueError(f"{field}={short_repr(value)} must be an integer within [0, {limit:,}]")
     return int(value)

@@ -8,7 +8,7 @@ import sqlite3
 from bisect import bisect_right
 from itertools import accumulate
 from collections import namedtuple
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 from routing_runtime import store
 from routing_runtime.home import NotInitialisedError
@@ -67,21 +67,26 @@ class RuleSet(namedtuple("RuleSet", "version created_at as_of source inputs rows
 
 def publish_rule_set(
     conn: sqlite3.Connection, rows: Iterable[RuleRow], *, source: str, as_of: str | None = None,
-    inputs: Mapping | None = None,
+    inputs: Mapping | None = None, precondition: Callable[[sqlite3.Connection], None] | None = None,
 ) -> int:
     """Publish ``rows`` as the next rule-set version in one transaction; return the version.
 
     Readers see the previous version until the commit, then the new one, never a mix. The
     version is above every version either table has seen, so rows left behind by a deleted
-    ``rule_sets`` row never collide with the new ones.
+    ``rule_sets`` row never collide with the new ones. ``precondition(conn)`` runs inside the
+    write transaction (no other writer meanwhile) and may raise to publish nothing.
     """
     rows = list(rows)
     if not rows:
         raise ValueError("rows is empty: a rule set needs at least one model")
     with store.transaction(conn):
+        if precondition is not None:
+            precondition(conn)
+        # Versions far above any real count (a poisoned row near 2**63) are stepped over, not added to.
         version = conn.execute(
-            "SELECT MAX(COALESCE((SELECT MAX(version) FROM rule_sets), 0),"
-            " COALESCE((SELECT MAX(rule_set_version) FROM model_routing_rules), 0)) + 1"
+            "SELECT MAX(COALESCE((SELECT MAX(version) FROM rule_sets WHERE version < ?), 0),"
+            " COALESCE((SELECT MAX(rule_set_version) FROM model_routing_rules WHERE rule_set_version < ?), 0)) + 1",
+            (_VERSION_CEILING, _VERSION_CEILING),
         ).fetchone()[0]
         conn.execute(
             "INSERT INTO rule_sets (version, created_at, as_of, source, inputs, code_version) VALUES (?, ?, ?, ?, ?, ?)",
@@ -99,6 +104,9 @@ def publish_rule_set(
             ) for r in rows],
         )
     return version
+
+
+_VERSION_CEILING = 2**62
 
 
 class UnusableRuleSet(ValueError):
@@ -145,12 +153,13 @@ def load_usable_rule_set(conn: sqlite3.Connection, home: object = None) -> tuple
     problems: list[tuple[int, str]] = []
     conn.execute("BEGIN")
     try:
+        registered = dict(conn.execute("SELECT id, enabled FROM models"))
         versions = [v for (v,) in conn.execute(
             "SELECT version FROM rule_sets WHERE source != 'legacy' ORDER BY version DESC"
         )]
         for version in versions:
             try:
-                rule_set = _read(conn, version)  # present: listed in this same snapshot
+                rule_set = _with_registry(_read(conn, version), registered)  # present: listed in this same snapshot
                 check_usable(rule_set)
                 return rule_set, _skipped_note(problems, f"serving v{version}")
             except UnusableRuleSet as exc:
@@ -160,6 +169,22 @@ def load_usable_rule_set(conn: sqlite3.Connection, home: object = None) -> tuple
     if not problems:
         return _registry_order(conn, home), "no rule set published, registry order"
     return _registry_order(conn, home), _skipped_note(problems, "registry order")
+
+
+def _with_registry(rule_set: RuleSet, registered: dict[str, int]) -> RuleSet:
+    """The rule set as the registry stands now: a row naming a model the registry does not know
+    makes the set unusable (it was not published for this home); a model disabled since it was
+    published (``routing init`` while a learn ran) gets no traffic."""
+    if not registered:
+        return rule_set
+    where = f"rule set v{rule_set.version}"
+    unknown = next((r for r in rule_set.rows if r.model_id not in registered), None)
+    if unknown is not None:
+        raise UnusableRuleSet(f"{where}: model_id={short_repr(unknown.model_id)} is not a registered model")
+    if all(registered[r.model_id] or not r.is_enabled for r in rule_set.rows):
+        return rule_set
+    rows = tuple(r if registered[r.model_id] else r._replace(is_enabled=False) for r in rule_set.rows)
+    return rule_set._replace(rows=rows)
 
 
 def _newest_version(conn: sqlite3.Connection) -> int | None:

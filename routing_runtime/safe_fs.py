@@ -181,12 +181,53 @@ def list_dirs(folder: Path, prefix: str = "") -> list[Path]:
         return []
 
 
-def read_bytes(path: Path) -> bytes:
-    """The content of a regular file, refusing links (``O_NOFOLLOW``) and special files."""
+def special_entries(folder: Path, skip: tuple[str, ...] = ()) -> list[str]:
+    """Names in ``folder`` that are neither regular files, links nor hidden (folders, pipes,
+    devices): never read, reported."""
+    try:
+        with os.scandir(folder) as entries:
+            return sorted(
+                e.name for e in entries
+                if not e.name.startswith(".") and e.name not in skip and not e.is_symlink() and not e.is_file(follow_symlinks=False)
+            )
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+
+
+def sweep_links(home: Path, *folders: str) -> None:
+    """Set aside every link found below ``home/folder`` (files or folders, at any depth), so that
+    no library writing there (SQLite, Dagster) can be led outside the home."""
+    for name in folders:
+        root = os.path.join(home, name)
+        if not os.path.lexists(root):
+            continue
+        if os.path.islink(root):
+            set_aside(home, _path(root), "a symlink")
+            continue
+        for folder, dirs, files in os.walk(root, followlinks=False):
+            for entry in [*dirs, *files]:
+                path = os.path.join(folder, entry)
+                if os.path.islink(path):
+                    set_aside(home, _path(path), "a symlink")
+            dirs[:] = [d for d in dirs if not os.path.islink(os.path.join(folder, d))]
+
+
+def _path(text: str) -> Path:
+    from pathlib import Path as _Path
+
+    return _Path(text)
+
+
+def read_bytes(path: Path, *, single_link: bool = False) -> bytes:
+    """The content of a regular file, refusing links (``O_NOFOLLOW``) and special files; with
+    ``single_link``, also a file with other hard links (its other name may be outside the home)."""
     fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_NONBLOCK", 0))
     try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
             raise UnsafePathError(f"{path} is not a regular file")
+        if single_link and info.st_nlink > 1:
+            raise UnsafePathError("a hard link (the same file has another name, maybe outside the home)")
         chunks = []
         while chunk := os.read(fd, 1 << 20):
             chunks.append(chunk)

@@ -49,6 +49,15 @@ OUTCOME_QUALITY: dict[Outcome, float] = {
 }
 
 
+#: The largest value an outcome may report: beyond these a number is a unit or logging bug (a
+#: latency in microseconds, a cost in cents), and one such row would swamp a model's estimates.
+OUTCOME_LIMITS: dict[str, float] = {
+    "latency_ms": 86_400_000.0,     # one day
+    "cost_usd": 1_000.0,            # per request
+    "tokens_used": 100_000_000,
+}
+
+
 def parse_enum(enum_type, value: object, field: str):
     """Return ``value`` as a member of ``enum_type``, or raise ValueError naming ``field``.
 
