@@ -360,7 +360,7 @@ def test_deleted_lake_is_rebuilt_from_the_database_and_the_ingested_drops(interr
 def test_deleted_partition_is_rebuilt_not_learned_as_missing(learned_home: Path):
     seen = outcomes_seen(learned_home)
     shutil.rmtree(Lake(learned_home).partition_dir("model_performance", D2))
-    result = learn(learned_home, None, quiet=True)
+    result = learn(learned_home, D3, quiet=True)
     assert result.status == "published" and outcomes_seen(learned_home) == seen
 
 
@@ -530,13 +530,27 @@ def test_plain_learn_after_as_of_today_does_not_publish_older_evidence(tmp_path:
 def test_first_learn_starts_where_the_evidence_starts_and_skips_empty_days(tmp_path: Path):
     home = tmp_path / "home"
     initialise(home)
+    traffic(home, D1 - dt.timedelta(days=60), n=3)
+    traffic(home, D3, n=3)
+    result = learn(home, D3, quiet=True)
+    assert result.success and result.start == str(D1 - dt.timedelta(days=60))
+    assert Lake(home).partition_days("model_performance") == [D1 - dt.timedelta(days=60), D3]
+    assert outcomes_seen(home) == 6
+
+
+def test_one_decision_stamped_long_ago_does_not_make_the_first_learn_cover_years(tmp_path: Path):
+    """Regression: one decision stamped 2025-01-01 made the first learn cover 700 days (148 s)."""
+    home = tmp_path / "home"
+    initialise(home)
     traffic(home, dt.date(2025, 1, 1), n=3)
     traffic(home, D3, n=3)
     result = learn(home, D3, quiet=True)
-    assert result.success and result.start == "2025-01-01"
-    built = Lake(home).partition_days("model_performance")
-    assert built == [dt.date(2025, 1, 1), D3]
-    assert outcomes_seen(home) == 6
+    assert result.success and result.start == str(D3 - dt.timedelta(days=plan.MAX_RUN_DAYS - 1))
+    assert any("2025-01-01" in p and f"--as-of 2025-01-01" in p for p in result.problems)
+    assert outcomes_seen(home) == 3
+    # Asked for, the old day is learned (a backfill), and a plain learn then keeps both.
+    assert learn(home, dt.date(2025, 1, 1), quiet=True).success
+    assert learn(home, D3, quiet=True).success and outcomes_seen(home) == 6
 
 
 # ----------------------------------------------------------------------------- full disk, read-only home
