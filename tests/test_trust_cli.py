@@ -135,3 +135,17 @@ def test_demo_replaces_only_a_home_it_created(tmp_path, capsys):
     (home / "left-over.txt").write_text("from the first run")
     assert main(args) == 0, capsys.readouterr().err
     assert not (home / "left-over.txt").exists() and (home / ".routing-demo").is_file()
+
+
+def test_readme_install_lines_work_from_a_clone_and_the_license_is_an_spdx_string():
+    """Regression: the README said `pip install 'routing-runtime[pipeline]'` (not on PyPI), and the
+    `project.license` table is deprecated by setuptools (deadline 2027-02-18)."""
+    import tomllib
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    project = tomllib.loads((root / "pyproject.toml").read_text())["project"]
+    assert project["license"] == "Apache-2.0"
+    readme = (root / "README.md").read_text()
+    assert "pip install 'routing-runtime[pipeline]'`" not in readme
+    assert "pip install '.[pipeline]'" in readme and "routing-runtime[pipeline] @ git+" in readme
