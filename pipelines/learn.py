@@ -88,6 +88,8 @@ def parse_day(value: str | dt.date | None) -> dt.date:
 def exclusive(home: Path):
     """One learning run per home at a time (cron and a manual run must not interleave writes)."""
     lock_path = home / ".learn.lock"
+    if os.path.islink(lock_path):
+        safe_fs.set_aside(home, lock_path, "a symlink where the learning lock belongs")
     fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, safe_fs.file_mode(home))
     with os.fdopen(fd, "w") as lock:
         try:

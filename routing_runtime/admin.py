@@ -54,6 +54,7 @@ def initialise(
     for table in INBOX_TABLES:
         safe_fs.ensure_dir(home_path, "inbox", table)
     safe_fs.ensure_dir(home_path, "lake")
+    safe_fs.refuse_linked_database(home_path, store.DB_NAME)
     safe_fs.create_private_file(home_path, db_path(home_path))
 
     conn = store.connect(db_path(home_path))
@@ -148,19 +149,39 @@ def registry_fingerprint(registry: ModelRegistry) -> str:
 
 def _publish_if_changed(conn: sqlite3.Connection, registry: ModelRegistry) -> tuple[int, bool]:
     fingerprint = registry_fingerprint(registry)
+    newest = _newest_published(conn)  # read first: a publish after it is seen by the precondition below
     usable, note = load_usable_rule_set(conn)
     # Registry-order rules (no usable set) are not published ones: publish them.
     current = usable if usable.version is not None else None
     if current is not None and not note and current.inputs.get("registry_fingerprint") == fingerprint:
         return current.version, False
     inputs = {"registry_fingerprint": fingerprint, "registry_source": registry.source}
-    if current is None or current.source == "registry":
-        rows = build_rules(registry_estimates(registry), registry)
-        return publish_rule_set(conn, rows, source="registry", inputs=inputs), True
-    estimates, probabilities = _carry_over(current, registry)
-    inputs["carried_over_from"] = current.version
-    rows = build_rules(estimates, registry, probabilities)
-    return publish_rule_set(conn, rows, source="registry-update", as_of=current.as_of, inputs=inputs), True
+
+    def nobody_published_meanwhile(locked: sqlite3.Connection) -> None:
+        # Several `routing init` at once on a new home: the first publishes, the others see it.
+        if _newest_published(locked) != newest:
+            raise _PublishedMeanwhile()
+
+    try:
+        if current is None or current.source == "registry":
+            rows = build_rules(registry_estimates(registry), registry)
+            return publish_rule_set(conn, rows, source="registry", inputs=inputs, precondition=nobody_published_meanwhile), True
+        estimates, probabilities = _carry_over(current, registry)
+        inputs["carried_over_from"] = current.version
+        rows = build_rules(estimates, registry, probabilities)
+        return publish_rule_set(
+            conn, rows, source="registry-update", as_of=current.as_of, inputs=inputs, precondition=nobody_published_meanwhile,
+        ), True
+    except _PublishedMeanwhile:
+        return _publish_if_changed(conn, registry)
+
+
+def _newest_published(conn: sqlite3.Connection) -> int | None:
+    return conn.execute("SELECT MAX(version) FROM rule_sets").fetchone()[0]
+
+
+class _PublishedMeanwhile(Exception):
+    """Another process published between our read and our write transaction: decide again."""
 
 
 def _carry_over(current: RuleSet, registry: ModelRegistry):

@@ -14,7 +14,7 @@ from collections import namedtuple
 from collections.abc import Iterable
 from datetime import datetime
 
-from routing_runtime import store
+from routing_runtime import safe_fs, store
 from routing_runtime.classifier import classify_task
 from routing_runtime.home import NotInitialisedError, db_path, resolve_home
 from routing_runtime.ruleset import CompiledRules, RuleSet, load_usable_rule_set, short_repr
@@ -116,6 +116,7 @@ class ModelRouter:
         path = db_path(home_path)
         if not path.exists():
             raise NotInitialisedError(f"{home_path} is not initialised: run `routing init --home {home_path}`")
+        safe_fs.refuse_linked_database(home_path, store.DB_NAME)
         conn = store.connect(path)
         version = store.schema_version(conn)
         if version != store.SCHEMA_VERSION:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import os
 import stat
-import uuid
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing
 if TYPE_CHECKING:
@@ -71,6 +70,7 @@ def home_umask(home: Path):
 def set_aside(home: Path, path: Path, why: str) -> Path:
     """Move the entry ``path`` (a link, or a file where a folder belongs) into ``home/set_aside``
     without following it, and remember it for the next report."""
+    import uuid
     from pathlib import Path as _Path
 
     target_dir = _Path(home, SET_ASIDE)
@@ -234,6 +234,18 @@ def read_bytes(path: Path, *, single_link: bool = False) -> bytes:
         return b"".join(chunks)
     finally:
         os.close(fd)
+
+
+def refuse_linked_database(home: Path, db_name: str) -> None:
+    """SQLite follows a link in place of its database or its journal files, and would write
+    outside the home: refuse, naming the link and the fix."""
+    for suffix in ("", "-wal", "-shm", "-journal"):
+        path = os.path.join(home, db_name + suffix)
+        if os.path.islink(path):
+            raise UnsafePathError(
+                f"{path} is a symlink: routing never writes through links under the home; replace it with the file"
+                " it points to (or remove it, for -wal/-shm/-journal, when no router is running)"
+            )
 
 
 def create_private_file(home: Path, path: Path) -> None:

@@ -265,3 +265,32 @@ def test_garbage_learned_through_setting_is_named_with_the_fix(home: Path, capsy
     assert main(["learn", "--home", str(home), "--as-of", str(D3)]) == 2
     err = capsys.readouterr().err
     assert "settings.learned_through" in err and "YYYY-MM-DD" in err
+
+
+# 13, 14 ----------------------------------------------------------------------------------------
+def test_concurrent_first_inits_publish_one_registry_rule_set(tmp_path: Path):
+    home = tmp_path / "new-home"
+    runs = [subprocess.Popen([sys.executable, "-m", "routing_runtime.cli", "init", "--home", str(home)],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(4)]
+    assert [p.wait(timeout=120) for p in runs] == [0, 0, 0, 0], [p.stderr.read() for p in runs]
+    conn = sqlite3.connect(home / "routing.db")
+    assert conn.execute("SELECT COUNT(*) FROM rule_sets").fetchone()[0] == 1
+    conn.close()
+
+
+@pytest.mark.parametrize("name", ["routing.db-wal", "routing.db-journal", ".learn.lock"])
+def test_symlink_beside_the_database_is_refused_or_set_aside_naming_it(home: Path, tmp_path: Path, capsys, name: str):
+    from routing_runtime.cli import main
+
+    outside = tmp_path / "outside"
+    outside.write_text("")
+    link = home / name
+    link.unlink(missing_ok=True)
+    link.symlink_to(outside)
+    if name == ".learn.lock":
+        assert learn(home, D3, quiet=True).success
+        assert not link.is_symlink() and outside.read_text() == ""
+        return
+    assert main(["select", "--home", str(home), "--task", "math", "x"]) == 2
+    assert f"{name} is a symlink" in capsys.readouterr().err
+    assert outside.read_text() == ""
