@@ -27,10 +27,6 @@ class RoutingHome(dg.ConfigurableResource):
     def path(self) -> Path:
         return Path(self.home).expanduser().resolve()
 
-    @property
-    def lake(self) -> Path:
-        return self.path / "lake"
-
     def connect(self) -> sqlite3.Connection:
         db = self.path / store.DB_NAME
         if not db.exists():

@@ -19,7 +19,7 @@ import json
 import os
 import sqlite3
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import polars as pl
@@ -204,12 +204,8 @@ class StagingReport:
     files: int = 0
     rows: int = 0
     quarantined: int = 0
-    reasons: Counter = None
-    problems: list = None
-
-    def __post_init__(self):
-        self.reasons = self.reasons or Counter()
-        self.problems = self.problems or []
+    reasons: Counter = field(default_factory=Counter)
+    problems: list[str] = field(default_factory=list)
 
 
 def _undated_reason(table: str) -> str:

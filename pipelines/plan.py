@@ -29,7 +29,6 @@ class LearningPlan:
 
     start: dt.date
     end: dt.date
-    stale: list[dt.date] = field(default_factory=list)
     nothing_new: bool = False
     problems: list[str] = field(default_factory=list)
 
@@ -82,7 +81,7 @@ def plan_run(home: Path, conn: sqlite3.Connection, as_of: dt.date, learned_throu
                 " (a backfill), then a plain `routing learn` brings the rules up to date"
             )
         start = earliest
-    return LearningPlan(start=max(start, first), end=as_of, stale=stale, nothing_new=nothing_new, problems=problems)
+    return LearningPlan(start=max(start, first), end=as_of, nothing_new=nothing_new, problems=problems)
 
 
 def days_to_build(home: Path, conn: sqlite3.Connection, keys: list[str]) -> list[tuple[dt.date, dict | None]]:

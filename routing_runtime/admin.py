@@ -13,7 +13,7 @@ from routing_runtime import safe_fs, store
 from routing_runtime.home import NotInitialisedError, db_path, resolve_home
 from routing_runtime.registry import LearningSettings, ModelConfig, ModelRegistry, TaskPolicy
 from routing_runtime.rules import ModelEstimate, build_rules, registry_estimates
-from routing_runtime.ruleset import RuleSet, load_current_rule_set, load_usable_rule_set, publish_rule_set
+from routing_runtime.ruleset import RuleSet, load_usable_rule_set, publish_rule_set
 from routing_runtime.types import RoutingPreference, TaskType
 
 #: Folders inside ROUTING_HOME.

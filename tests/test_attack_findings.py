@@ -232,7 +232,7 @@ def test_rule_set_row_with_the_largest_version_does_not_wedge_learn(home: Path):
 
 
 # 8 ---------------------------------------------------------------------------------------------
-def test_full_disk_learn_json_prints_a_failed_result_not_a_traceback(_base: Path, small_disk: Path):
+def test_full_disk_learn_json_prints_a_failed_result_not_a_traceback(_base: Path, small_disk: Path):  # noqa: F811
     home = small_disk / "home"
     shutil.copytree(_base, home, symlinks=True)
     traffic(home, D4)

@@ -546,7 +546,7 @@ def test_one_decision_stamped_long_ago_does_not_make_the_first_learn_cover_years
     traffic(home, D3, n=3)
     result = learn(home, D3, quiet=True)
     assert result.success and result.start == str(D3 - dt.timedelta(days=plan.MAX_RUN_DAYS - 1))
-    assert any("2025-01-01" in p and f"--as-of 2025-01-01" in p for p in result.problems)
+    assert any("2025-01-01" in p and "--as-of 2025-01-01" in p for p in result.problems)
     assert outcomes_seen(home) == 3
     # Asked for, the old day is learned (a backfill), and a plain learn then keeps both.
     assert learn(home, dt.date(2025, 1, 1), quiet=True).success
