@@ -11,7 +11,7 @@ from pathlib import Path
 
 from routing_runtime import safe_fs, store
 from routing_runtime.home import NotInitialisedError, db_path, resolve_home
-from routing_runtime.registry import LearningSettings, ModelConfig, ModelRegistry, TaskPolicy
+from routing_runtime.registry import LearningSettings, ModelConfig, ModelRegistry, RegistryError, TaskPolicy, model_from_table
 from routing_runtime.rules import ModelEstimate, build_rules, registry_estimates
 from routing_runtime.ruleset import RuleSet, load_usable_rule_set, publish_rule_set
 from routing_runtime.types import RoutingPreference, TaskType
@@ -119,11 +119,7 @@ def _upsert_registry(conn: sqlite3.Connection, registry: ModelRegistry) -> None:
 def registry_from_db(conn: sqlite3.Connection) -> ModelRegistry:
     """The effective registry: every model and task policy ``routing init`` has stored."""
     models = [
-        ModelConfig(
-            id=r[0], provider=r[1], specialized_for=tuple(TaskType(t) for t in json.loads(r[2])),
-            input_cost_per_1k=r[3], output_cost_per_1k=r[4], prior_quality=r[5], off_specialty_prior_quality=r[6],
-            typical_latency_ms=r[7], enabled=bool(r[8]),
-        )
+        _stored_model(r)
         for r in conn.execute(
             "SELECT id, provider, specialized_for, input_cost_per_1k, output_cost_per_1k, prior_quality,"
             " off_specialty_prior_quality, typical_latency_ms, enabled FROM models ORDER BY rowid"
@@ -136,6 +132,20 @@ def registry_from_db(conn: sqlite3.Connection) -> ModelRegistry:
     settings = dict(conn.execute("SELECT key, value FROM settings"))
     learning = LearningSettings(**json.loads(settings["learning"])) if "learning" in settings else LearningSettings()
     return ModelRegistry.from_models(models, policies, learning, settings.get("registry_source", "routing.db"))
+
+
+def _stored_model(row: tuple) -> ModelConfig:
+    """A ``models`` row checked as a registry file's entry is: a value written there by hand
+    (text in a number column) is named with the fix, never a crash deep in learning."""
+    names = ("id", "provider", "specialized_for", "input_cost_per_1k", "output_cost_per_1k", "prior_quality",
+             "off_specialty_prior_quality", "typical_latency_ms", "enabled")
+    table = {k: v for k, v in zip(names, row) if v is not None}
+    try:
+        table["specialized_for"] = json.loads(table.get("specialized_for", "[]"))
+        table["enabled"] = {0: False, 1: True}.get(table.get("enabled", 1), table.get("enabled"))
+        return model_from_table(table, "routing.db: models")
+    except (ValueError, TypeError) as exc:
+        raise RegistryError(f"{exc}: run `routing init --registry FILE` to store a valid registry") from None
 
 
 def registry_fingerprint(registry: ModelRegistry) -> str:

@@ -294,3 +294,16 @@ def test_symlink_beside_the_database_is_refused_or_set_aside_naming_it(home: Pat
     assert main(["select", "--home", str(home), "--task", "math", "x"]) == 2
     assert f"{name} is a symlink" in capsys.readouterr().err
     assert outside.read_text() == ""
+
+
+# 12c -------------------------------------------------------------------------------------------
+def test_text_in_a_stored_model_number_is_named_with_the_fix_and_selection_survives(home: Path):
+    conn = sqlite3.connect(home / "routing.db")
+    conn.execute("UPDATE models SET prior_quality = 'high' WHERE id = 'gpt-4o'")
+    conn.commit()
+    conn.close()
+    result = learn(home, D3, quiet=True)
+    assert result.status == "failed"
+    assert any("prior_quality" in p and "'high'" in p and "routing init --registry" in p for p in result.problems), result.problems
+    with ModelRouter.open(home) as router:
+        assert router.select_model("math").model_id
