@@ -235,7 +235,8 @@ def _split_drop(content: bytes, name: str, table: str, digest: str) -> tuple[dic
 
 def _write_staged(lake: Lake, table: str, stem: str, by_day: dict[dt.date, pl.DataFrame], quarantined: pl.DataFrame) -> None:
     for day, part in by_day.items():
-        lake.write_file(STAGED, table, f"day={day}", f"{stem}.parquet", frame=part, fast=True)
+        staged = lake.staged_file(table, day, stem)
+        lake.write_file(*staged.relative_to(lake.root).parts, frame=part, fast=True)
     if quarantined.height:
         lake.write_file(QUARANTINE, table, UNDATED, f"{stem}.parquet", frame=quarantined)
 
@@ -309,7 +310,7 @@ def restage_missing(home: Path, conn: sqlite3.Connection, table: str) -> list[st
     for stem, original, ingested_name, days in conn.execute(
         "SELECT stem, original_name, ingested_name, days FROM inbox_drops WHERE table_name = ? ORDER BY stem", (table,)
     ).fetchall():
-        missing = [d for d in json.loads(days) if not safe_fs.is_regular_file(lake.file_path(STAGED, table, f"day={d}", f"{stem}.parquet"))]
+        missing = _days_not_staged(lake, table, stem, days)
         if not missing:
             continue
         source = home / "inbox" / table / "ingested" / ingested_name
@@ -344,15 +345,19 @@ def _missing_drops(home: Path, conn: sqlite3.Connection, table: str) -> list[tup
     for stem, original, ingested_name, days in conn.execute(
         "SELECT stem, original_name, ingested_name, days FROM inbox_drops WHERE table_name = ?", (table,)
     ).fetchall():
-        staged = all(safe_fs.is_regular_file(lake.file_path(STAGED, table, f"day={d}", f"{stem}.parquet")) for d in json.loads(days))
-        if not staged and not safe_fs.is_regular_file(home / "inbox" / table / "ingested" / ingested_name):
+        if _days_not_staged(lake, table, stem, days) and not safe_fs.is_regular_file(home / "inbox" / table / "ingested" / ingested_name):
             missing.append((f"forgot inbox drop {original!r} ({table}): its evidence was lost", stem))
     return missing
 
 
+def _days_not_staged(lake: Lake, table: str, stem: str, days_json: str) -> list[str]:
+    """The days of a recorded drop (``inbox_drops.days``) whose staged file is gone."""
+    return [d for d in json.loads(days_json) if not safe_fs.is_regular_file(lake.staged_file(table, d, stem))]
+
+
 def read_staged_day(lake: Lake, table: str, day: dt.date, stems: list[str]) -> pl.DataFrame:
     """The staged rows of ``day`` from exactly the drops ``stems`` (what the fingerprint says)."""
-    files = [lake.file_path(STAGED, table, f"day={day}", f"{stem}.parquet") for stem in stems]
+    files = [lake.staged_file(table, day, stem) for stem in stems]
     missing = [f.name for f in files if not safe_fs.is_regular_file(f)]
     if missing:
         raise FileNotFoundError(

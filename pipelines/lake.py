@@ -163,6 +163,10 @@ class Lake:
 
     # ------------------------------------------------------------------ single files
 
+    def staged_file(self, table: str, day: dt.date | str, stem: str) -> Path:
+        """The rows one inbox drop has on ``day``, as staged."""
+        return self.file_path(STAGED, table, f"day={day}", f"{stem}.parquet")
+
     def file_path(self, *parts: str) -> Path:
         return self.root.joinpath(*parts)
 

@@ -24,11 +24,13 @@ import dagster as dg
 from assets import names
 from assets.resources import RoutingHome
 from pipelines import ingest
-from pipelines.definitions import build_definitions, learning_range, run_tags
+from pipelines.definitions import build_definitions, run_tags
 from pipelines.ingest import FIRST_DAY, TABLES
 from pipelines.lake import Lake
+from pipelines.plan import plan_run
 from routing_runtime import safe_fs, store
 from routing_runtime.home import resolve_home
+from routing_runtime.ruleset import published_marker
 
 LAST_LEARN = "last_learn"
 RUNNER_TAG = "routing/runner"
@@ -178,15 +180,15 @@ def _learn_locked(routing_home: RoutingHome, day: dt.date, *, explicit: bool, qu
         if forget:
             problems += ingest.forget_missing(home, conn)
         staging = {table: ingest.stage_inbox(home, conn, table) for table in TABLES}
-        before = _newest_version(conn)
+        missing = [problem for table in TABLES for problem in ingest.restage_missing(home, conn, table)]
+        planned = plan_run(home, conn, day, routing_home.learned_through(), explicit=explicit)
+        before = published_marker(conn)
     finally:
         conn.close()
     tables = {t: {"ingested": 0, "quarantined": r.quarantined, "reasons": Counter(r.reasons)} for t, r in staging.items()}
     for report in staging.values():
         problems += report.problems
-    planned = learning_range(routing_home, day, explicit=explicit)
-    problems += planned.problems + safe_fs.drain_set_aside()
-    missing = [p for p in problems if "is missing:" in p]
+    problems += missing + planned.problems + safe_fs.drain_set_aside()
     if missing:
         return LearnResult("failed", None, str(day), _finish_tables(tables), problems)
     if planned.nothing_new:
@@ -204,7 +206,7 @@ def _learn_locked(routing_home: RoutingHome, day: dt.date, *, explicit: bool, qu
         )
     conn = routing_home.connect()
     try:
-        after = _newest_version(conn)
+        after = published_marker(conn)
     finally:
         conn.close()
 
@@ -269,11 +271,6 @@ def _finish_tables(tables: dict) -> dict:
             for t, v in tables.items()}
 
 
-def _newest_version(conn) -> tuple[int, int | None]:
-    """(rule sets published, the newest version below the ceiling publishing counts from)."""
-    return conn.execute("SELECT COUNT(*), MAX(version) FROM rule_sets WHERE version < ?", (2**62,)).fetchone()
-
-
 def _close_abandoned_runs(instance: dg.DagsterInstance) -> None:
     """Runs of `routing learn` still marked as running were killed (we hold the home's lock, so
     none is alive): mark them failed, so the UI does not show them running forever."""
@@ -298,13 +295,6 @@ def _remember(routing_home: RoutingHome, result: LearnResult) -> None:
         conn.close()
 
 
-def _read_only_mount(path: Path) -> bool:
-    try:
-        return bool(os.statvfs(path).f_flag & os.ST_RDONLY)
-    except OSError:
-        return False
-
-
 def run_learning(home: str | None, as_of: str | None, *, as_json: bool = False,
                  accept_quarantine: tuple[str, ...] = (), forget_missing: bool = False) -> int:
     """CLI entry: progress on stderr, a summary (or ``--json``); exit 0 when rules were published
@@ -312,7 +302,7 @@ def run_learning(home: str | None, as_of: str | None, *, as_json: bool = False,
     os.environ["ROUTING_PROGRESS"] = "1" if (sys.stderr.isatty() or os.environ.get("ROUTING_PROGRESS")) and not as_json else ""
     started = time.perf_counter()
     home_path = resolve_home(home)
-    if home_path.is_dir() and not os.access(home_path, os.W_OK) or _read_only_mount(home_path):
+    if home_path.is_dir() and safe_fs.is_read_only(home_path):
         raise PermissionError(f"{home_path} is read-only: learning writes the lake and new rules there")
     try:
         result = learn(home, as_of, quiet=as_json, accept_quarantine=accept_quarantine, forget_missing=forget_missing)

@@ -13,7 +13,7 @@ from routing_runtime import safe_fs, store
 from routing_runtime.home import NotInitialisedError, db_path, resolve_home
 from routing_runtime.registry import LearningSettings, ModelConfig, ModelRegistry, RegistryError, TaskPolicy, model_from_table
 from routing_runtime.rules import ModelEstimate, build_rules, registry_estimates
-from routing_runtime.ruleset import RuleSet, load_usable_rule_set, publish_rule_set
+from routing_runtime.ruleset import RuleSet, load_usable_rule_set, publish_rule_set, published_marker
 from routing_runtime.types import RoutingPreference, TaskType
 
 #: Folders inside ROUTING_HOME.
@@ -159,7 +159,7 @@ def registry_fingerprint(registry: ModelRegistry) -> str:
 
 def _publish_if_changed(conn: sqlite3.Connection, registry: ModelRegistry) -> tuple[int, bool]:
     fingerprint = registry_fingerprint(registry)
-    newest = _newest_published(conn)  # read first: a publish after it is seen by the precondition below
+    newest = published_marker(conn)  # read first: a publish after it is seen by the precondition below
     usable, note = load_usable_rule_set(conn)
     # Registry-order rules (no usable set) are not published ones: publish them.
     current = usable if usable.version is not None else None
@@ -169,7 +169,7 @@ def _publish_if_changed(conn: sqlite3.Connection, registry: ModelRegistry) -> tu
 
     def nobody_published_meanwhile(locked: sqlite3.Connection) -> None:
         # Several `routing init` at once on a new home: the first publishes, the others see it.
-        if _newest_published(locked) != newest:
+        if published_marker(locked) != newest:
             raise _PublishedMeanwhile()
 
     try:
@@ -184,10 +184,6 @@ def _publish_if_changed(conn: sqlite3.Connection, registry: ModelRegistry) -> tu
         ), True
     except _PublishedMeanwhile:
         return _publish_if_changed(conn, registry)
-
-
-def _newest_published(conn: sqlite3.Connection) -> int | None:
-    return conn.execute("SELECT MAX(version) FROM rule_sets").fetchone()[0]
 
 
 class _PublishedMeanwhile(Exception):

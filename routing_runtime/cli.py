@@ -90,15 +90,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _read_only_hint(args) -> str:
     """Say so when the home cannot be written: the error alone ("unable to open database file")
     does not tell an operator why."""
-    import os
-
+    from routing_runtime import safe_fs
     from routing_runtime.home import resolve_home
 
-    try:
-        home = resolve_home(getattr(args, "home", None))
-        read_only = bool(os.statvfs(home).f_flag & os.ST_RDONLY) or not os.access(home, os.W_OK)
-    except OSError:
-        return ""
+    read_only = safe_fs.is_read_only(resolve_home(getattr(args, "home", None)))
     return " (the home is read-only: `routing rules` and `routing status` still read it)" if read_only else ""
 
 

@@ -17,7 +17,7 @@ from datetime import datetime
 from routing_runtime import safe_fs, store
 from routing_runtime.classifier import classify_task
 from routing_runtime.home import NotInitialisedError, db_path, resolve_home
-from routing_runtime.ruleset import CompiledRules, RuleSet, load_usable_rule_set, short_repr
+from routing_runtime.ruleset import CompiledRules, RuleSet, load_usable_rule_set, published_marker, short_repr
 from routing_runtime.types import OUTCOME_LIMITS, Outcome, RoutingPreference, TaskType, parse_enum
 
 #: How often a router checks whether a new rule set was published (seconds).
@@ -402,10 +402,7 @@ class ModelRouter:
     def _newest_version(self) -> tuple:
         """What decides which rules are served: the published versions (their number and newest,
         so a publish below a poisoned huge version is seen too) and the registry's last change."""
-        return self._conn.execute(
-            "SELECT (SELECT COUNT(*) FROM rule_sets), (SELECT MAX(version) FROM rule_sets WHERE source != 'legacy'),"
-            " (SELECT MAX(updated_at) FROM models)"
-        ).fetchone()
+        return (*published_marker(self._conn), self._conn.execute("SELECT MAX(updated_at) FROM models").fetchone()[0])
 
     def _maybe_refresh(self, force: bool = False) -> None:
         now = time.monotonic()

@@ -109,6 +109,12 @@ def publish_rule_set(
 _VERSION_CEILING = 2**62
 
 
+def published_marker(conn: sqlite3.Connection) -> tuple[int, int | None]:
+    """(rule sets stored, the newest version below the ceiling new versions count from): it
+    changes with every publication, also one below a poisoned huge version."""
+    return conn.execute("SELECT COUNT(*), MAX(version) FROM rule_sets WHERE version < ?", (_VERSION_CEILING,)).fetchone()
+
+
 class UnusableRuleSet(ValueError):
     """A stored rule set this code cannot serve; the message names the version, row and field."""
 

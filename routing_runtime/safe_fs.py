@@ -33,6 +33,14 @@ class UnsafePathError(OSError):
     """A path the product would read or write leaves the home; the message names it."""
 
 
+def is_read_only(path: Path) -> bool:
+    """Whether ``path`` cannot be written: a read-only mount, or no write permission."""
+    try:
+        return bool(os.statvfs(path).f_flag & os.ST_RDONLY) or not os.access(path, os.W_OK)
+    except OSError:
+        return False
+
+
 def group_access(home: Path) -> bool:
     """Whether ``home`` shares with its group (its own mode has group bits)."""
     try:
