@@ -29,8 +29,8 @@ What is replayed, per repeat (seed ``--seed + r``, everything seeded):
   model from the rule set's ``selection_probability`` for (task type, ``quality``) and observes that
   model's real ``correct`` on that question (success/failure, ``quality_score`` = correct, cost =
   1000 tokens × price, latency 1000 ms). Each night the day's rows go through
-  ``pipelines.statistics.daily_stats``; all days so far through ``pipelines.posteriors.posteriors_as_of``
-  (change points, forgetting, posteriors) and ``pipelines.rulebuild.candidate_rules``, which is
+  ``routing_pipelines.learning.statistics.daily_stats``; all days so far through ``routing_pipelines.learning.posteriors.posteriors_as_of``
+  (change points, forgetting, posteriors) and ``routing_pipelines.learning.candidates.candidate_rules``, which is
   the rule set of the next day, exactly as the nightly Dagster job chains them.
 * **Plain batched Thompson sampling** (reference, numpy): Beta(1, 1) per (task type, model), no
   other prior, no forgetting, no exploration floor. Each request draws one sample per model from
@@ -78,9 +78,9 @@ from typing import Literal
 import numpy as np
 import polars as pl
 
-from pipelines.posteriors import compute_posteriors, posteriors_as_of
-from pipelines.rulebuild import candidate_rules
-from pipelines.statistics import STATS_SCHEMA, daily_stats
+from routing_pipelines.learning.posteriors import compute_posteriors, posteriors_as_of
+from routing_pipelines.learning.candidates import candidate_rules
+from routing_pipelines.learning.statistics import STATS_SCHEMA, daily_stats
 from routing_runtime.registry import ModelRegistry
 from routing_runtime.rules import RuleRow, build_rules, registry_estimates
 from routing_runtime.types import RoutingPreference, TaskType

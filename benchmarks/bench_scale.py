@@ -15,12 +15,12 @@ removed at the end unless ``--keep``):
 2. Synthetic logs (clearly synthetic, seeded, deterministic): per UTC day, the days ending on
    2026-10-31, ``rows-per-day`` routing decisions and as many outcomes (one per decision, same
    model and task type, linked by ``decision_id``), in the columns of
-   ``pipelines.ingest.SCHEMAS``. About 0.1% of the rows of each table are invalid (quality 1.7,
+   ``routing_pipelines.logs.SCHEMAS``. About 0.1% of the rows of each table are invalid (quality 1.7,
    negative latency, unknown model, unknown outcome, propensity outside (0, 1]) so the quarantine
    path is exercised. One Parquet file per day per table in ``inbox/<table>/``; the last day is
    held back. Generation is timed but not part of any measured figure.
 3. Floor: ``pl.scan_parquet`` of the outcome files of the first ``days - 1`` days,
-   ``group_by(model_id, task_type, day)`` with the aggregates of ``pipelines.statistics.daily_stats``
+   ``group_by(model_id, task_type, day)`` with the aggregates of ``routing_pipelines.learning.statistics.daily_stats``
    (best of 3, in this process, files warm in the page cache like the learn run's). The same for the
    held-back day alone, as the floor of the incremental run.
 4. ``python -m routing_runtime.cli learn --home HOME --as-of <day days-1>`` as a child process:
@@ -54,7 +54,7 @@ import polars as pl
 
 ROOT = Path(__file__).resolve().parent.parent
 
-from pipelines.ingest import DECISIONS, PERFORMANCE, SCHEMAS  # noqa: E402
+from routing_pipelines.logs import DECISIONS, PERFORMANCE, SCHEMAS  # noqa: E402
 from routing_runtime.admin import initialise  # noqa: E402
 from routing_runtime.registry import ModelRegistry  # noqa: E402
 from routing_runtime.types import Outcome, RoutingPreference, TaskType  # noqa: E402

@@ -4,13 +4,13 @@ Run with ``python benchmarks/bench_scenarios.py [--scenarios stationary drift ..
 [--seed 0] [--days N] [--requests-per-day N] [--json out.json]`` (about 3 minutes on 2 idle cores
 with the defaults: 4 scenarios × 2 seeds × 14 nights of the real learning job).
 
-The ground truth of every scenario is **synthetic** (``pipelines/scenarios/*.toml``): true
+The ground truth of every scenario is **synthetic** (``pipelines/simulation/scenarios/*.toml``): true
 qualities per task type, latencies and costs that nobody measured. What it gives is a known best
 model for every (task type, preference) cell on every day, so policies can be scored against it.
 
 Per scenario and seed ``s`` (seeds ``--seed`` … ``--seed + --seeds - 1``):
 
-* **This router** — the real product path, unmodified: ``pipelines.simulator.simulate(scenario,
+* **This router** — the real product path, unmodified: ``routing_pipelines.simulation.simulator.simulate(scenario,
   home, seed=s)`` in a fresh temporary home: ``ModelRouter.select_model`` / ``record_performance``
   for every request, ``routing init`` on registry changes and the nightly ``routing learn``
   Dagster job after every simulated day.
@@ -46,14 +46,14 @@ against the replayed stream.
 Reported per scenario and policy (mean ± sd over seeds):
 
 * **to true best**: share of requests routed to the true best model of their cell, by that day's
-  truth (``pipelines.report.day_figures``), over the whole run and on the last day;
+  truth (``routing_pipelines.simulation.report.day_figures``), over the whole run and on the last day;
 * **cells right**: cells (of 32) whose most-chosen model on the last day is the true best
-  (``pipelines.report.convergence``);
+  (``routing_pipelines.simulation.report.convergence``);
 * **mean quality**: realised mean of the true quality of the chosen models (as the simulator
   scores it); **total cost**: realised cost in USD;
 * **reaction** (scenarios with events): nights after the event until the policy's most-chosen model
   in every cell whose true best the event changed is the new true best with more than half of the
-  cell's traffic (``pipelines.report.reactions``, applied to each policy's traffic the same way);
+  cell's traffic (``routing_pipelines.simulation.report.reactions``, applied to each policy's traffic the same way);
   the worst affected cell, per seed.
 
 Reference rows, on the same requests: the static rules built from the registry alone (a router
@@ -84,9 +84,9 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 
-from pipelines.report import CELLS, convergence, day_figures, reactions, static_policy  # noqa: E402
-from pipelines.scenarios import SHIPPED, load_scenario  # noqa: E402
-from pipelines.simulator import DayResult, Scenario, SimulationResult, _apply, simulate, true_best, true_cost  # noqa: E402
+from routing_pipelines.simulation.report import CELLS, convergence, day_figures, reactions, static_policy  # noqa: E402
+from routing_pipelines.simulation.scenarios import SHIPPED, load_scenario  # noqa: E402
+from routing_pipelines.simulation.simulator import DayResult, Scenario, SimulationResult, _apply, simulate, true_best, true_cost  # noqa: E402
 from routing_runtime.rules import preference_score  # noqa: E402
 from routing_runtime.types import RoutingPreference, TaskType  # noqa: E402
 
@@ -153,7 +153,7 @@ def check_stream(result: SimulationResult, stream: list[DayStream]) -> None:
         replay = Counter((TASKS[t], PREFS[p]) for t, p in zip(ds.task.tolist(), ds.pref.tolist()))
         if router != replay:
             raise RuntimeError(f"day {index + 1}: the replayed request stream differs from the simulator's; "
-                               "pipelines.simulator changed its random draws, update request_stream()")
+                               "routing_pipelines.simulation.simulator changed its random draws, update request_stream()")
 
 
 # --------------------------------------------------------------------------- the baselines
@@ -516,7 +516,7 @@ def main(argv: list[str] | None = None) -> int:
           + "; ".join(f"{d} days × {n} requests a day" for d, n in sizes)
           + f"; runtime {elapsed_total:.0f} s (the router's runs {sum(router_seconds):.0f} s, "
           f"{np.mean(router_seconds):.1f} s each){load}.")
-    print("Ground truth: synthetic (`pipelines/scenarios/*.toml`). Same requests and outcome noise for every policy. "
+    print("Ground truth: synthetic (`pipelines/simulation/scenarios/*.toml`). Same requests and outcome noise for every policy. "
           + ("Figures are mean ± sd over seeds; reaction per seed." if len(seeds) > 1 else ""))
     print()
     print(markdown(summary))

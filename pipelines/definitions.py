@@ -6,15 +6,15 @@ import os
 
 import dagster as dg
 
-from assets import names
-from assets.ingest import daily_model_stats, log_validity, model_performance, routing_decisions
-from assets.learning import (
+from routing_pipelines.assets import names
+from routing_pipelines.assets.log_assets import daily_model_stats, log_validity, model_performance, routing_decisions
+from routing_pipelines.assets.learning_assets import (
     candidate_routing_rules, model_posteriors, model_routing_rules, policy_evaluation, posterior_sanity, rules_coverage,
     specialist_vs_generalist,
 )
-from assets.resources import RoutingHome
-from pipelines.ingest import TABLES, restage_missing, stage_inbox
-from pipelines.plan import LearningPlan, plan_run
+from routing_pipelines.resources import RoutingHome
+from routing_pipelines.logs import TABLES, restage_missing, stage_inbox
+from routing_pipelines.plan import LearningPlan, plan_run
 
 ASSETS = [
     routing_decisions, model_performance, daily_model_stats, model_posteriors, specialist_vs_generalist,
@@ -31,7 +31,7 @@ nightly_learning = dg.define_asset_job(
 
 
 def learning_range(routing_home: RoutingHome, as_of: dt.date, *, explicit: bool = False) -> LearningPlan:
-    """The next run's days (see :func:`pipelines.plan.plan_run`). Stages the inbox first (each
+    """The next run's days (see :func:`routing_pipelines.plan.plan_run`). Stages the inbox first (each
     drop once, idempotent) so that the days of dropped rows are known."""
     conn = routing_home.connect()
     try:

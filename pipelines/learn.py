@@ -21,13 +21,13 @@ from pathlib import Path
 
 import dagster as dg
 
-from assets import names
-from assets.resources import RoutingHome
-from pipelines import ingest
-from pipelines.definitions import build_definitions, run_tags
-from pipelines.ingest import FIRST_DAY, TABLES
-from pipelines.lake import Lake
-from pipelines.plan import plan_run
+from routing_pipelines.assets import names
+from routing_pipelines.resources import RoutingHome
+from routing_pipelines import logs
+from routing_pipelines.definitions import build_definitions, run_tags
+from routing_pipelines.logs import FIRST_DAY, TABLES
+from routing_pipelines.lake import Lake
+from routing_pipelines.plan import plan_run
 from routing_runtime import safe_fs, store
 from routing_runtime.home import resolve_home
 from routing_runtime.ruleset import published_marker
@@ -178,9 +178,9 @@ def _learn_locked(routing_home: RoutingHome, day: dt.date, *, explicit: bool, qu
                     [(d.isoformat(), store.utc_timestamp()) for d in accepted],
                 )
         if forget:
-            problems += ingest.forget_missing(home, conn)
-        staging = {table: ingest.stage_inbox(home, conn, table) for table in TABLES}
-        missing = [problem for table in TABLES for problem in ingest.restage_missing(home, conn, table)]
+            problems += logs.forget_missing(home, conn)
+        staging = {table: logs.stage_inbox(home, conn, table) for table in TABLES}
+        missing = [problem for table in TABLES for problem in logs.restage_missing(home, conn, table)]
         planned = plan_run(home, conn, day, routing_home.learned_through(), explicit=explicit)
         before = published_marker(conn)
     finally:

@@ -14,8 +14,8 @@ import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pipelines import ingest
-from pipelines.lake import QUARANTINE, Lake
+from routing_pipelines import logs
+from routing_pipelines.lake import QUARANTINE, Lake
 
 DAILY_MODEL_STATS = "daily_model_stats"
 #: The most days one run builds. Each day of a run's range costs Dagster about 60 ms even when
@@ -46,13 +46,13 @@ def stale_days(home: Path, conn: sqlite3.Connection, sources: dict[dt.date, dict
     learned = dict(conn.execute("SELECT day, fingerprint FROM learned_days"))
     stale = []
     for day in sorted(set(sources) | {dt.date.fromisoformat(d) for d in learned}):
-        expected = {t: ingest.table_fingerprint(sources.get(day), t) for t in ingest.TABLES}
-        built = {t: lake.built_from(t, day) for t in ingest.TABLES}
+        expected = {t: logs.table_fingerprint(sources.get(day), t) for t in logs.TABLES}
+        built = {t: lake.built_from(t, day) for t in logs.TABLES}
         stats = lake.built_from(DAILY_MODEL_STATS, day)
-        stats_ok = stats is not None and json.loads(stats).get("performance") == built[ingest.PERFORMANCE]
+        stats_ok = stats is not None and json.loads(stats).get("performance") == built[logs.PERFORMANCE]
         if (
             built != expected or not stats_ok
-            or learned.get(day.isoformat()) != learned_fingerprint(expected[ingest.DECISIONS], expected[ingest.PERFORMANCE])
+            or learned.get(day.isoformat()) != learned_fingerprint(expected[logs.DECISIONS], expected[logs.PERFORMANCE])
         ):
             stale.append(day)
     return stale
@@ -62,9 +62,9 @@ def plan_run(home: Path, conn: sqlite3.Connection, as_of: dt.date, learned_throu
     """The range of the next run up to ``as_of``: from the earliest stale day (on a new home, the
     first day with evidence) to ``as_of``. ``nothing_new`` when ``as_of`` is learned already and
     nothing is stale, unless the day was asked for explicitly (a backfill)."""
-    sources = ingest.source_fingerprints(conn)
+    sources = logs.source_fingerprints(conn)
     stale = [d for d in stale_days(home, conn, sources) if d <= as_of]
-    first = ingest.FIRST_DAY.date()
+    first = logs.FIRST_DAY.date()
     if learned_through is None:
         start = min([*(d for d in sources if d <= as_of), as_of])
     else:
@@ -89,12 +89,12 @@ def days_to_build(home: Path, conn: sqlite3.Connection, keys: list[str]) -> list
     sources: a day without either costs nothing."""
     if not keys:
         return []
-    sources = ingest.source_fingerprints(conn, (dt.date.fromisoformat(keys[0]), dt.date.fromisoformat(keys[-1])))
+    sources = logs.source_fingerprints(conn, (dt.date.fromisoformat(keys[0]), dt.date.fromisoformat(keys[-1])))
     lake = Lake(home)
     result = []
     for key in keys:
         day = dt.date.fromisoformat(key)
-        if day in sources or any(lake.has_partition(t, day) for t in (*ingest.TABLES, DAILY_MODEL_STATS)):
+        if day in sources or any(lake.has_partition(t, day) for t in (*logs.TABLES, DAILY_MODEL_STATS)):
             result.append((day, sources.get(day)))
     return result
 
@@ -108,13 +108,13 @@ def record_learned(home: Path, conn: sqlite3.Connection, keys: list[str]) -> Non
     rows = []
     now = store.utc_timestamp()
     for key in keys:
-        built = {t: lake.built_from(t, key) for t in ingest.TABLES}
+        built = {t: lake.built_from(t, key) for t in logs.TABLES}
         if all(b is None for b in built.values()):
             continue
         stats = lake.built_from(DAILY_MODEL_STATS, key)
         held = json.loads(stats).get("held") if stats else None
-        quarantined = [_height(lake.partition_files(t, key, QUARANTINE)) for t in ingest.TABLES]
-        rows.append((key, learned_fingerprint(built[ingest.DECISIONS], built[ingest.PERFORMANCE]), *quarantined, held, now))
+        quarantined = [_height(lake.partition_files(t, key, QUARANTINE)) for t in logs.TABLES]
+        rows.append((key, learned_fingerprint(built[logs.DECISIONS], built[logs.PERFORMANCE]), *quarantined, held, now))
     with store.transaction(conn):
         conn.executemany(
             "INSERT OR REPLACE INTO learned_days (day, fingerprint, decisions_quarantined, performance_quarantined, held, learned_at)"

@@ -9,10 +9,10 @@ import sys
 import time
 from pathlib import Path
 
-from pipelines.learn import dagster_folder, dagster_instance
+from routing_pipelines.learn import dagster_folder, dagster_instance
 from routing_runtime.home import NotInitialisedError, db_path, resolve_home
 
-CODE_LOCATION = ["-m", "pipelines.definitions", "-a", "defs"]
+CODE_LOCATION = ["-m", "routing_pipelines.definitions", "-a", "defs"]
 
 
 def ui_environment(home: Path) -> dict[str, str]:

@@ -260,7 +260,7 @@ def _has_pipeline_extra(command: str) -> bool:
 def _learn(args) -> int:
     if not _has_pipeline_extra("learn"):
         return 2
-    from pipelines.learn import run_learning
+    from routing_pipelines.learn import run_learning
 
     return run_learning(
         home=args.home, as_of=args.as_of, as_json=args.json,
@@ -271,7 +271,7 @@ def _learn(args) -> int:
 def _demo(args) -> int:
     if not _has_pipeline_extra("demo"):
         return 2
-    from pipelines.demo import run_demo
+    from routing_pipelines.simulation.demo import run_demo
 
     return run_demo(args.scenario, days=args.days, requests_per_day=args.requests_per_day, seed=args.seed, home=args.home)
 
@@ -279,7 +279,7 @@ def _demo(args) -> int:
 def _ui(args) -> int:
     if not _has_pipeline_extra("ui"):
         return 2
-    from pipelines.ui import run_ui
+    from routing_pipelines.ui import run_ui
 
     return run_ui(args.home, args.port, daemon=not args.no_daemon)
 

@@ -21,8 +21,8 @@ import pytest
 pytest.importorskip("dagster")
 pl = pytest.importorskip("polars")
 
-import assets.learning as learning_assets  # noqa: E402
-from pipelines.learn import learn  # noqa: E402
+import routing_pipelines.assets.learning_assets as learning_assets  # noqa: E402
+from routing_pipelines.learn import learn  # noqa: E402
 from routing_runtime import ModelRouter  # noqa: E402
 from routing_runtime.admin import initialise  # noqa: E402
 

@@ -9,7 +9,7 @@ import pytest
 pytest.importorskip("dagster")
 pytest.importorskip("matplotlib")
 
-from pipelines.scenarios import SHIPPED, load_scenario  # noqa: E402
+from routing_pipelines.simulation.scenarios import SHIPPED, load_scenario  # noqa: E402
 from routing_runtime.cli import main  # noqa: E402
 
 

@@ -12,12 +12,12 @@ import pytest
 dg = pytest.importorskip("dagster")
 pl = pytest.importorskip("polars")
 
-from assets import names  # noqa: E402
-from assets.ingest import model_performance, routing_decisions  # noqa: E402
-from assets.resources import RoutingHome  # noqa: E402
-from pipelines.lake import QUARANTINE, Lake  # noqa: E402
-from pipelines.definitions import ASSETS, CHECKS, build_definitions, defs, nightly_schedule  # noqa: E402
-from pipelines.learn import learn  # noqa: E402
+from routing_pipelines.assets import names  # noqa: E402
+from routing_pipelines.assets.log_assets import model_performance, routing_decisions  # noqa: E402
+from routing_pipelines.resources import RoutingHome  # noqa: E402
+from routing_pipelines.lake import QUARANTINE, Lake  # noqa: E402
+from routing_pipelines.definitions import ASSETS, CHECKS, build_definitions, defs, nightly_schedule  # noqa: E402
+from routing_pipelines.learn import learn  # noqa: E402
 from routing_runtime import ModelRouter, store  # noqa: E402
 from routing_runtime.admin import initialise  # noqa: E402
 
@@ -234,7 +234,7 @@ def test_first_learn_on_a_new_home_ingests_every_dropped_day_and_late_drops_are_
 
 
 def test_learn_refuses_a_future_day_and_a_second_concurrent_run(home: Path):
-    from pipelines.learn import exclusive
+    from routing_pipelines.learn import exclusive
 
     with pytest.raises(ValueError, match="in the future"):
         learn(home, dt.date.today() + dt.timedelta(days=3), quiet=True)
@@ -251,13 +251,13 @@ def test_learn_on_an_uninitialised_home_says_how_to_initialise(tmp_path: Path):
 
 def test_two_drops_with_the_same_name_and_no_ids_are_both_kept(home: Path):
     """Regression: ids derived from the file name made a second `outcomes.jsonl` replace the first."""
-    from pipelines import ingest
+    from routing_pipelines import logs
 
     row = {"task_type": "math", "outcome": "success", "recorded_at": "2026-05-04T12:00:00Z"}
     for model in ("gpt-4o", "codestral-2508"):
         drop(home, "model_performance", "outcomes.jsonl", "\n".join(json.dumps({**row, "model_id": model}) for _ in range(3)) + "\n")
         conn = store.connect(home / "routing.db")
-        ingest.stage_inbox(home, conn, "model_performance")
+        logs.stage_inbox(home, conn, "model_performance")
         conn.close()
     drop(home, "model_performance", ".upload-in-progress.jsonl", json.dumps({**row, "model_id": "gpt-4o"}))
     assert materialize_ingest(home).success

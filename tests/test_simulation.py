@@ -11,7 +11,7 @@ import pytest
 
 pytest.importorskip("dagster")
 
-from pipelines.simulator import Event, ModelTruth, Scenario, simulate, true_best  # noqa: E402
+from routing_pipelines.simulation.simulator import Event, ModelTruth, Scenario, simulate, true_best  # noqa: E402
 from routing_runtime import RoutingPreference, TaskType  # noqa: E402
 from routing_runtime.registry import ModelConfig, ModelRegistry  # noqa: E402
 

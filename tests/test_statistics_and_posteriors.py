@@ -11,7 +11,7 @@ pl = pytest.importorskip("polars")
 np = pytest.importorskip("numpy")
 sps = pytest.importorskip("scipy.stats")
 
-from pipelines import posteriors, statistics  # noqa: E402
+from routing_pipelines.learning import posteriors, statistics  # noqa: E402
 from routing_runtime.registry import ModelRegistry  # noqa: E402
 
 REGISTRY = ModelRegistry.from_toml("""
@@ -161,7 +161,7 @@ def test_specialist_comparison_reports_the_probability_that_the_specialist_is_be
 
 
 def test_learned_rules_follow_each_preference_definition():
-    from pipelines import rulebuild
+    from routing_pipelines.learning import candidates
     from routing_runtime import RoutingPreference, TaskType
 
     registry = ModelRegistry.from_toml("""
@@ -197,7 +197,7 @@ typical_latency_ms = 3000
     for model, q in (("cheap-weak", 0.6), ("cheap-ok", 0.75), ("fast-good", 0.85), ("best", 0.95)):
         rows[(model, "general")] = {"n": 2000.0, "sum_q": 2000 * q, "n_raw": 2000.0}
     post = posteriors.compute_posteriors(totals_for(rows), registry)
-    rules = rulebuild.candidate_rules(post, registry, seed=0)
+    rules = candidates.candidate_rules(post, registry, seed=0)
 
     def top(preference):
         cell = [r for r in rules if r.task_type is TaskType.GENERAL and r.preference is preference]
@@ -216,7 +216,7 @@ typical_latency_ms = 3000
 
 
 def test_a_sudden_change_is_detected_on_its_day_and_discounts_the_evidence_before_it():
-    from pipelines import changes
+    from routing_pipelines.learning import changes
 
     def day(d: int, n: float, q: float, latency: float) -> dict:
         log = math.log(latency)
@@ -254,7 +254,7 @@ def test_registry_rules_share_the_traffic_between_tied_models():
 
 
 def test_off_policy_estimates_recover_a_policy_value_from_logs_of_another():
-    from pipelines import evaluation
+    from routing_pipelines.learning import evaluation
 
     rng = np.random.default_rng(7)
     n = 30_000
@@ -308,7 +308,7 @@ def test_free_calls_and_zero_latencies_do_not_wreck_the_cost_and_latency_estimat
 
 def test_with_no_eligible_model_learned_rules_send_everything_to_the_highest_quality():
     """Regression: Thompson draws still split the traffic when no model was eligible by its mean."""
-    from pipelines import rulebuild
+    from routing_pipelines.learning import candidates
     from routing_runtime import RoutingPreference, TaskType
 
     registry = ModelRegistry.from_toml("""
@@ -328,6 +328,6 @@ prior_quality = 0.69
 typical_latency_ms = 900
 """)
     post = posteriors.compute_posteriors(totals_for({}), registry)
-    cell = [r for r in rulebuild.candidate_rules(post, registry, seed=0)
+    cell = [r for r in candidates.candidate_rules(post, registry, seed=0)
             if r.task_type is TaskType.MATH and r.preference is RoutingPreference.COST_EFFICIENT]
     assert {r.model_id: r.selection_probability for r in cell} == {"good-expensive": 1.0, "weak-cheap": 0.0}

@@ -19,9 +19,9 @@ import pytest
 pytest.importorskip("dagster")
 pl = pytest.importorskip("polars")
 
-from pipelines import ingest, plan  # noqa: E402
-from pipelines.lake import Lake  # noqa: E402
-from pipelines.learn import learn  # noqa: E402
+from routing_pipelines import logs, plan  # noqa: E402
+from routing_pipelines.lake import Lake  # noqa: E402
+from routing_pipelines.learn import learn  # noqa: E402
 from routing_runtime import ModelRouter  # noqa: E402
 from routing_runtime.admin import initialise  # noqa: E402
 from routing_runtime.cli import main  # noqa: E402
@@ -311,7 +311,7 @@ def test_kill_at_any_point_of_a_learn_then_the_next_learn_equals_an_uninterrupte
     # Nothing is left stale: a later learn of D4 would find nothing new.
     conn = sqlite3.connect(home / "routing.db")
     try:
-        assert plan.stale_days(home, conn, ingest.source_fingerprints(conn)) == []
+        assert plan.stale_days(home, conn, logs.source_fingerprints(conn)) == []
     finally:
         conn.close()
 
@@ -319,7 +319,7 @@ def test_kill_at_any_point_of_a_learn_then_the_next_learn_equals_an_uninterrupte
 def test_killed_learn_run_is_not_left_started_in_dagster(interrupted_base, tmp_path: Path):
     import dagster as dg
 
-    from pipelines.learn import dagster_instance
+    from routing_pipelines.learn import dagster_instance
 
     base, _ = interrupted_base
     home = tmp_path / "home"

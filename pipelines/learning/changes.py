@@ -15,7 +15,7 @@ import math
 
 import polars as pl
 
-from pipelines.statistics import KEYS
+from routing_pipelines.learning.statistics import KEYS
 
 Z_THRESHOLD = 5.0
 MIN_QUALITY_SHIFT = 0.10

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import polars as pl
 
-from pipelines.lake import QUARANTINE, STAGED, UNDATED, Lake
+from routing_pipelines.lake import QUARANTINE, STAGED, UNDATED, Lake
 from routing_runtime import safe_fs, store
 from routing_runtime.faults import crashpoint
 from routing_runtime.types import OUTCOME_LIMITS, Outcome, RoutingPreference, TaskType

@@ -7,7 +7,7 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipelines.simulator import SimulationResult, true_best, true_cost
+from routing_pipelines.simulation.simulator import SimulationResult, true_best, true_cost
 from routing_runtime.registry import ModelRegistry
 from routing_runtime.rules import build_rules, registry_estimates
 from routing_runtime.types import RoutingPreference, TaskType

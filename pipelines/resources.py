@@ -10,7 +10,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from assets.names import AS_OF_TAG, RANGE_END_TAG, RANGE_START_TAG
+from routing_pipelines.assets.names import AS_OF_TAG, RANGE_END_TAG, RANGE_START_TAG
 from routing_runtime import store
 from routing_runtime.admin import registry_from_db
 from routing_runtime.registry import ModelRegistry

@@ -8,14 +8,15 @@ from collections import Counter
 
 import dagster as dg
 
-from assets import names
-from assets.resources import RoutingHome, progress, run_partition_keys
-from pipelines import ingest, plan, statistics
-from pipelines.lake import QUARANTINE, Lake
+from routing_pipelines.assets import names
+from routing_pipelines.resources import RoutingHome, progress, run_partition_keys
+from routing_pipelines import logs, plan
+from routing_pipelines.learning import statistics
+from routing_pipelines.lake import QUARANTINE, Lake
 from routing_runtime import safe_fs
 from routing_runtime.faults import crashpoint
 
-DAILY = dg.DailyPartitionsDefinition(start_date=ingest.FIRST_DAY, end_offset=1, timezone="UTC")
+DAILY = dg.DailyPartitionsDefinition(start_date=logs.FIRST_DAY, end_offset=1, timezone="UTC")
 _SINGLE_RUN = dg.BackfillPolicy.single_run()
 # A run covers every day not yet learned in one process; backfill policies are marked beta.
 warnings.filterwarnings("ignore", category=dg.BetaWarning, message=".*backfill_policy.*")
@@ -24,8 +25,8 @@ warnings.filterwarnings("ignore", category=dg.BetaWarning, message=".*backfill_p
 def _ingest(context: dg.AssetExecutionContext, routing_home: RoutingHome, table: str) -> dg.MaterializeResult:
     conn = routing_home.connect()
     try:
-        staged = ingest.stage_inbox(routing_home.path, conn, table)
-        missing = ingest.restage_missing(routing_home.path, conn, table)
+        staged = logs.stage_inbox(routing_home.path, conn, table)
+        missing = logs.restage_missing(routing_home.path, conn, table)
         if missing:
             raise dg.Failure(description="evidence is missing: " + "; ".join(missing))
         build = plan.days_to_build(routing_home.path, conn, context.partition_keys)
@@ -38,7 +39,7 @@ def _ingest(context: dg.AssetExecutionContext, routing_home: RoutingHome, table:
     reasons = Counter(staged.reasons)
     per_day = []
     for day, source in build:
-        batch = ingest.ingest_day(routing_home.path, table, day, source, known)
+        batch = logs.ingest_day(routing_home.path, table, day, source, known)
         rows += batch.valid.height
         quarantined += batch.quarantined.height
         day_reasons = batch.reasons()
@@ -65,7 +66,7 @@ def _ingest(context: dg.AssetExecutionContext, routing_home: RoutingHome, table:
 def routing_decisions(context: dg.AssetExecutionContext, routing_home: RoutingHome) -> dg.MaterializeResult:
     """Every routing decision of the day (from routing.db and inbox drops), validated, as Parquet
     in lake/routing_decisions/day=…; rows that fail validation go to lake/quarantine with a reason."""
-    return _ingest(context, routing_home, ingest.DECISIONS)
+    return _ingest(context, routing_home, logs.DECISIONS)
 
 
 @dg.asset(
@@ -75,7 +76,7 @@ def routing_decisions(context: dg.AssetExecutionContext, routing_home: RoutingHo
 def model_performance(context: dg.AssetExecutionContext, routing_home: RoutingHome) -> dg.MaterializeResult:
     """Every reported outcome of the day (from routing.db and inbox drops), validated, as Parquet
     in lake/model_performance/day=…; rows that fail validation go to lake/quarantine with a reason."""
-    return _ingest(context, routing_home, ingest.PERFORMANCE)
+    return _ingest(context, routing_home, logs.PERFORMANCE)
 
 
 @dg.asset(
@@ -94,13 +95,13 @@ def daily_model_stats(context: dg.AssetExecutionContext, routing_home: RoutingHo
     finally:
         conn.close()
     for day, source in build:
-        frame = lake.read_partition(ingest.PERFORMANCE, day)
-        frame = frame if frame is not None else ingest.empty(ingest.PERFORMANCE)
+        frame = lake.read_partition(logs.PERFORMANCE, day)
+        frame = frame if frame is not None else logs.empty(logs.PERFORMANCE)
         reason = held_reason(lake, day, frame.height, accepted=bool(source and source["accepted"]))
         stats = statistics.daily_stats(frame.head(0) if reason else frame)
         lake.write_partition(
             names.DAILY_MODEL_STATS, day, stats,
-            built_from=plan.stats_fingerprint(lake.built_from(ingest.PERFORMANCE, day), reason),
+            built_from=plan.stats_fingerprint(lake.built_from(logs.PERFORMANCE, day), reason),
         )
         crashpoint("stats:after_day")
         if reason:
@@ -120,15 +121,15 @@ def held_reason(lake: Lake, day: dt.date, valid_rows: int, *, accepted: bool) ->
     """Why ``day``'s outcomes are held out of learning (more than half of its rows failed
     validation), or None. An accepted quarantine (``routing learn --accept-quarantine DAY``)
     learns the valid rows."""
-    quarantined = lake.read_partition(ingest.PERFORMANCE, day, QUARANTINE)
+    quarantined = lake.read_partition(logs.PERFORMANCE, day, QUARANTINE)
     if quarantined is None or accepted:
         return None
-    batch = ingest.DayBatch(valid=quarantined.head(0), quarantined=quarantined)
+    batch = logs.DayBatch(valid=quarantined.head(0), quarantined=quarantined)
     invalid = batch.invalid_rows
     total = valid_rows + invalid
     if not total or invalid / total <= MAX_QUARANTINED_SHARE:
         return None
-    top = "; ".join(f"{r} ({n})" for r, n in batch.reasons().most_common(2) if not r.startswith(ingest.DUPLICATE_PREFIX))
+    top = "; ".join(f"{r} ({n})" for r, n in batch.reasons().most_common(2) if not r.startswith(logs.DUPLICATE_PREFIX))
     return (
         f"{invalid} of {total} outcome rows quarantined ({top}); fix the drop and drop it again"
         f" (rows with the same ids replace the bad ones), or `routing learn --accept-quarantine {day}`"
@@ -147,10 +148,10 @@ def log_validity(context: dg.AssetCheckExecutionContext, routing_home: RoutingHo
         built = lake.built_from(names.DAILY_MODEL_STATS, key)
         if built is None:
             continue
-        good = lake.read_partition(ingest.PERFORMANCE, key)
-        bad = lake.read_partition(ingest.PERFORMANCE, key, QUARANTINE)
+        good = lake.read_partition(logs.PERFORMANCE, key)
+        bad = lake.read_partition(logs.PERFORMANCE, key, QUARANTINE)
         valid += good.height if good is not None else 0
-        invalid += ingest.DayBatch(valid=bad.head(0), quarantined=bad).invalid_rows if bad is not None else 0
+        invalid += logs.DayBatch(valid=bad.head(0), quarantined=bad).invalid_rows if bad is not None else 0
         if reason := json.loads(built).get("held"):
             held.append(f"{key}: {reason}")
     share = invalid / (valid + invalid) if valid + invalid else 0.0

@@ -36,7 +36,7 @@ import math
 import tomllib
 from pathlib import Path
 
-from pipelines.simulator import EVENT_KINDS, Event, ModelTruth, Scenario
+from routing_pipelines.simulation.simulator import EVENT_KINDS, Event, ModelTruth, Scenario
 from routing_runtime.registry import ModelRegistry, model_from_table
 from routing_runtime.types import RoutingPreference, TaskType, parse_enum
 

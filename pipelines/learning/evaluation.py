@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import polars as pl
 
-from pipelines.statistics import implied_quality
+from routing_pipelines.learning.statistics import implied_quality
 
 EVALUATION_SCHEMA = {
     "task_type": pl.String, "preference": pl.String, "n": pl.Int64, "logged_quality": pl.Float64,

@@ -9,8 +9,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from pipelines.report import DayFigures  # noqa: E402
-from pipelines.simulator import SimulationResult  # noqa: E402
+from routing_pipelines.simulation.report import DayFigures  # noqa: E402
+from routing_pipelines.simulation.simulator import SimulationResult  # noqa: E402
 from routing_runtime.types import TaskType  # noqa: E402
 
 

@@ -153,10 +153,10 @@ def simulate(
 ) -> SimulationResult:
     """Run ``scenario`` in a fresh ``home``: traffic each day, learning each night.
 
-    ``learn(home, day)`` defaults to the real nightly job (``pipelines.learn.learn``).
+    ``learn(home, day)`` defaults to the real nightly job (``routing_pipelines.learn.learn``).
     """
     if learn is None:
-        from pipelines.learn import learn as run_job
+        from routing_pipelines.learn import learn as run_job
 
         def learn(home_path: Path, day: dt.date) -> None:
             result = run_job(home_path, day, quiet=True)

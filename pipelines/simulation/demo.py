@@ -8,9 +8,9 @@ import sys
 import time
 from pathlib import Path
 
-from pipelines import plots, report
-from pipelines.scenarios import load_scenario
-from pipelines.simulator import DayResult, simulate
+from routing_pipelines.simulation import plots, report
+from routing_pipelines.simulation.scenarios import load_scenario
+from routing_pipelines.simulation.simulator import DayResult, simulate
 
 DEFAULT_HOME = ".routing-demo"
 #: Written into every home the demo creates: the demo replaces only homes that carry it.
@@ -37,8 +37,8 @@ def attach_report(home: Path, markdown: str, summary: str) -> None:
     """Show the report on the rules asset in the Dagster UI, as an observation of it."""
     import dagster as dg
 
-    from assets import names
-    from pipelines.learn import dagster_instance
+    from routing_pipelines.assets import names
+    from routing_pipelines.learn import dagster_instance
 
     with dagster_instance(home) as instance:
         instance.report_runless_asset_event(dg.AssetObservation(

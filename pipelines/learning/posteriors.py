@@ -17,7 +17,7 @@ import numpy as np
 import polars as pl
 from scipy import stats as sps
 
-from pipelines import changes, statistics
+from routing_pipelines.learning import changes, statistics
 from routing_runtime.registry import ModelRegistry
 from routing_runtime.types import TaskType
 

@@ -7,11 +7,12 @@ import json
 import dagster as dg
 import polars as pl
 
-from assets import names
-from assets.resources import LEARNED_THROUGH, RoutingHome, as_of_day, progress, run_partition_keys
+from routing_pipelines.assets import names
+from routing_pipelines.resources import LEARNED_THROUGH, RoutingHome, as_of_day, progress, run_partition_keys
 from routing_runtime.faults import crashpoint
-from pipelines import evaluation, plan, posteriors, rulebuild
-from pipelines.lake import Lake
+from routing_pipelines.learning import candidates, evaluation, posteriors
+from routing_pipelines import plan
+from routing_pipelines.lake import Lake
 from routing_runtime.admin import registry_fingerprint, registry_from_db
 from routing_runtime.rules import RuleRow
 from routing_runtime.ruleset import load_usable_rule_set, publish_rule_set
@@ -99,9 +100,9 @@ def candidate_routing_rules(context: dg.AssetExecutionContext, routing_home: Rou
     as_of = as_of_day(context)
     registry = routing_home.registry()
     frame = _read_snapshot(routing_home, names.MODEL_POSTERIORS, as_of)
-    rows = rulebuild.candidate_rules(frame, registry, seed=_seed(as_of))
+    rows = candidates.candidate_rules(frame, registry, seed=_seed(as_of))
     # The registry the rules were built for travels with them: publishing checks it is still the one in force.
-    snapshot = rulebuild.rules_frame(rows).with_columns(pl.lit(registry_fingerprint(registry)).alias(_BUILT_FOR))
+    snapshot = candidates.rules_frame(rows).with_columns(pl.lit(registry_fingerprint(registry)).alias(_BUILT_FOR))
     _write_snapshot(routing_home, names.CANDIDATE_ROUTING_RULES, _snapshot_name(as_of), snapshot)
     crashpoint("candidate:after_write")
     return dg.MaterializeResult(metadata={"dagster/row_count": len(rows), "exploration_floor": registry.learning.exploration_floor})
@@ -127,7 +128,7 @@ def rules_coverage(context: dg.AssetCheckExecutionContext, routing_home: Routing
     """Every task type × preference sends all its traffic to enabled models (an eligible one, or the
     explicit highest-quality fallback); disabled models get none. Blocks publication when violated:
     the previous rule set stays in force."""
-    problems = rulebuild.coverage_problems(_load_candidate(routing_home, as_of_day(context)))
+    problems = candidates.coverage_problems(_load_candidate(routing_home, as_of_day(context)))
     return dg.AssetCheckResult(passed=not problems, metadata={"problems": len(problems), "examples": "; ".join(problems[:5])})
 
 
@@ -211,9 +212,9 @@ def model_routing_rules(context: dg.AssetExecutionContext, routing_home: Routing
         crashpoint("publish:after_ledger")
     finally:
         conn.close()
-    _write_snapshot(routing_home, names.MODEL_ROUTING_RULES, f"version={version}.parquet", rulebuild.rules_frame(rows))
+    _write_snapshot(routing_home, names.MODEL_ROUTING_RULES, f"version={version}.parquet", candidates.rules_frame(rows))
     crashpoint("publish:after_snapshot")
-    change = rulebuild.rules_change_markdown(previous, rows)
+    change = candidates.rules_change_markdown(previous, rows)
     previous_version = previous.version if previous is not None else None
     progress(context, f"published rule set v{version} (as of {as_of}; previous v{previous_version})")
     return dg.MaterializeResult(metadata={

@@ -1,0 +1,1 @@
+"""The traffic simulator with known ground truth, its scenarios and `routing demo`."""

@@ -1,0 +1,77 @@
+"""The package layout: what a runtime-only install puts into site-packages, and the one-way
+import direction runtime ← learning math ← Dagster definitions."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory) -> zipfile.ZipFile:
+    out = tmp_path_factory.mktemp("wheel")
+    proc = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(out), str(REPO)],
+        capture_output=True, text=True, timeout=300,
+    )
+    if proc.returncode != 0 and "No module named" in proc.stderr:
+        pytest.skip(f"cannot build a wheel here: {proc.stderr.strip().splitlines()[-1]}")
+    assert proc.returncode == 0, proc.stderr
+    (built,) = out.glob("*.whl")
+    return zipfile.ZipFile(built)
+
+
+def test_runtime_only_install_puts_no_assets_or_pipelines_package_in_site_packages(wheel):
+    tops = {name.split("/")[0] for name in wheel.namelist() if not name.split("/")[0].endswith(".dist-info")}
+    assert tops == {"routing_runtime", "routing_pipelines"}
+    assert "routing_pipelines/assets/learning_assets.py" in wheel.namelist()
+    assert "routing_pipelines/simulation/scenarios/drift.toml" in wheel.namelist()
+    metadata = wheel.read(next(n for n in wheel.namelist() if n.endswith("METADATA"))).decode()
+    base = [line for line in metadata.splitlines() if line.startswith("Requires-Dist:") and "extra ==" not in line]
+    assert base == [], f"the base install must need nothing beyond the standard library: {base}"
+
+
+def _imports(path: Path) -> set[str]:
+    """Modules a file imports at module level (not inside functions: those are lazy entry points)."""
+    tree = ast.parse(path.read_text())
+    found = set()
+    for node in tree.body:
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module)
+            found |= {f"{node.module}.{a.name}" for a in node.names}
+    return found
+
+
+def _modules(folder: str) -> list[Path]:
+    return sorted((REPO / folder).rglob("*.py"))
+
+
+@pytest.mark.parametrize("path", _modules("routing_runtime"), ids=lambda p: str(p.relative_to(REPO)))
+def test_runtime_imports_nothing_of_the_learning_half(path):
+    bad = {m for m in _imports(path) if m.split(".")[0] in {"routing_pipelines", "dagster", "polars", "numpy", "scipy", "pyarrow"}}
+    assert not bad, f"{path.name} imports {sorted(bad)} at module level"
+
+
+@pytest.mark.parametrize("path", _modules("pipelines/learning"), ids=lambda p: str(p.relative_to(REPO)))
+def test_learning_math_never_imports_dagster(path):
+    dagster_layer = ("routing_pipelines.assets", "routing_pipelines.definitions", "routing_pipelines.resources", "routing_pipelines.learn")
+    bad = {m for m in _imports(path) if m.split(".")[0] == "dagster" or any(m == d or m.startswith(d + ".") for d in dagster_layer)}
+    assert not bad, f"{path.name} imports {sorted(bad)}: the learning math takes frames, never a Dagster context"
+
+
+def test_no_module_imports_the_old_top_level_names():
+    offenders = [
+        f"{p.relative_to(REPO)}: {m}"
+        for folder in ("routing_runtime", "pipelines", "assets", "tests", "benchmarks", "scripts")
+        for p in _modules(folder) for m in _imports(p) if m.split(".")[0] in {"pipelines", "assets"}
+    ]
+    assert not offenders, offenders
