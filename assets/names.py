@@ -1,5 +1,6 @@
-"""Asset, check, job and tag names: one place, imported everywhere."""
+"""Asset, check, job, pool and code-location names: one place, imported everywhere."""
 
+INBOX = "inbox"
 ROUTING_DECISIONS = "routing_decisions"
 MODEL_PERFORMANCE = "model_performance"
 DAILY_MODEL_STATS = "daily_model_stats"
@@ -15,6 +16,8 @@ RULES_COVERAGE_CHECK = "rules_coverage"
 
 NIGHTLY_JOB = "nightly_learning"
 NIGHTLY_SCHEDULE = "nightly_learning_0200_utc"
-AS_OF_TAG = "routing/as_of"
-RANGE_START_TAG = "dagster/asset_partition_range_start"
-RANGE_END_TAG = "dagster/asset_partition_range_end"
+#: Every step of the learning graph is in this pool; the instance allows one run in it at a time.
+LEARNING_POOL = "routing_home"
+#: The module `routing ui` serves as its code location; Dagster names the location after it, and
+#: runs of `routing learn` are labelled with that name so the UI lists them with the job.
+CODE_LOCATION = "routing_pipelines.definitions"

@@ -5,7 +5,9 @@ Layout (every path of the lake is built here and nowhere else):
 * ``lake/<table>/day=YYYY-MM-DD/part-0.parquet``: a daily partition (area ``MAIN``);
 * ``lake/quarantine/<table>/day=…/`` and ``lake/quarantine/<table>/undated/``: rows that failed;
 * ``lake/_staged/<table>/day=…/<drop>.parquet``: inbox drops split by day, before ingestion;
-* ``lake/<asset>/<key>.parquet``: one file per run of an unpartitioned asset.
+* ``lake/<asset>/as_of=YYYY-MM-DD.parquet``: a learning step's value as of a day, and
+  ``lake/<asset>/current.json``: which day its newest value is (what the next step loads);
+* ``lake/model_routing_rules/version=N.parquet``: each published rule set.
 
 A partition is replaced whole and atomically (write a hidden temporary folder, then rename), so a
 re-run of a day gives the same files and a reader never sees a half-written partition. Hidden
@@ -34,6 +36,7 @@ STAGED = "_staged"
 UNDATED = "undated"
 BUILT_FROM = "_built_from.json"
 PART = "part-0.parquet"
+CURRENT = "current.json"
 _LEFTOVER_PREFIXES = (".tmp-", ".old-")
 
 
@@ -161,6 +164,47 @@ class Lake:
             return None
         return pl.scan_parquet(files, hive_partitioning=True, hive_schema={"day": pl.Date})
 
+    # ------------------------------------------------------------------ step values
+
+    def write_value(self, asset: str, as_of: dt.date, frame: pl.DataFrame) -> Path:
+        """Store ``asset``'s value as of ``as_of`` and make it the current one (each file replaced
+        atomically: the pointer is written last, so it never names a missing file)."""
+        path = self.write_file(asset, f"as_of={as_of}.parquet", frame=frame)
+        self._write_text(self.file_path(asset, CURRENT), json.dumps({"as_of": str(as_of)}))
+        return path
+
+    def read_value(self, asset: str) -> tuple[dt.date, pl.DataFrame]:
+        """The current value of ``asset`` and its day; a clear error when none was stored."""
+        pointer = self.file_path(asset, CURRENT)
+        try:
+            as_of = dt.date.fromisoformat(json.loads(safe_fs.read_bytes(pointer))["as_of"])
+        except (OSError, ValueError, KeyError, TypeError):
+            raise FileNotFoundError(
+                f"{asset} has no stored value in {self.root / asset}: materialize {asset} first"
+                " (or run the nightly_learning job, `routing learn`)"
+            ) from None
+        return as_of, self.read_file(asset, f"as_of={as_of}.parquet")
+
+    def value_days(self, asset: str) -> list[dt.date]:
+        """Days with a stored value of ``asset``, oldest first."""
+        days = []
+        for path in self.files(asset):
+            if path.name.startswith("as_of="):
+                try:
+                    days.append(dt.date.fromisoformat(path.name[len("as_of="):-len(".parquet")]))
+                except ValueError:
+                    continue
+        return sorted(days)
+
+    def read_value_as_of(self, asset: str, as_of: dt.date) -> pl.DataFrame | None:
+        """``asset``'s value as of ``as_of`` exactly, or None when that day has none."""
+        path = self.file_path(asset, f"as_of={as_of}.parquet")
+        return pl.read_parquet(path) if safe_fs.is_regular_file(path) else None
+
+    def write_rule_set(self, asset: str, version: int, frame: pl.DataFrame) -> Path:
+        """The snapshot of published rule set ``version``."""
+        return self.write_file(asset, f"version={version}.parquet", frame=frame)
+
     # ------------------------------------------------------------------ single files
 
     def staged_file(self, table: str, day: dt.date | str, stem: str) -> Path:
@@ -219,6 +263,18 @@ class Lake:
                     removed += 1
             dirs[:] = [d for d in dirs if not d.startswith(_LEFTOVER_PREFIXES)]
         return removed
+
+    def _write_text(self, path: Path, text: str) -> None:
+        parent = safe_fs.ensure_dir(self.home, *path.parent.relative_to(self.home).parts)
+        tmp = parent / f".tmp-{uuid.uuid4().hex}"
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, safe_fs.file_mode(self.home))
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                handle.write(text)
+            os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
 
     def _write(self, frame: pl.DataFrame, path: Path, **options) -> None:
         frame.write_parquet(path, **options)

@@ -1,6 +1,6 @@
 """`routing learn`: the nightly job, run in-process and recorded in ROUTING_HOME/dagster_home.
 
-What it promises (DESIGN.md, "Contract: trust"): one run per home at a time; whatever
+What it promises (README, "What routing learn promises"): one run per home at a time; whatever
 interrupted the previous run (a kill, a full disk), this run ends where an uninterrupted run
 ends; a drop or day that fails is set aside with a reason and the rest is learned; the summary
 and the exit code tell the truth, also when a step fails after the rules were published.
@@ -11,26 +11,25 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as dt
-import fcntl
 import json
 import os
 import sys
 import time
 from collections import Counter
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import dagster as dg
-
+from routing_pipelines import logs, plan
 from routing_pipelines.assets import names
-from routing_pipelines.resources import RoutingHome
-from routing_pipelines import logs
-from routing_pipelines.definitions import build_definitions, run_tags
-from routing_pipelines.logs import FIRST_DAY, TABLES
 from routing_pipelines.lake import Lake
-from routing_pipelines.plan import plan_run
+from routing_pipelines.logs import FIRST_DAY, TABLES
+from routing_pipelines.run_lock import exclusive
 from routing_runtime import safe_fs, store
 from routing_runtime.home import resolve_home
 from routing_runtime.ruleset import published_marker
+
+if TYPE_CHECKING:  # Dagster is imported only when there is something to learn (it costs ~1 s)
+    import dagster as dg
 
 LAST_LEARN = "last_learn"
 RUNNER_TAG = "routing/runner"
@@ -58,15 +57,29 @@ def dagster_folder(home: Path) -> str:
 _folder_handles: dict[str, int] = {}
 
 
+#: The home's Dagster instance: no telemetry; one run at a time in the learning pool, so runs the
+#: daemon or the UI launch wait in the queue while another learning run holds the home.
+INSTANCE_CONFIG = """\
+telemetry:
+  enabled: false
+concurrency:
+  pools:
+    granularity: run
+    default_limit: 1
+"""
+
+
 def dagster_instance(home: Path) -> dg.DagsterInstance:
     """The Dagster instance under ROUTING_HOME (created on first use), shared with `routing ui`."""
+    import dagster as dg
+
     safe_fs.sweep_links(home, "dagster_home")
     folder = dagster_folder(home)
     config = Path(folder) / "dagster.yaml"
-    if not safe_fs.is_regular_file(config):
-        if os.path.lexists(config):
+    if not safe_fs.is_regular_file(config) or config.read_text(encoding="utf-8") != INSTANCE_CONFIG:
+        if os.path.lexists(config) and not safe_fs.is_regular_file(config):
             safe_fs.set_aside(home, home / "dagster_home" / "dagster.yaml", "not a regular file")
-        config.write_text("telemetry:\n  enabled: false\n")
+        config.write_text(INSTANCE_CONFIG, encoding="utf-8")
     return dg.DagsterInstance.from_config(folder)
 
 
@@ -84,24 +97,6 @@ def parse_day(value: str | dt.date | None) -> dt.date:
     if day < FIRST_DAY.date():
         raise ValueError(f"--as-of={day} is before {FIRST_DAY:%Y-%m-%d}, the first day the lake covers")
     return day
-
-
-@contextlib.contextmanager
-def exclusive(home: Path):
-    """One learning run per home at a time (cron and a manual run must not interleave writes)."""
-    lock_path = home / ".learn.lock"
-    if os.path.islink(lock_path):
-        safe_fs.set_aside(home, lock_path, "a symlink where the learning lock belongs")
-    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, safe_fs.file_mode(home))
-    with os.fdopen(fd, "w") as lock:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise RuntimeError(f"another `routing learn` is running on {home}; try again when it has finished") from None
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 @dataclasses.dataclass
@@ -142,17 +137,19 @@ def learn(
     explicit = as_of is not None
     day = parse_day(as_of)
     accepted = [parse_accepted_day(d) for d in accept_quarantine]
-    routing_home = RoutingHome(home=str(home_path))
-    routing_home.connect().close()  # a clear error when the home is not initialised
-    learned = routing_home.learned_through()
+    conn = plan.open_home(home_path)  # a clear error when the home is not initialised
+    try:
+        learned = plan.learned_through(conn, home_path)
+    finally:
+        conn.close()
     if not explicit and learned is not None and learned > day:
         # After `--as-of today` the frontier is today: a plain run re-learns it (a fuller day)
         # rather than replacing those rules with ones built on older evidence.
         day = learned
     with safe_fs.home_umask(home_path), exclusive(home_path):
-        result = _learn_locked(routing_home, day, explicit=explicit or bool(accepted), quiet=quiet,
+        result = _learn_locked(home_path, day, explicit=explicit or bool(accepted), quiet=quiet,
                                accepted=accepted, forget=forget_missing)
-        _remember(routing_home, result)
+        _remember(home_path, result)
     return result
 
 
@@ -163,13 +160,12 @@ def parse_accepted_day(value: str) -> dt.date:
         raise ValueError(f"--accept-quarantine={value!r} is not a date: use YYYY-MM-DD") from None
 
 
-def _learn_locked(routing_home: RoutingHome, day: dt.date, *, explicit: bool, quiet: bool,
+def _learn_locked(home: Path, day: dt.date, *, explicit: bool, quiet: bool,
                   accepted: list[dt.date], forget: bool) -> LearnResult:
-    home = routing_home.path
     problems: list[str] = []
     _sweep_layout(home)
     Lake(home).remove_leftovers()
-    conn = routing_home.connect()
+    conn = plan.open_home(home)
     try:
         if accepted:
             with store.transaction(conn):
@@ -179,59 +175,23 @@ def _learn_locked(routing_home: RoutingHome, day: dt.date, *, explicit: bool, qu
                 )
         if forget:
             problems += logs.forget_missing(home, conn)
-        staging = {table: logs.stage_inbox(home, conn, table) for table in TABLES}
-        missing = [problem for table in TABLES for problem in logs.restage_missing(home, conn, table)]
-        planned = plan_run(home, conn, day, routing_home.learned_through(), explicit=explicit)
         before = published_marker(conn)
     finally:
         conn.close()
-    tables = {t: {"ingested": 0, "quarantined": r.quarantined, "reasons": Counter(r.reasons)} for t, r in staging.items()}
-    for report in staging.values():
-        problems += report.problems
-    problems += missing + planned.problems + safe_fs.drain_set_aside()
-    if missing:
-        return LearnResult("failed", None, str(day), _finish_tables(tables), problems)
+    planned = plan.learning_range(home, day, explicit=explicit)
+    problems += planned.problems + safe_fs.drain_set_aside()
+    tables = {t: {"ingested": 0, "quarantined": 0, "reasons": Counter()} for t in TABLES}
     if planned.nothing_new:
         return LearnResult("nothing_new", before[1], str(day), _finish_tables(tables), problems)
-
-    with dagster_instance(home) as instance:
-        _close_abandoned_runs(instance)
-        if not quiet:
-            print(f"learning from {planned.start} to {planned.end} in {home}", file=sys.stderr)
-        job = build_definitions(home).resolve_job_def(names.NIGHTLY_JOB)
-        run = job.execute_in_process(
-            instance=instance, tags={**run_tags(planned.start, planned.end), RUNNER_TAG: "routing learn"},
-            raise_on_error=False,
-            run_config={"loggers": {"console": {"config": {"log_level": "CRITICAL" if quiet else "ERROR"}}}},
-        )
-    conn = routing_home.connect()
+    if not quiet:
+        print(f"learning from {planned.start} to {planned.end} in {home}", file=sys.stderr)
+    run = _run_job(home, planned, quiet=quiet)
+    conn = plan.open_home(home)
     try:
         after = published_marker(conn)
     finally:
         conn.close()
-
-    blocked = []
-    counted: set[str] = set()
-    for event in run.all_events:
-        if event.event_type_value == "ASSET_MATERIALIZATION" and event.asset_key.path[-1] not in counted:
-            # A run over a range of days reports the same result once per day: count it once.
-            metadata = event.event_specific_data.materialization.metadata
-            table = event.asset_key.path[-1]
-            counted.add(table)
-            if table in tables:
-                tables[table]["ingested"] += int(metadata["dagster/row_count"].value)
-                # The inbox was staged above, before the run: the asset's counts are the days' own.
-                tables[table]["quarantined"] += int(metadata["quarantined_rows"].value)
-                tables[table]["reasons"] += Counter(metadata["quarantine_reasons"].value)
-                problems += [p for p in metadata["problems"].value if p not in problems]
-            if table == names.DAILY_MODEL_STATS:
-                problems += [f"held out of learning: {h}" for h in metadata["held_days"].value]
-        elif event.event_type_value == "ASSET_CHECK_EVALUATION":
-            data = event.asset_check_evaluation_data
-            if not data.passed and data.severity == dg.AssetCheckSeverity.ERROR:
-                blocked.append(f"check {data.check_name} failed: {(data.metadata.get('examples') or dg.MetadataValue.text('')).value}")
-        elif event.is_step_failure:
-            problems.append(f"step {event.step_key} failed: {_root_cause(event.step_failure_data.error)}")
+    blocked = _read_events(run, tables, problems)
     problems += blocked + safe_fs.drain_set_aside()
     published = after[0] > before[0]
     status = "published" if published else "blocked" if blocked else "failed" if not run.success else "nothing_new"
@@ -239,6 +199,59 @@ def _learn_locked(routing_home: RoutingHome, day: dt.date, *, explicit: bool, qu
         status, after[1] if published else before[1], str(day), _finish_tables(tables), _unique(problems), run.run_id,
         start=str(planned.start), partial_day=day >= dt.datetime.now(dt.timezone.utc).date(), dagster_result=run,
     )
+
+
+def _run_job(home: Path, planned: plan.LearningPlan, *, quiet: bool) -> dg.ExecuteInProcessResult:
+    """The nightly job over the plan's days, in this process, recorded in the home's instance and
+    labelled with the UI's code location, so it shows on the job page and the Overview timeline."""
+    from dagster._core.storage.tags import REPOSITORY_LABEL_TAG
+
+    from routing_pipelines.definitions import build_definitions, partition_range_tags, run_config
+
+    with dagster_instance(home) as instance:
+        _close_abandoned_runs(instance)
+        job = build_definitions(home, first_day=planned.first_day).resolve_job_def(names.NIGHTLY_JOB)
+        return job.execute_in_process(
+            instance=instance, raise_on_error=False,
+            tags={**partition_range_tags(planned.start, planned.end), RUNNER_TAG: "routing learn",
+                  REPOSITORY_LABEL_TAG: f"__repository__@{names.CODE_LOCATION}"},
+            run_config={**run_config(planned.end),
+                        "loggers": {"console": {"config": {"log_level": "CRITICAL" if quiet else "ERROR"}}}},
+        )
+
+
+def _read_events(run: dg.ExecuteInProcessResult, tables: dict, problems: list[str]) -> list[str]:
+    """Fold the run's materializations into ``tables`` and ``problems``; return the blocking
+    check failures."""
+    import dagster as dg
+
+    blocked = []
+    counted: set[str] = set()
+    for event in run.all_events:
+        if event.event_type_value == "ASSET_MATERIALIZATION" and event.asset_key.path[-1] not in counted:
+            # A run over a range of days reports the same result once per day: count it once.
+            metadata = event.event_specific_data.materialization.metadata
+            asset = event.asset_key.path[-1]
+            counted.add(asset)
+            if asset == names.INBOX:
+                for table, staged in metadata["staged"].value.items():
+                    tables[table]["quarantined"] += int(staged["quarantined"])
+                    tables[table]["reasons"] += Counter(staged["reasons"])
+            if asset in tables:
+                tables[asset]["ingested"] += int(metadata["dagster/row_count"].value)
+                tables[asset]["quarantined"] += int(metadata["quarantined_rows"].value)
+                tables[asset]["reasons"] += Counter(metadata["quarantine_reasons"].value)
+            if "problems" in metadata:
+                problems += [p for p in metadata["problems"].value if p not in problems]
+            if asset == names.DAILY_MODEL_STATS:
+                problems += [f"held out of learning: {h}" for h in metadata["held_days"].value]
+        elif event.event_type_value == "ASSET_CHECK_EVALUATION":
+            data = event.asset_check_evaluation_data
+            if not data.passed and data.severity == dg.AssetCheckSeverity.ERROR:
+                blocked.append(f"check {data.check_name} failed: {(data.metadata.get('examples') or dg.MetadataValue.text('')).value}")
+        elif event.is_step_failure:
+            problems.append(f"step {event.step_key} failed: {_root_cause(event.step_failure_data.error)}")
+    return blocked
 
 
 def _root_cause(error) -> str:
@@ -274,6 +287,8 @@ def _finish_tables(tables: dict) -> dict:
 def _close_abandoned_runs(instance: dg.DagsterInstance) -> None:
     """Runs of `routing learn` still marked as running were killed (we hold the home's lock, so
     none is alive): mark them failed, so the UI does not show them running forever."""
+    import dagster as dg
+
     abandoned = instance.get_runs(filters=dg.RunsFilter(
         statuses=[dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.NOT_STARTED],
         tags={RUNNER_TAG: "routing learn"},
@@ -282,10 +297,10 @@ def _close_abandoned_runs(instance: dg.DagsterInstance) -> None:
         instance.report_run_failed(run, message="the `routing learn` process running it was killed; the next run completed its work")
 
 
-def _remember(routing_home: RoutingHome, result: LearnResult) -> None:
+def _remember(home: Path, result: LearnResult) -> None:
     """The last learn's result, for `routing status`."""
     document = {**result.to_json(), "finished_at": store.utc_timestamp()}
-    conn = routing_home.connect()
+    conn = plan.open_home(home)
     try:
         conn.execute(
             "INSERT INTO settings (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
@@ -307,12 +322,12 @@ def run_learning(home: str | None, as_of: str | None, *, as_json: bool = False,
     try:
         result = learn(home, as_of, quiet=as_json, accept_quarantine=accept_quarantine, forget_missing=forget_missing)
     except (ValueError, RuntimeError, FileNotFoundError):
-        raise  # bad arguments, another run, no home: the CLI's one-line error, exit 2
+        raise  # bad arguments, another run (HomeBusyError), no home: the CLI's one-line error, exit 2
     except Exception as exc:  # noqa: BLE001 - a full disk, a broken instance: say so, never a traceback
         message = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"[:500]
         result = LearnResult("failed", None, str(as_of or parse_day(None)), {}, [f"learning failed: {message}"])
         with contextlib.suppress(Exception):
-            _remember(RoutingHome(home=str(resolve_home(home))), result)
+            _remember(resolve_home(home), result)
     elapsed = time.perf_counter() - started
     failed_after = [p for p in result.problems if p.startswith("step ")]
     code = 0 if result.status == "nothing_new" or (result.status == "published" and not failed_after) else 1

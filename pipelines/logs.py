@@ -302,6 +302,26 @@ def stage_inbox(home: Path, conn: sqlite3.Connection, table: str) -> StagingRepo
     return report
 
 
+def pending_days(home: Path) -> set[dt.date]:
+    """The UTC days of the rows in drops still waiting in the inbox, read without staging or
+    moving anything (the schedule plans a run with it; the run's first step stages them).
+    Unreadable, linked or oversized drops add no day: staging reports them."""
+    days: set[dt.date] = set()
+    if home / "inbox" not in safe_fs.list_dirs(home, "inbox"):
+        return days  # no inbox, or a link in its place: staging sets it aside, nothing is read through it
+    for table in TABLES:
+        for path in safe_fs.list_files(home, home / "inbox" / table, DROP_SUFFIXES, set_aside_links=False):
+            try:
+                if path.lstat().st_size > MAX_DROP_BYTES:
+                    continue
+                content = safe_fs.read_bytes(path, single_link=True)
+            except OSError:
+                continue
+            by_day, _ = _split_drop(content, path.name, table, "pending")
+            days |= set(by_day)
+    return days
+
+
 def restage_missing(home: Path, conn: sqlite3.Connection, table: str) -> list[str]:
     """Stage again, from ``inbox/<table>/ingested``, every recorded drop whose staged files are
     gone (a deleted lake). Returns problems: drops whose evidence cannot be found anywhere."""

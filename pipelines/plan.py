@@ -31,6 +31,8 @@ class LearningPlan:
     end: dt.date
     nothing_new: bool = False
     problems: list[str] = field(default_factory=list)
+    #: Where the run's daily partitions start: the home's first day with evidence.
+    first_day: dt.date | None = None
 
 
 def stats_fingerprint(performance_built_from: str | None, held: str | None) -> str:
@@ -58,12 +60,18 @@ def stale_days(home: Path, conn: sqlite3.Connection, sources: dict[dt.date, dict
     return stale
 
 
-def plan_run(home: Path, conn: sqlite3.Connection, as_of: dt.date, learned_through: dt.date | None, *, explicit: bool) -> LearningPlan:
+def plan_run(
+    home: Path, conn: sqlite3.Connection, as_of: dt.date, learned_through: dt.date | None, *, explicit: bool,
+    pending: set[dt.date] | frozenset[dt.date] = frozenset(),
+) -> LearningPlan:
     """The range of the next run up to ``as_of``: from the earliest stale day (on a new home, the
     first day with evidence) to ``as_of``. ``nothing_new`` when ``as_of`` is learned already and
-    nothing is stale, unless the day was asked for explicitly (a backfill)."""
+    nothing is stale, unless the day was asked for explicitly (a backfill). ``pending``: the days
+    of drops still waiting in the inbox (:func:`routing_pipelines.logs.pending_days`), which the
+    run's first step stages. Reads only: planning changes nothing."""
     sources = logs.source_fingerprints(conn)
-    stale = [d for d in stale_days(home, conn, sources) if d <= as_of]
+    stale = sorted(d for d in set(stale_days(home, conn, sources)) | set(pending) if d <= as_of)
+    sources = {**{d: {} for d in pending}, **sources}
     first = logs.FIRST_DAY.date()
     if learned_through is None:
         start = min([*(d for d in sources if d <= as_of), as_of])
@@ -84,6 +92,65 @@ def plan_run(home: Path, conn: sqlite3.Connection, as_of: dt.date, learned_throu
     return LearningPlan(start=max(start, first), end=as_of, nothing_new=nothing_new, problems=problems)
 
 
+def learning_range(home: Path, as_of: dt.date, *, explicit: bool = False, first_day: dt.date | None = None) -> LearningPlan:
+    """The next run's days up to ``as_of`` (see :func:`plan_run`), counting the drops still in
+    the inbox; ``first_day``: where the Definitions' partitions start (a range never starts
+    before it). Opens ``routing.db`` read-only: the schedule's tick and `routing learn` plan
+    without changing anything."""
+    from routing_runtime import store
+
+    conn = store.connect_readonly(home / store.DB_NAME)
+    try:
+        learned = learned_through(conn, home)
+        pending = logs.pending_days(home)
+        planned = plan_run(home, conn, as_of, learned, explicit=explicit, pending=pending)
+        planned.first_day = min(first_evidence_day(home, conn, pending) or planned.start, planned.start)
+    finally:
+        conn.close()
+    if first_day is not None and planned.start < first_day:
+        planned.problems.append(
+            f"days before {first_day} gained evidence after the code location was loaded: reload it"
+            " (Deployment → Reload in the UI) to learn them"
+        )
+        planned.start = min(first_day, planned.end)
+        planned.first_day = first_day
+    return planned
+
+
+LEARNED_THROUGH = "learned_through"
+
+
+def open_home(home: Path) -> sqlite3.Connection:
+    """``home``'s routing.db for writing; a clear error when it is missing or needs an upgrade."""
+    from routing_runtime import store
+
+    db = home / store.DB_NAME
+    if not db.exists():
+        raise FileNotFoundError(f"{home} is not initialised: run `routing init --home {home}`")
+    conn = store.connect(db)
+    if (version := store.schema_version(conn)) != store.SCHEMA_VERSION:
+        conn.close()
+        raise RuntimeError(
+            f"{db} has schema version {version}, the pipeline needs {store.SCHEMA_VERSION}:"
+            f" run `routing init --home {home}` to upgrade it"
+        )
+    return conn
+
+
+def learned_through(conn: sqlite3.Connection, home: Path) -> dt.date | None:
+    """The last day the rules in force have learned (``settings.learned_through``), or None."""
+    row = conn.execute("SELECT value FROM settings WHERE key = ?", (LEARNED_THROUGH,)).fetchone()
+    if row is None:
+        return None
+    try:
+        return dt.date.fromisoformat(row[0])
+    except ValueError:
+        raise ValueError(
+            f"settings.learned_through = {row[0][:40]!r} in {home / 'routing.db'} is not a date:"
+            " set it to the last day learned (YYYY-MM-DD), or delete that row to learn from the first day with evidence"
+        ) from None
+
+
 def days_to_build(home: Path, conn: sqlite3.Connection, keys: list[str]) -> list[tuple[dt.date, dict | None]]:
     """The days of a run's partition keys that have evidence, or partitions to clear, with their
     sources: a day without either costs nothing."""
@@ -97,6 +164,21 @@ def days_to_build(home: Path, conn: sqlite3.Connection, keys: list[str]) -> list
         if day in sources or any(lake.has_partition(t, day) for t in (*logs.TABLES, DAILY_MODEL_STATS)):
             result.append((day, sources.get(day)))
     return result
+
+
+def unlearned_days(home: Path, conn: sqlite3.Connection, as_of: dt.date) -> list[dt.date]:
+    """The days up to ``as_of`` that the rules in force were not built from as they are now: what
+    a publication as of ``as_of`` learns (and records with :func:`record_learned`)."""
+    return [d for d in stale_days(home, conn, logs.source_fingerprints(conn)) if d <= as_of]
+
+
+def first_evidence_day(home: Path, conn: sqlite3.Connection, pending: set[dt.date] | frozenset[dt.date] = frozenset()) -> dt.date | None:
+    """The first UTC day with evidence: database rows, staged or waiting drops, lake partitions."""
+    lake = Lake(home)
+    days = set(logs.source_fingerprints(conn)) | set(pending)
+    for table in logs.TABLES:
+        days |= set(lake.partition_days(table))
+    return min(days) if days else None
 
 
 def record_learned(home: Path, conn: sqlite3.Connection, keys: list[str]) -> None:

@@ -1,7 +1,8 @@
-"""The ROUTING_HOME resource: paths, the effective registry, learning state."""
+"""Dagster resources of a home: the ROUTING_HOME resource, the lake IO manager, the learning day."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
 import sqlite3
@@ -10,12 +11,19 @@ from pathlib import Path
 
 import dagster as dg
 
-from routing_pipelines.assets.names import AS_OF_TAG, RANGE_END_TAG, RANGE_START_TAG
+from pydantic import Field
+
+from routing_pipelines.assets import names
+from routing_pipelines import logs, plan
+from routing_pipelines.lake import Lake
+from routing_pipelines.learning.values import LakeValue
+from routing_pipelines.run_lock import exclusive
 from routing_runtime import store
+from routing_runtime.faults import crashpoint
 from routing_runtime.admin import registry_from_db
 from routing_runtime.registry import ModelRegistry
 
-LEARNED_THROUGH = "learned_through"
+LEARNED_THROUGH = plan.LEARNED_THROUGH
 
 
 class RoutingHome(dg.ConfigurableResource):
@@ -27,18 +35,20 @@ class RoutingHome(dg.ConfigurableResource):
     def path(self) -> Path:
         return Path(self.home).expanduser().resolve()
 
+    @property
+    def lake(self) -> Lake:
+        return Lake(self.path)
+
+    @contextlib.contextmanager
+    def yield_for_execution(self, context: dg.InitResourceContext):
+        # Whoever launched the run (the daemon, the UI, `routing learn`), it holds the home for its
+        # whole length: two runs never interleave their writes.
+        run = context.run.run_id[:8] if context.run else "?"
+        with exclusive(self.path, f"dagster run {run}", reentrant=True):
+            yield self
+
     def connect(self) -> sqlite3.Connection:
-        db = self.path / store.DB_NAME
-        if not db.exists():
-            raise FileNotFoundError(f"{self.path} is not initialised: run `routing init --home {self.path}`")
-        conn = store.connect(db)
-        if (version := store.schema_version(conn)) != store.SCHEMA_VERSION:
-            conn.close()
-            raise RuntimeError(
-                f"{db} has schema version {version}, the pipeline needs {store.SCHEMA_VERSION}:"
-                f" run `routing init --home {self.path}` to upgrade it"
-            )
-        return conn
+        return plan.open_home(self.path)
 
     def registry(self) -> ModelRegistry:
         conn = self.connect()
@@ -50,18 +60,20 @@ class RoutingHome(dg.ConfigurableResource):
     def learned_through(self) -> dt.date | None:
         conn = self.connect()
         try:
-            row = conn.execute("SELECT value FROM settings WHERE key = ?", (LEARNED_THROUGH,)).fetchone()
+            return plan.learned_through(conn, self.path)
         finally:
             conn.close()
-        if row is None:
+
+    def first_evidence_day(self) -> dt.date | None:
+        """The home's first day with evidence; None for a home not initialised yet (the
+        Definitions still load, so the UI can say what to do)."""
+        if not (self.path / store.DB_NAME).exists():
             return None
+        conn = store.connect_readonly(self.path / store.DB_NAME)
         try:
-            return dt.date.fromisoformat(row[0])
-        except ValueError:
-            raise ValueError(
-                f"settings.learned_through = {row[0][:40]!r} in {self.path / store.DB_NAME} is not a date:"
-                " set it to the last day learned (YYYY-MM-DD), or delete that row to learn from the first day with evidence"
-            ) from None
+            return plan.first_evidence_day(self.path, conn, logs.pending_days(self.path))
+        finally:
+            conn.close()
 
 
 def progress(context, message: str) -> None:
@@ -71,19 +83,54 @@ def progress(context, message: str) -> None:
         print(f"  {message}", file=sys.stderr, flush=True)
 
 
-def as_of_day(context) -> dt.date:
-    """The run's learning day: its ``routing/as_of`` tag, else its partition range end, else yesterday."""
-    tags = context.run.tags
-    value = tags.get(AS_OF_TAG) or tags.get(RANGE_END_TAG)
-    if value:
-        return dt.date.fromisoformat(value)
-    return dt.datetime.now(dt.timezone.utc).date() - dt.timedelta(days=1)
+class LakeIOManager(dg.ConfigurableIOManager):
+    """Hands each learning step's value (a :class:`~routing_pipelines.learning.values.LakeValue`)
+    to the steps that take it, through the home's lake: written once as
+    ``lake/<asset>/as_of=DAY.parquet`` and made current, read by every consumer. A step never
+    builds a path of another step's output."""
+
+    home: str
+
+    def _lake(self) -> Lake:
+        return Lake(Path(self.home).expanduser().resolve())
+
+    def handle_output(self, context: dg.OutputContext, obj: LakeValue) -> None:
+        if not isinstance(obj, LakeValue):
+            raise TypeError(f"{context.asset_key.to_user_string()} returned {type(obj).__name__}: learning steps return a LakeValue")
+        asset = context.asset_key.path[-1]
+        path = self._lake().write_value(asset, obj.as_of, obj.to_frame())
+        crashpoint(f"{asset}:after_write")
+        context.add_output_metadata({"as_of": str(obj.as_of), "path": dg.MetadataValue.path(str(path))})
+
+    def load_input(self, context: dg.InputContext) -> LakeValue:
+        asset = context.asset_key.path[-1]
+        value_type = context.dagster_type.typing_type
+        if not (isinstance(value_type, type) and issubclass(value_type, LakeValue)):
+            raise TypeError(f"{asset}: annotate the input with its LakeValue type, not {value_type!r}")
+        as_of, frame = self._lake().read_value(asset)
+        return value_type.from_frame(as_of, frame)
 
 
-def run_partition_keys(context) -> list[str]:
-    """The days a run covers, from its partition-range tags or its single partition tag."""
-    tags = context.run.tags
-    if RANGE_START_TAG in tags:
-        start, end = dt.date.fromisoformat(tags[RANGE_START_TAG]), dt.date.fromisoformat(tags[RANGE_END_TAG])
-        return [(start + dt.timedelta(days=i)).isoformat() for i in range((end - start).days + 1)]
-    return [tags["dagster/partition"]] if "dagster/partition" in tags else []
+class LearningDay(dg.Config):
+    """Which day the posteriors (and so the rules) are learned as of."""
+
+    as_of: str | None = Field(
+        default=None,
+        description="YYYY-MM-DD: learn from every statistic up to the end of this UTC day. Empty: the newest day"
+        " with statistics in the lake (`routing learn` always sets it).",
+    )
+
+    def day(self, routing_home: RoutingHome) -> dt.date:
+        if self.as_of:
+            try:
+                return dt.date.fromisoformat(self.as_of)
+            except ValueError:
+                raise dg.Failure(description=f"as_of={self.as_of!r} is not a date: use YYYY-MM-DD") from None
+        days = routing_home.lake.partition_days(names.DAILY_MODEL_STATS)
+        if not days:
+            raise dg.Failure(description=(
+                f"no {names.DAILY_MODEL_STATS} partition in the lake yet, so there is no day to learn as of:"
+                " materialize the log assets and statistics for some days first (or run `routing learn`),"
+                " or set as_of in the run config"
+            ))
+        return max(days)

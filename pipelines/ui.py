@@ -9,10 +9,11 @@ import sys
 import time
 from pathlib import Path
 
+from routing_pipelines.assets import names
 from routing_pipelines.learn import dagster_folder, dagster_instance
 from routing_runtime.home import NotInitialisedError, db_path, resolve_home
 
-CODE_LOCATION = ["-m", "routing_pipelines.definitions", "-a", "defs"]
+CODE_LOCATION = ["-m", names.CODE_LOCATION, "-a", "defs"]
 
 
 def ui_environment(home: Path) -> dict[str, str]:

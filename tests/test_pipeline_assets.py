@@ -13,10 +13,9 @@ dg = pytest.importorskip("dagster")
 pl = pytest.importorskip("polars")
 
 from routing_pipelines.assets import names  # noqa: E402
-from routing_pipelines.assets.log_assets import model_performance, routing_decisions  # noqa: E402
 from routing_pipelines.resources import RoutingHome  # noqa: E402
 from routing_pipelines.lake import QUARANTINE, Lake  # noqa: E402
-from routing_pipelines.definitions import ASSETS, CHECKS, build_definitions, defs, nightly_schedule  # noqa: E402
+from routing_pipelines.definitions import build_definitions, defs, run_config  # noqa: E402
 from routing_pipelines.learn import learn  # noqa: E402
 from routing_runtime import ModelRouter, store  # noqa: E402
 from routing_runtime.admin import initialise  # noqa: E402
@@ -53,9 +52,11 @@ def drop(home: Path, table: str, name: str, content: str | pl.DataFrame) -> Path
 
 
 def materialize_ingest(home: Path, day: dt.date = DAY) -> dg.ExecuteInProcessResult:
-    return dg.materialize(
-        [routing_decisions, model_performance], partition_key=day.isoformat(),
-        resources={"routing_home": RoutingHome(home=str(home))}, instance=dg.DagsterInstance.ephemeral(),
+    """The inbox step and one day of both log assets, as the UI's Materialize would run them."""
+    job = build_definitions(home).resolve_job_def(names.NIGHTLY_JOB)
+    return job.execute_in_process(
+        partition_key=day.isoformat(), instance=dg.DagsterInstance.ephemeral(),
+        asset_selection=[dg.AssetKey(n) for n in (names.INBOX, names.ROUTING_DECISIONS, names.MODEL_PERFORMANCE)],
     )
 
 
@@ -171,10 +172,11 @@ def test_corrupt_statistics_fail_posterior_sanity_and_block_publication(home: Pa
     Lake(home).write_partition(names.DAILY_MODEL_STATS, DAY + dt.timedelta(days=1),
                          frame.with_columns(pl.lit(float("inf")).alias("sum_log_latency")))
     assert stats_dir.exists()
-    result = dg.materialize(
-        [*ASSETS, *CHECKS], selection=[names.MODEL_POSTERIORS, names.CANDIDATE_ROUTING_RULES, names.MODEL_ROUTING_RULES],
-        resources={"routing_home": RoutingHome(home=str(home))}, instance=dg.DagsterInstance.ephemeral(),
-        tags={names.AS_OF_TAG: (DAY + dt.timedelta(days=1)).isoformat()}, raise_on_error=False,
+    job = build_definitions(home).resolve_job_def(names.NIGHTLY_JOB)
+    result = job.execute_in_process(
+        asset_selection=[dg.AssetKey(n) for n in (names.MODEL_POSTERIORS, names.CANDIDATE_ROUTING_RULES, names.MODEL_ROUTING_RULES,
+                                                  names.POLICY_EVALUATION)],
+        run_config=run_config(DAY + dt.timedelta(days=1)), instance=dg.DagsterInstance.ephemeral(), raise_on_error=False,
     )
     assert not result.success
     failed = [e.asset_check_evaluation_data.check_name for e in result.all_events
@@ -186,14 +188,11 @@ def test_corrupt_statistics_fail_posterior_sanity_and_block_publication(home: Pa
 
 def test_the_schedule_learns_every_day_not_yet_learned_at_0200_utc(home: Path):
     assert learn(home, DAY - dt.timedelta(days=1), quiet=True).success
-    context = dg.build_schedule_context(
-        scheduled_execution_time=dt.datetime(2026, 5, 7, 2, 0, tzinfo=dt.timezone.utc),
-        resources={"routing_home": RoutingHome(home=str(home))},
-    )
+    context = dg.build_schedule_context(scheduled_execution_time=dt.datetime(2026, 5, 7, 2, 0, tzinfo=dt.timezone.utc))
+    nightly_schedule = build_definitions(home).resolve_schedule_def(names.NIGHTLY_SCHEDULE)
     request = nightly_schedule(context)
-    assert request.tags[names.RANGE_START_TAG] == DAY.isoformat()
-    assert request.tags[names.RANGE_END_TAG] == "2026-05-06"
-    assert request.tags[names.AS_OF_TAG] == "2026-05-06"
+    assert request.partition_key_range == dg.PartitionKeyRange(DAY.isoformat(), "2026-05-06")
+    assert request.run_config == run_config(dt.date(2026, 5, 6))
     assert nightly_schedule.cron_schedule == "0 2 * * *" and nightly_schedule.execution_timezone == "UTC"
     assert nightly_schedule.default_status == dg.DefaultScheduleStatus.RUNNING
 
@@ -203,14 +202,9 @@ def test_the_whole_definitions_load(tmp_path: Path):
     definitions = build_definitions(tmp_path)
     job = definitions.resolve_job_def(names.NIGHTLY_JOB)
     keys = {k.to_user_string() for k in job.asset_layer.executable_asset_keys}
-    assert keys == {names.ROUTING_DECISIONS, names.MODEL_PERFORMANCE, names.DAILY_MODEL_STATS, names.MODEL_POSTERIORS,
+    assert keys == {names.INBOX, names.ROUTING_DECISIONS, names.MODEL_PERFORMANCE, names.DAILY_MODEL_STATS, names.MODEL_POSTERIORS,
                     names.SPECIALIST_VS_GENERALIST, names.CANDIDATE_ROUTING_RULES, names.POLICY_EVALUATION,
                     names.MODEL_ROUTING_RULES}
-    graph = definitions.resolve_asset_graph()
-    upstream = {k.to_user_string() for k in graph.get(dg.AssetKey(names.MODEL_ROUTING_RULES)).ancestor_asset_keys} \
-        if hasattr(graph.get(dg.AssetKey(names.MODEL_ROUTING_RULES)), "ancestor_asset_keys") else None
-    if upstream is not None:
-        assert names.MODEL_PERFORMANCE in upstream
 
 
 def test_first_learn_on_a_new_home_ingests_every_dropped_day_and_late_drops_are_picked_up(tmp_path: Path):
@@ -234,12 +228,12 @@ def test_first_learn_on_a_new_home_ingests_every_dropped_day_and_late_drops_are_
 
 
 def test_learn_refuses_a_future_day_and_a_second_concurrent_run(home: Path):
-    from routing_pipelines.learn import exclusive
+    from routing_pipelines.run_lock import exclusive
 
     with pytest.raises(ValueError, match="in the future"):
         learn(home, dt.date.today() + dt.timedelta(days=3), quiet=True)
     with exclusive(home):
-        with pytest.raises(RuntimeError, match="another `routing learn` is running"):
+        with pytest.raises(RuntimeError, match="another learning run is using"):
             learn(home, DAY, quiet=True)
     assert learn(home, DAY, quiet=True).success
 

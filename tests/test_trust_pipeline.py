@@ -274,7 +274,7 @@ def test_tmp_parquet_left_by_a_killed_write_is_never_read_and_is_cleaned(learned
 KILL_POINTS = [
     "stage:after_staged_files", "stage:before_move",
     "ingest:routing_decisions:between_quarantine_and_rows", "ingest:model_performance:between_quarantine_and_rows",
-    "lake:partition_moved_aside", "stats:after_day", "posteriors:after_write", "candidate:after_write",
+    "lake:partition_moved_aside", "stats:after_day", "model_posteriors:after_write", "candidate_routing_rules:after_write",
     "publish:before", "after_publish", "publish:after_ledger", "publish:after_snapshot",
 ]
 
@@ -324,7 +324,7 @@ def test_killed_learn_run_is_not_left_started_in_dagster(interrupted_base, tmp_p
     base, _ = interrupted_base
     home = tmp_path / "home"
     shutil.copytree(base, home, symlinks=True)
-    assert learn_subprocess(home, D4, ROUTING_CRASH_AT="posteriors:after_write").returncode == CRASH_EXIT_CODE
+    assert learn_subprocess(home, D4, ROUTING_CRASH_AT="model_posteriors:after_write").returncode == CRASH_EXIT_CODE
     assert learn(home, D4, quiet=True).success
     with dagster_instance(home) as instance:
         statuses = [r.status for r in instance.get_runs()]
@@ -427,7 +427,7 @@ def test_learn_that_fails_after_publishing_says_it_published(learned_home: Path,
 
 
 def test_learn_that_fails_before_publishing_says_failed_and_keeps_the_rules(learned_home: Path, capsys, monkeypatch):
-    monkeypatch.setenv("ROUTING_FAIL_AT", "posteriors:after_write")
+    monkeypatch.setenv("ROUTING_FAIL_AT", "model_posteriors:after_write")
     traffic(learned_home, D4, n=5)
     code, result = cli_json(capsys, "learn", "--home", str(learned_home), "--as-of", str(D4), "--json")
     assert (code, result["status"], result["rule_set_version"]) == (1, "failed", 2)
