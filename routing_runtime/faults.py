@@ -2,12 +2,15 @@
 
 ``ROUTING_CRASH_AT=<name>`` makes the process exit at once when it reaches that point
 (``os._exit``: no cleanup, no ``finally``, as ``kill -9`` would); ``ROUTING_FAIL_AT=<name>``
-raises there instead (a failing step). Unset, a point costs two dictionary lookups.
+raises there instead (a failing step); ``ROUTING_PAUSE_AT=<name>`` sleeps there for
+``ROUTING_PAUSE_SECONDS`` (default 30: a run caught in the act, for tests of what runs at the same
+time). Unset, a point costs three dictionary lookups.
 """
 
 from __future__ import annotations
 
 import os
+import time
 
 CRASH_EXIT_CODE = 137
 
@@ -21,3 +24,5 @@ def crashpoint(name: str) -> None:
         os._exit(CRASH_EXIT_CODE)
     if os.environ.get("ROUTING_FAIL_AT") == name:
         raise InjectedFailure(f"injected failure at {name}")
+    if os.environ.get("ROUTING_PAUSE_AT") == name:
+        time.sleep(float(os.environ.get("ROUTING_PAUSE_SECONDS", "30")))
