@@ -77,7 +77,12 @@ def plan_run(
         start = min([*(d for d in sources if d <= as_of), as_of])
     else:
         start = min([*stale, as_of])
-    nothing_new = not explicit and not stale and learned_through is not None and as_of <= learned_through
+    # Nothing new: nothing stale and no evidence after the learned frontier. A day without logs
+    # changes the posteriors only by forgetting: the rules in force stay, no empty run is paid for.
+    nothing_new = (
+        not explicit and not stale and learned_through is not None
+        and not any(learned_through < d <= as_of for d in sources)
+    )
     problems = []
     earliest = as_of - dt.timedelta(days=MAX_RUN_DAYS - 1)
     if start < earliest:

@@ -238,3 +238,17 @@ def test_a_dagster_run_fails_at_once_while_routing_learn_holds_the_home(home: Pa
     finally:
         out, err = cli.communicate(timeout=120)
     assert json.loads(out)["status"] == "published", err
+
+
+def test_a_day_without_new_evidence_is_nothing_new_and_never_loads_dagster(home: Path):
+    assert learn(home, D3, quiet=True).success
+    probe = (
+        "import json, sys\n"
+        "from routing_pipelines.learn import learn\n"
+        "r = learn(sys.argv[1], quiet=True)\n"
+        "print(json.dumps([r.status, r.rule_set_version, 'dagster' in sys.modules]))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", probe, str(home)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    status, version, loaded = json.loads(proc.stdout)
+    assert (status, version, loaded) == ("nothing_new", rule_versions(home)[-1], False)
