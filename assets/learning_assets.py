@@ -55,7 +55,9 @@ def model_posteriors(context: dg.AssetExecutionContext, routing_home: RoutingHom
     recent = detected.filter(pl.col("changed_on") > as_of - dt.timedelta(days=14)).sort("changed_on", descending=True)
     return dg.MaterializeResult(metadata={
         "as_of": str(as_of), "half_life_days": registry.learning.half_life_days,
-        "change_points": dg.MetadataValue.md(_markdown(recent.with_columns(pl.col("before", "after").round(4))) if recent.height else "none in the last 14 days"),
+        "change_points": dg.MetadataValue.md(
+            _markdown(recent.with_columns(pl.col("before", "after").round(4))) if recent.height else "none in the last 14 days"
+        ),
         "dagster/row_count": frame.height, "outcomes_seen": int(frame["n_raw"].sum()),
         "posteriors": dg.MetadataValue.md(_markdown(preview)),
         "path": dg.MetadataValue.path(path),

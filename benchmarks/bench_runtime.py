@@ -47,11 +47,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-ROOT = Path(__file__).resolve().parent.parent
+from routing_runtime import RoutingPreference, TaskType, classify_task, store
+from routing_runtime.admin import initialise
+from routing_runtime.router import ModelRouter, new_id
 
-from routing_runtime import RoutingPreference, TaskType, classify_task, store  # noqa: E402
-from routing_runtime.admin import initialise  # noqa: E402
-from routing_runtime.router import ModelRouter, new_id  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 # ---------------------------------------------------------------------------- prompts
 
@@ -256,9 +256,11 @@ def measure_import(runs: int, cwd: Path, env: dict[str, str]) -> dict:
         wall("pass"), wall("import routing_runtime")
     for i in range(runs):
         if i % 2 == 0:
-            bare.append(wall("pass")); imp.append(wall("import routing_runtime"))
+            bare.append(wall("pass"))
+            imp.append(wall("import routing_runtime"))
         else:
-            imp.append(wall("import routing_runtime")); bare.append(wall("pass"))
+            imp.append(wall("import routing_runtime"))
+            bare.append(wall("pass"))
     bare_ms, imp_ms = statistics.median(bare) / 1e6, statistics.median(imp) / 1e6
     return {"runs": runs, "bare_interpreter_ms": bare_ms, "import_ms": imp_ms, "import_cost_ms": imp_ms - bare_ms}
 

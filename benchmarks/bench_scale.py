@@ -299,7 +299,8 @@ def run_measured(command: list[str], env: dict[str, str], log_dir: Path) -> Chil
     out_path, err_path, usage_path = log_dir / "stdout.txt", log_dir / "stderr.txt", log_dir / "usage.json"
     busy_before = _cpu_busy_s()
     with out_path.open("wb") as out, err_path.open("wb") as err:
-        subprocess.run([sys.executable, "-S", "-c", _WRAPPER, str(usage_path), *command], stdout=out, stderr=err, env=env, cwd=ROOT, check=True)
+        subprocess.run([sys.executable, "-S", "-c", _WRAPPER, str(usage_path), *command],
+                       stdout=out, stderr=err, env=env, cwd=ROOT, check=True)
     busy_after = _cpu_busy_s()
     usage = json.loads(usage_path.read_text())
     others = None
@@ -396,13 +397,17 @@ def markdown(result: dict) -> str:
         "| measure | value | target | met |",
         "|---|---:|---:|:---:|",
         f"| floor: one Polars scan + group-by of {cfg['days'] - 1} days of outcomes | {floor_full:.2f} s | | |",
-        f"| full learn (`--as-of {cfg['full_as_of']}`, {cfg['days'] - 1} days) wall | {full['wall_s']:.1f} s | ≤ {TARGET_FULL_S:.0f} s | {yes_no(full['wall_s'] <= TARGET_FULL_S)} |",
-        f"| full learn peak RSS | {full['peak_gib']:.2f} GiB | ≤ {TARGET_PEAK_GIB:.0f} GiB | {yes_no(full['peak_gib'] <= TARGET_PEAK_GIB)} |",
+        f"| full learn (`--as-of {cfg['full_as_of']}`, {cfg['days'] - 1} days) wall | {full['wall_s']:.1f} s "
+        f"| ≤ {TARGET_FULL_S:.0f} s | {yes_no(full['wall_s'] <= TARGET_FULL_S)} |",
+        f"| full learn peak RSS | {full['peak_gib']:.2f} GiB "
+        f"| ≤ {TARGET_PEAK_GIB:.0f} GiB | {yes_no(full['peak_gib'] <= TARGET_PEAK_GIB)} |",
         f"| full learn CPU (user + sys) | {full['cpu_s']:.1f} s{_others(full)} | | |",
         f"| ratio full learn / floor | {full['wall_s'] / floor_full:.0f}× | | |",
         f"| floor: one Polars scan + group-by of the new day | {floor_inc:.3f} s | | |",
-        f"| incremental learn (`--as-of {cfg['last_day']}`, 1 new day) wall | {inc['wall_s']:.1f} s | ≤ {TARGET_INCREMENTAL_S:.0f} s | {yes_no(inc['wall_s'] <= TARGET_INCREMENTAL_S)} |",
-        f"| incremental learn peak RSS | {inc['peak_gib']:.2f} GiB | ≤ {TARGET_PEAK_GIB:.0f} GiB | {yes_no(inc['peak_gib'] <= TARGET_PEAK_GIB)} |",
+        f"| incremental learn (`--as-of {cfg['last_day']}`, 1 new day) wall | {inc['wall_s']:.1f} s "
+        f"| ≤ {TARGET_INCREMENTAL_S:.0f} s | {yes_no(inc['wall_s'] <= TARGET_INCREMENTAL_S)} |",
+        f"| incremental learn peak RSS | {inc['peak_gib']:.2f} GiB "
+        f"| ≤ {TARGET_PEAK_GIB:.0f} GiB | {yes_no(inc['peak_gib'] <= TARGET_PEAK_GIB)} |",
         f"| incremental learn CPU (user + sys) | {inc['cpu_s']:.1f} s{_others(inc)} | | |",
         f"| ratio incremental learn / floor | {inc['wall_s'] / floor_inc:.0f}× | | |",
         "",

@@ -66,7 +66,9 @@ def test_ingest_reads_the_day_from_the_database(home: Path):
     outcomes = Lake(home).read_partition(names.MODEL_PERFORMANCE, DAY)
     assert decisions.height == 40 and outcomes.height == 40
     assert outcomes["recorded_at"].dt.date().unique().to_list() == [DAY]
-    assert set(outcomes.columns) >= {"model_id", "task_type", "outcome", "quality_score", "latency_ms", "tokens_used", "cost_usd", "decision_id"}
+    assert set(outcomes.columns) >= {
+        "model_id", "task_type", "outcome", "quality_score", "latency_ms", "tokens_used", "cost_usd", "decision_id",
+    }
     metadata = result.asset_materializations_for_node(names.MODEL_PERFORMANCE)[0].metadata
     assert metadata["dagster/row_count"].value == 40 and metadata["quarantined_rows"].value == 0
 
@@ -219,7 +221,8 @@ def test_first_learn_on_a_new_home_ingests_every_dropped_day_and_late_drops_are_
     initialise(home)
     row = {"model_id": "gpt-4o", "task_type": "math", "outcome": "success", "latency_ms": 1000.0, "tokens_used": 500, "cost_usd": 0.001}
     for day in (1, 2, 3):
-        drop(home, "model_performance", f"day{day}.jsonl", json.dumps({**row, "id": f"d{day}", "recorded_at": f"2026-05-0{day}T10:00:00Z"}) + "\n")
+        line = json.dumps({**row, "id": f"d{day}", "recorded_at": f"2026-05-0{day}T10:00:00Z"}) + "\n"
+        drop(home, "model_performance", f"day{day}.jsonl", line)
     assert learn(home, dt.date(2026, 5, 3), quiet=True).success
     for day in (1, 2, 3):
         assert Lake(home).read_partition(names.MODEL_PERFORMANCE, dt.date(2026, 5, day))["id"].to_list() == [f"d{day}"]
