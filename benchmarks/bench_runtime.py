@@ -1,6 +1,7 @@
 """Latency of the routing runtime's hot paths, next to a bare SQLite INSERT on the same disk.
 
-Run with ``make bench`` or ``python benchmarks/bench_runtime.py [--n 20000] [--json out.json]``.
+Run with ``make bench`` or ``python benchmarks/bench_runtime.py [--n 20000] [--quick] [--json out.json]``.
+``--quick`` (200 calls per operation; seconds) only proves it still runs: ``make test``.
 
 What is measured, in one process, in a temporary directory under the project root (same disk
 as the repository, removed at the end):
@@ -443,6 +444,9 @@ def build_report(args: argparse.Namespace, ops: dict[str, Op], imp: dict | None,
 
 # ---------------------------------------------------------------------------- main
 
+#: ``--quick``: enough calls for every percentile to exist, two import runs.
+QUICK = {"n": 200, "warmup": 20, "blocks": 2, "import_runs": 2}
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -451,7 +455,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--blocks", type=int, default=10, help="interleaved blocks (default 10)")
     parser.add_argument("--import-runs", type=int, default=20, help="subprocess runs for the import cost (0: skip)")
     parser.add_argument("--json", metavar="PATH", help="also write the figures as JSON to PATH")
+    parser.add_argument("--quick", action="store_true",
+                        help="tiny sizes, seconds: proves the benchmark still runs end to end (`make test`); figures mean nothing")
     args = parser.parse_args(argv)
+    if args.quick:  # the quick sizes replace the defaults only: options given explicitly still win
+        parser.set_defaults(**QUICK)
+        args = parser.parse_args(argv)
     if args.n < args.blocks or args.blocks < 1 or args.warmup < 0:
         parser.error("need --blocks ≥ 1, --n ≥ --blocks and --warmup ≥ 0")
 

@@ -1,7 +1,8 @@
 """Scale of the nightly learning job: 30 days of 100k decisions + 100k outcomes a day, as Parquet drops.
 
 Run with ``python benchmarks/bench_scale.py [--days 30] [--rows-per-day 100000] [--seed 0] [--keep]
-[--json out.json]`` (about 1.5 minutes and 0.5 GB of disk at full scale).
+[--quick] [--json out.json]`` (about 1.5 minutes and 0.5 GB of disk at full scale). ``--quick`` (2 days ×
+300 rows: the two learns alone) only proves it still runs: ``make test``.
 
 Targets (from the issue): ``routing learn`` over the first ``days - 1`` days end to end in at most
 60 s on 2 cores with at most 3 GiB peak memory; one more day afterwards (incremental) in at most
@@ -422,6 +423,10 @@ def markdown(result: dict) -> str:
 
 # ----------------------------------------------------------------------------- main
 
+#: ``--quick``: a full and an incremental learn (the least there is) on a few hundred rows a day.
+QUICK = {"days": 2, "rows_per_day": 300}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--days", type=int, default=30, help="days of logs; the last one is the incremental run (default 30)")
@@ -429,7 +434,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--keep", action="store_true", help="keep the temporary ROUTING_HOME and print its path")
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
+    parser.add_argument("--quick", action="store_true",
+                        help="tiny sizes, seconds: proves the benchmark still runs end to end (`make test`); figures mean nothing")
     args = parser.parse_args(argv)
+    if args.quick:  # the quick sizes replace the defaults only: options given explicitly still win
+        parser.set_defaults(**QUICK)
+        args = parser.parse_args(argv)
     if args.days < 2:
         parser.error("--days must be at least 2 (a full run and an incremental one)")
 
