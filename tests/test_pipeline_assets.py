@@ -16,7 +16,7 @@ from routing_pipelines.assets import names  # noqa: E402
 from routing_pipelines.assets.log_assets import model_performance, routing_decisions  # noqa: E402
 from routing_pipelines.resources import RoutingHome  # noqa: E402
 from routing_pipelines.lake import QUARANTINE, Lake  # noqa: E402
-from routing_pipelines.definitions import ASSETS, CHECKS, build_definitions, defs, nightly_schedule  # noqa: E402
+from routing_pipelines.definitions import ASSETS, CHECKS, nightly_schedule  # noqa: E402
 from routing_pipelines.learn import learn  # noqa: E402
 from routing_runtime import ModelRouter, store  # noqa: E402
 from routing_runtime.admin import initialise  # noqa: E402
@@ -198,21 +198,6 @@ def test_the_schedule_learns_every_day_not_yet_learned_at_0200_utc(home: Path):
     assert request.tags[names.AS_OF_TAG] == "2026-05-06"
     assert nightly_schedule.cron_schedule == "0 2 * * *" and nightly_schedule.execution_timezone == "UTC"
     assert nightly_schedule.default_status == dg.DefaultScheduleStatus.RUNNING
-
-
-def test_the_whole_definitions_load(tmp_path: Path):
-    dg.Definitions.validate_loadable(defs)
-    definitions = build_definitions(tmp_path)
-    job = definitions.resolve_job_def(names.NIGHTLY_JOB)
-    keys = {k.to_user_string() for k in job.asset_layer.executable_asset_keys}
-    assert keys == {names.ROUTING_DECISIONS, names.MODEL_PERFORMANCE, names.DAILY_MODEL_STATS, names.MODEL_POSTERIORS,
-                    names.SPECIALIST_VS_GENERALIST, names.CANDIDATE_ROUTING_RULES, names.POLICY_EVALUATION,
-                    names.MODEL_ROUTING_RULES}
-    graph = definitions.resolve_asset_graph()
-    upstream = {k.to_user_string() for k in graph.get(dg.AssetKey(names.MODEL_ROUTING_RULES)).ancestor_asset_keys} \
-        if hasattr(graph.get(dg.AssetKey(names.MODEL_ROUTING_RULES)), "ancestor_asset_keys") else None
-    if upstream is not None:
-        assert names.MODEL_PERFORMANCE in upstream
 
 
 def test_first_learn_on_a_new_home_ingests_every_dropped_day_and_late_drops_are_picked_up(tmp_path: Path):
