@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test bench ui ui-check clean
+.PHONY: run test lint bench ui ui-check clean
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "needs $(PYTHON) on PATH (or make PYTHON=python3)"; exit 1; }
@@ -16,8 +16,13 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(BIN)/routing demo
 
-test: $(STAMP)
+# Lint and type-check first (seconds), so a slip fails before the ~8 minute suite starts.
+test: lint
 	$(BIN)/python -m pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/mypy routing_runtime
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run_all.py

@@ -53,7 +53,9 @@ def model_posteriors(context: dg.AssetExecutionContext, config: LearningDay, rou
     recent = detected.filter(pl.col("changed_on") > as_of - dt.timedelta(days=14)).sort("changed_on", descending=True)
     return dg.Output(value, metadata={
         "as_of": str(as_of), "half_life_days": registry.learning.half_life_days,
-        "change_points": dg.MetadataValue.md(_markdown(recent.with_columns(pl.col("before", "after").round(4))) if recent.height else "none in the last 14 days"),
+        "change_points": dg.MetadataValue.md(
+            _markdown(recent.with_columns(pl.col("before", "after").round(4))) if recent.height else "none in the last 14 days"
+        ),
         "dagster/row_count": frame.height, "outcomes_seen": value.outcomes_seen,
         "posteriors": dg.MetadataValue.md("Posterior mean [95% credible interval] per cell.\n\n" + _markdown(preview)),
     })
@@ -92,7 +94,7 @@ def specialist_vs_generalist(model_posteriors: Posteriors) -> dg.Output[Speciali
 
 
 @dg.asset(name=names.CANDIDATE_ROUTING_RULES, kinds={"numpy", "parquet"}, group_name="learning", pool=POOL)
-def candidate_routing_rules(context: dg.AssetExecutionContext, routing_home: RoutingHome, model_posteriors: Posteriors) -> dg.Output[CandidateRules]:
+def candidate_routing_rules(routing_home: RoutingHome, model_posteriors: Posteriors) -> dg.Output[CandidateRules]:
     """The next rule set, not yet published: per (task type, preference) the models in priority order
     with the posterior probability of being best (batched Thompson sampling) mixed with the
     exploration floor."""
@@ -101,7 +103,9 @@ def candidate_routing_rules(context: dg.AssetExecutionContext, routing_home: Rou
     rows = candidates.candidate_rules(model_posteriors.frame, registry, seed=_seed(as_of))
     # The registry the rules were built for travels with them: publishing checks it is still the one in force.
     value = CandidateRules.build(as_of, rows, registry_fingerprint(registry))
-    return dg.Output(value, metadata={"as_of": str(as_of), "dagster/row_count": len(rows), "exploration_floor": registry.learning.exploration_floor})
+    return dg.Output(value, metadata={
+        "as_of": str(as_of), "dagster/row_count": len(rows), "exploration_floor": registry.learning.exploration_floor,
+    })
 
 
 @dg.asset_check(asset=names.CANDIDATE_ROUTING_RULES, name=names.RULES_COVERAGE_CHECK, blocking=True)

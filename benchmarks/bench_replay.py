@@ -1,12 +1,15 @@
 """Replay benchmark: the router's nightly learning loop on real per-question LLM outcomes.
 
 Run with ``python benchmarks/bench_replay.py [--days 20] [--per-day 300] [--seed 0] [--repeats 5]
-[--incomplete drop-questions|drop-models] [--ablations] [--json out.json]``.
+[--incomplete drop-questions|drop-models] [--ablations] [--data DIR] [--quick] [--json out.json]``.
+``--quick`` (3 days × 20 requests, one repeat; seconds) only proves it still runs: ``make test``.
 
 Data (not ours, not shipped): the Open LLM Leaderboard v2 outcomes in
-``../shared/data/outcomes/openllm_v2/`` (see that folder's README): for 19 open models, whether
-each one answered each leaderboard question correctly, plus one blended USD price per million
-tokens per model. Subtasks map to task types as the data README suggests: ``leaderboard_math_*``
+``../shared/data/outcomes/openllm_v2/`` beside the project (``--data DIR`` for another folder):
+``openllm_v2_correctness_long.csv.gz`` (columns ``model``, ``subtask``, ``question_idx``,
+``correct``): for 19 open models, whether each one answered each leaderboard question correctly;
+and ``price_usd_per_million_tokens.csv`` (``model``, ``usd_per_million_tokens``): one blended
+price per model. Subtasks map to task types as the data README suggests: ``leaderboard_math_*``
 (MATH-hard) → math; ``leaderboard_mmlu_pro``, ``leaderboard_gpqa_*`` → general;
 ``leaderboard_bbh_*``, ``leaderboard_musr_*`` → planning. A replay needs full information (the
 outcome of *every* model on every served question, whichever model a policy picks), but one model
@@ -86,9 +89,9 @@ from routing_runtime.rules import RuleRow, build_rules, registry_estimates
 from routing_runtime.types import RoutingPreference, TaskType
 
 DATA_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-OUTCOMES_DIR = DATA_DIR / "outcomes" / "openllm_v2"
-CORRECTNESS_FILE = OUTCOMES_DIR / "openllm_v2_correctness_long.csv.gz"
-PRICE_FILE = OUTCOMES_DIR / "price_usd_per_million_tokens.csv"
+OUTCOMES = Path("outcomes") / "openllm_v2"  # under the data folder
+CORRECTNESS_NAME = "openllm_v2_correctness_long.csv.gz"
+PRICE_NAME = "price_usd_per_million_tokens.csv"
 
 #: Subtask name prefix → task type (the data README's suggested mapping).
 SUBTASK_TASKS: tuple[tuple[str, TaskType], ...] = (
@@ -164,9 +167,9 @@ def task_of(subtask: str) -> TaskType:
     raise ValueError(f"subtask {subtask!r} has no task type mapping; extend SUBTASK_TASKS")
 
 
-def load_data(incomplete: str) -> ReplayData:
+def load_data(incomplete: str, outcomes_dir: Path = DATA_DIR / OUTCOMES) -> ReplayData:
     """Read the long CSV and the price table; keep a full-information (question × model) grid."""
-    long = pl.read_csv(CORRECTNESS_FILE, schema_overrides={"correct": pl.Float64})
+    long = pl.read_csv(outcomes_dir / CORRECTNESS_NAME, schema_overrides={"correct": pl.Float64})
     all_models = sorted(long["model"].unique().to_list())
     question = ["subtask", "question_idx"]
     n_questions = long.select(question).unique().height
@@ -184,10 +187,11 @@ def load_data(incomplete: str) -> ReplayData:
     else:
         raise ValueError(f"unknown --incomplete mode {incomplete!r}")
 
-    prices = dict(pl.read_csv(PRICE_FILE).select("model", "usd_per_million_tokens").iter_rows())
+    price_file = outcomes_dir / PRICE_NAME
+    prices = dict(pl.read_csv(price_file).select("model", "usd_per_million_tokens").iter_rows())
     missing = [m for m in models if m not in prices]
     if missing:
-        raise ValueError(f"{PRICE_FILE}: no price for {', '.join(missing)}")
+        raise ValueError(f"{price_file}: no price for {', '.join(missing)}")
 
     task_values = {s: task_of(s).value for s in long["subtask"].unique().to_list()}
     wide = (
@@ -511,6 +515,10 @@ def code_version() -> str:
     return f"{commit}{' + uncommitted changes to pipelines/ or routing_runtime/' if dirty else ''}"
 
 
+#: ``--quick``: three nights of learning on a few questions per task type, one repeat.
+QUICK = {"days": 3, "per_day": 20, "repeats": 1}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--days", type=int, default=20, help="days replayed (default 20)")
@@ -522,17 +530,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ablations", action="store_true",
                         help="also replay the router variants with one learning choice changed (about 6x the runtime)")
     parser.add_argument("--json", metavar="PATH", help="also write the figures as JSON to PATH")
+    parser.add_argument("--data", metavar="DIR", type=Path, default=DATA_DIR,
+                        help="the shared data folder (default ../shared/data beside the project)")
+    parser.add_argument("--quick", action="store_true",
+                        help="tiny sizes, seconds: proves the benchmark still runs end to end (`make test`); figures mean nothing")
     args = parser.parse_args(argv)
+    if args.quick:  # the quick sizes replace the defaults only: options given explicitly still win
+        parser.set_defaults(**QUICK)
+        args = parser.parse_args(argv)
     if args.days < 1 or args.per_day < 1 or args.repeats < 1:
         parser.error("--days, --per-day and --repeats must be at least 1")
 
-    if not (CORRECTNESS_FILE.is_file() and PRICE_FILE.is_file()):
-        print(f"SKIP bench_replay: real outcome data not found at {OUTCOMES_DIR} "
-              "(expected ../shared/data from the project root, see shared/data/README.md)")
+    outcomes_dir = args.data / OUTCOMES
+    if not ((outcomes_dir / CORRECTNESS_NAME).is_file() and (outcomes_dir / PRICE_NAME).is_file()):
+        print(f"SKIP bench_replay: real outcome data not found at {outcomes_dir} "
+              "(the Open LLM Leaderboard v2 outcomes, not shipped; expected in ../shared/data beside the project, or --data DIR)")
         return 0
 
     started = time.perf_counter()
-    data = load_data(args.incomplete)
+    data = load_data(args.incomplete, outcomes_dir)
     load_seconds = time.perf_counter() - started
     runs = [run_repeat(data, args.days, args.per_day, args.seed + r, args.ablations) for r in range(args.repeats)]
     summary = summarise(runs, data, ROUTER)

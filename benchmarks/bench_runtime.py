@@ -1,6 +1,7 @@
 """Latency of the routing runtime's hot paths, next to a bare SQLite INSERT on the same disk.
 
-Run with ``make bench`` or ``python benchmarks/bench_runtime.py [--n 20000] [--json out.json]``.
+Run with ``make bench`` or ``python benchmarks/bench_runtime.py [--n 20000] [--quick] [--json out.json]``.
+``--quick`` (200 calls per operation; seconds) only proves it still runs: ``make test``.
 
 What is measured, in one process, in a temporary directory under the project root (same disk
 as the repository, removed at the end):
@@ -47,11 +48,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-ROOT = Path(__file__).resolve().parent.parent
+from routing_runtime import RoutingPreference, TaskType, classify_task, store
+from routing_runtime.admin import initialise
+from routing_runtime.router import ModelRouter, new_id
 
-from routing_runtime import RoutingPreference, TaskType, classify_task, store  # noqa: E402
-from routing_runtime.admin import initialise  # noqa: E402
-from routing_runtime.router import ModelRouter, new_id  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 # ---------------------------------------------------------------------------- prompts
 
@@ -256,9 +257,11 @@ def measure_import(runs: int, cwd: Path, env: dict[str, str]) -> dict:
         wall("pass"), wall("import routing_runtime")
     for i in range(runs):
         if i % 2 == 0:
-            bare.append(wall("pass")); imp.append(wall("import routing_runtime"))
+            bare.append(wall("pass"))
+            imp.append(wall("import routing_runtime"))
         else:
-            imp.append(wall("import routing_runtime")); bare.append(wall("pass"))
+            imp.append(wall("import routing_runtime"))
+            bare.append(wall("pass"))
     bare_ms, imp_ms = statistics.median(bare) / 1e6, statistics.median(imp) / 1e6
     return {"runs": runs, "bare_interpreter_ms": bare_ms, "import_ms": imp_ms, "import_cost_ms": imp_ms - bare_ms}
 
@@ -441,6 +444,9 @@ def build_report(args: argparse.Namespace, ops: dict[str, Op], imp: dict | None,
 
 # ---------------------------------------------------------------------------- main
 
+#: ``--quick``: enough calls for every percentile to exist, two import runs.
+QUICK = {"n": 200, "warmup": 20, "blocks": 2, "import_runs": 2}
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -449,7 +455,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--blocks", type=int, default=10, help="interleaved blocks (default 10)")
     parser.add_argument("--import-runs", type=int, default=20, help="subprocess runs for the import cost (0: skip)")
     parser.add_argument("--json", metavar="PATH", help="also write the figures as JSON to PATH")
+    parser.add_argument("--quick", action="store_true",
+                        help="tiny sizes, seconds: proves the benchmark still runs end to end (`make test`); figures mean nothing")
     args = parser.parse_args(argv)
+    if args.quick:  # the quick sizes replace the defaults only: options given explicitly still win
+        parser.set_defaults(**QUICK)
+        args = parser.parse_args(argv)
     if args.n < args.blocks or args.blocks < 1 or args.warmup < 0:
         parser.error("need --blocks ≥ 1, --n ≥ --blocks and --warmup ≥ 0")
 

@@ -1,8 +1,9 @@
 """Learning quality on each shipped scenario, against plain batched Thompson sampling and epsilon-greedy.
 
 Run with ``python benchmarks/bench_scenarios.py [--scenarios stationary drift ...] [--seeds 2]
-[--seed 0] [--days N] [--requests-per-day N] [--json out.json]`` (about 3 minutes on 2 idle cores
-with the defaults: 4 scenarios × 2 seeds × 14 nights of the real learning job).
+[--seed 0] [--days N] [--requests-per-day N] [--event-day N] [--quick] [--json out.json]`` (about 3
+minutes on 2 idle cores with the defaults: 4 scenarios × 2 seeds × 14 nights of the real learning
+job). ``--quick`` (drift alone, its event on day 2 of 3) only proves it still runs: ``make test``.
 
 The ground truth of every scenario is **synthetic** (``pipelines/simulation/scenarios/*.toml``): true
 qualities per task type, latencies and costs that nobody measured. What it gives is a known best
@@ -446,6 +447,10 @@ def _loadavg() -> float | None:
 
 # --------------------------------------------------------------------------- main
 
+#: ``--quick``: one scenario with an event, seen on day 2 of 3, one seed.
+QUICK = {"scenarios": ["drift"], "seeds": 1, "days": 3, "requests_per_day": 320, "event_day": 2}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scenarios", nargs="+", default=DEFAULT_SCENARIOS, metavar="NAME",
@@ -455,17 +460,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--days", type=int, help="override the scenario's days")
     parser.add_argument("--requests-per-day", type=int, help="override the scenario's requests per day")
     parser.add_argument("--json", metavar="PATH", help="also write the figures as JSON to PATH")
+    parser.add_argument("--event-day", type=int, metavar="DAY",
+                        help="move every scenario event to this day (short runs that still see the event)")
+    parser.add_argument("--quick", action="store_true",
+                        help="tiny sizes, seconds: proves the benchmark still runs end to end (`make test`); figures mean nothing")
     args = parser.parse_args(argv)
+    if args.quick:  # the quick sizes replace the defaults only: options given explicitly still win
+        parser.set_defaults(**QUICK)
+        args = parser.parse_args(argv)
     names = [n for item in args.scenarios for n in item.split(",") if n]
-    if args.seeds < 1 or (args.days is not None and args.days < 1) or (args.requests_per_day is not None and args.requests_per_day < 1):
-        parser.error("--seeds, --days and --requests-per-day must be at least 1")
+    if args.seeds < 1 or any(v is not None and v < 1 for v in (args.days, args.requests_per_day, args.event_day)):
+        parser.error("--seeds, --days, --requests-per-day and --event-day must be at least 1")
     try:
         scenarios = [load_scenario(n) for n in names]
     except ValueError as exc:
         parser.error(str(exc))
     for i, s in enumerate(scenarios):
+        events = [dataclasses.replace(e, day=args.event_day) for e in s.events] if args.event_day else s.events
         scenarios[i] = dataclasses.replace(
-            s, days=args.days or s.days, requests_per_day=args.requests_per_day or s.requests_per_day)
+            s, days=args.days or s.days, requests_per_day=args.requests_per_day or s.requests_per_day, events=events)
 
     command = shlex.join(["python", "benchmarks/bench_scenarios.py", *(sys.argv[1:] if argv is None else argv)])
     started = time.perf_counter()

@@ -1,6 +1,6 @@
 """`routing learn`: the nightly job, run in-process and recorded in ROUTING_HOME/dagster_home.
 
-What it promises (README, "What routing learn promises"): one run per home at a time; whatever
+What it promises (README.md, "What it promises"): one run per home at a time; whatever
 interrupted the previous run (a kill, a full disk), this run ends where an uninterrupted run
 ends; a drop or day that fails is set aside with a reason and the rest is learned; the summary
 and the exit code tell the truth, also when a step fails after the rules were published.
@@ -101,7 +101,7 @@ def parse_day(value: str | dt.date | None) -> dt.date:
 
 @dataclasses.dataclass
 class LearnResult:
-    """What `routing learn` did: the ``--json`` document of DESIGN.md, plus the run id."""
+    """What `routing learn` did: the ``--json`` document (README.md, "Exit code and output"), plus the run id."""
 
     status: str  # published | blocked | failed | nothing_new
     rule_set_version: int | None

@@ -177,13 +177,15 @@ def read_drop(content: bytes, name: str, table: str, source_id: str) -> tuple[pl
     for column, dtype in schema.items():
         source = pl.col(column) if column in raw.columns else pl.lit(None)
         if column == TIME_COLUMN[table]:
-            value = _parse_time(source.cast(pl.String)) if column in raw.columns and raw.schema[column] == pl.String else source.cast(dtype, strict=False)
+            is_text = column in raw.columns and raw.schema[column] == pl.String
+            value = _parse_time(source.cast(pl.String)) if is_text else source.cast(dtype, strict=False)
         else:
             value = source.cast(dtype, strict=False)
         converted.append(value.alias(column))
         if column in raw.columns:
             failures.append(pl.when(source.is_not_null() & value.is_null()).then(pl.lit(f"{column}: cannot convert to {dtype}")))
-    frame = raw.select(pl.col("_row"), *converted, pl.coalesce(failures).alias("reason") if failures else pl.lit(None, pl.String).alias("reason"))
+    reason = pl.coalesce(failures) if failures else pl.lit(None, pl.String)
+    frame = raw.select(pl.col("_row"), *converted, reason.alias("reason"))
     bad_rows = frame.filter(pl.col("reason").is_not_null())
     quarantined = bad_rows.select(pl.format("{}:{}", pl.lit(label), pl.col("_row")).alias("raw"), "reason")
     if bad:
@@ -285,7 +287,8 @@ def stage_inbox(home: Path, conn: sqlite3.Connection, table: str) -> StagingRepo
             rows = sum(part.height for part in by_day.values())
             with store.transaction(conn):
                 conn.execute(
-                    "INSERT OR IGNORE INTO inbox_drops (stem, table_name, original_name, ingested_name, days, rows, quarantined, reasons, staged_at)"
+                    "INSERT OR IGNORE INTO inbox_drops"
+                    " (stem, table_name, original_name, ingested_name, days, rows, quarantined, reasons, staged_at)"
                     " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (stem, table, safe_fs.display_name(path.name), ingested_name, json.dumps(sorted(str(d) for d in by_day)),
                      rows, quarantined.height, json.dumps(reasons), store.utc_timestamp()),
@@ -457,7 +460,8 @@ def validate(frame: pl.DataFrame, table: str, known_models: set[str]) -> DayBatc
     checked = checked.sort(pl.col("reason").is_not_null(), "_row")
     first = pl.col("id").is_null() | pl.col("id").is_first_distinct()
     checked = checked.with_columns(
-        pl.when(first).then(pl.col("reason")).otherwise(pl.lit(DUPLICATE_PREFIX + "id seen in an earlier row, counted once")).alias("reason")
+        pl.when(first).then(pl.col("reason"))
+        .otherwise(pl.lit(DUPLICATE_PREFIX + "id seen in an earlier row, counted once")).alias("reason")
     )
     if table == PERFORMANCE:
         valid = pl.col("reason").is_null()

@@ -48,7 +48,7 @@ def initialise(
     it ``2770`` (files ``0660``) for a team that shares it: everything created in it then
     follows the home's mode.
     """
-    given = ModelRegistry.load(registry_path) if registry_path else None
+    given = ModelRegistry.load(Path(registry_path)) if registry_path else None
     home_path = resolve_home(home)
     _create_home(home_path, group_access)
     for table in INBOX_TABLES:
@@ -102,7 +102,8 @@ def _upsert_registry(conn: sqlite3.Connection, registry: ModelRegistry) -> None:
           m.prior_quality, m.off_specialty_prior_quality, m.typical_latency_ms, int(m.enabled), now) for m in registry.models],
     )
     conn.executemany(
-        """INSERT INTO task_policies (task_type, min_quality_score, max_cost_per_1k, typical_input_tokens, typical_output_tokens, updated_at)
+        """INSERT INTO task_policies
+               (task_type, min_quality_score, max_cost_per_1k, typical_input_tokens, typical_output_tokens, updated_at)
            VALUES (?, ?, ?, ?, ?, ?)
            ON CONFLICT (task_type) DO UPDATE SET min_quality_score = excluded.min_quality_score,
                max_cost_per_1k = excluded.max_cost_per_1k, typical_input_tokens = excluded.typical_input_tokens,
@@ -127,7 +128,9 @@ def registry_from_db(conn: sqlite3.Connection) -> ModelRegistry:
     ]
     policies = {
         TaskType(r[0]): TaskPolicy(min_quality_score=r[1], max_cost_per_1k=r[2], typical_input_tokens=r[3], typical_output_tokens=r[4])
-        for r in conn.execute("SELECT task_type, min_quality_score, max_cost_per_1k, typical_input_tokens, typical_output_tokens FROM task_policies")
+        for r in conn.execute(
+            "SELECT task_type, min_quality_score, max_cost_per_1k, typical_input_tokens, typical_output_tokens FROM task_policies"
+        )
     }
     settings = dict(conn.execute("SELECT key, value FROM settings"))
     learning = LearningSettings(**json.loads(settings["learning"])) if "learning" in settings else LearningSettings()

@@ -201,7 +201,8 @@ _CREATION_FEATURES: list[tuple[TaskType, float, str, frozenset[str]]] = [
 # The first words of a prompt usually are its instruction.
 _LEADING_WINDOW = 4
 _LEADING_FEATURES: list[tuple[TaskType, float, str, frozenset[str]]] = [
-    (T.PLANNING, 3.0, "opens with a planning verb", frozenset(("plan", "estimate", "outline", "prioritize", "prioritise", "roadmap", "should", "whats"))),
+    (T.PLANNING, 3.0, "opens with a planning verb",
+     frozenset(("plan", "estimate", "outline", "prioritize", "prioritise", "roadmap", "should", "whats"))),
     (T.CODE_REVIEW, 2.0, "opens with review", frozenset(("review", "critique", "audit"))),
     (T.DOCUMENTATION, 2.0, "opens with document", frozenset(("document", "docs", "documentation"))),
     (T.DEBUGGING, 2.0, "opens with debug", frozenset(("debug", "fix", "troubleshoot", "diagnose"))),
@@ -211,7 +212,8 @@ _LEADING_FEATURES: list[tuple[TaskType, float, str, frozenset[str]]] = [
 # Literal markers looked for in the raw text (case-sensitive), where case or punctuation matter.
 _MARKER_FEATURES: list[tuple[TaskType, float, str, tuple[str, ...]]] = [
     (T.DEBUGGING, 4.0, "traceback", ("Traceback (most recent", "\tat ", "    at ", "Caused by:", "panicked at", "goroutine ")),
-    (T.DEBUGGING, 3.0, "error message", ("Error:", "Exception:", "error:", "ERROR", "FATAL", "panic:", "npm ERR!", "Errno", "error[E", "Error ")),
+    (T.DEBUGGING, 3.0, "error message",
+     ("Error:", "Exception:", "error:", "ERROR", "FATAL", "panic:", "npm ERR!", "Errno", "error[E", "Error ")),
     (T.CODE_REVIEW, 3.0, "diff hunk", ("diff --git", "\n@@ -", "\n+++ ", "\n--- a/")),
     (T.CODE_GENERATION, 1.0, "code block", ("```", "def ", "    return", "import ", "SELECT ", "#include")),
     (T.MATH, 3.0, "math notation", ("\\frac", "\\int", "\\sum", "\\sqrt", "$$", "√", "π", "²", "∫", "→0", "lim_", "log_", "% of")),
@@ -258,10 +260,21 @@ class Classification(namedtuple("Classification", "task_type confidence matched 
 def classify_task(text: str) -> Classification:
     """Classify a prompt into one of the eight task types.
 
+    Keyword and marker features only, no model: microseconds per call, the same answer every
+    time, and ``matched`` says why, so a surprising route can be explained.
+
     >>> classify_task("Traceback (most recent call last): ... KeyError: 'id'").task_type
     <TaskType.DEBUGGING: 'debugging'>
     >>> classify_task("Write pytest tests for parse_date()").task_type
     <TaskType.TESTING: 'testing'>
+    >>> c = classify_task("Plan the migration of our billing service to Postgres")
+    >>> c.task_type.value, c.confidence, c.matched
+    ('planning', 0.882, ('design decision', 'plan word', 'opens with a planning verb'))
+
+    Nothing recognised is ``general`` with confidence 0.5 (and no matched feature):
+
+    >>> classify_task("hello")
+    Classification(task_type=<TaskType.GENERAL: 'general'>, confidence=0.5, matched=(), scores={})
     """
     if not isinstance(text, str):
         raise ValueError(f"text={text!r} must be a string")

@@ -20,7 +20,8 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     init = commands.add_parser("init", parents=[home], help="create or upgrade ROUTING_HOME and load the registry")
-    init.add_argument("--registry", metavar="FILE", help="registry TOML (default: keep the one last applied; the shipped one for a new home)")
+    init.add_argument("--registry", metavar="FILE",
+                      help="registry TOML (default: keep the one last applied; the shipped one for a new home)")
     init.add_argument(
         "--group-access", action="store_true",
         help="let the home's group read and write it (mode 2770, files 0660); default: private to you (0700)",
@@ -220,7 +221,8 @@ def _status(args) -> int:
     rules = status["rule_set"]
     served = f"v{rules['version']}" if rules["version"] is not None else "registry order"
     print(f"home:              {status['home']} (schema {status['schema_version']})")
-    print(f"rules in force:    {served} ({rules['source']}, evidence up to {rules['as_of'] or '-'}, published {rules['created_at'][:19]} UTC)")
+    print(f"rules in force:    {served} ({rules['source']}, evidence up to {rules['as_of'] or '-'}, "
+          f"published {rules['created_at'][:19]} UTC)")
     if rules["note"]:
         print(f"                   served instead of the newest: {rules['note']}")
     print(f"learned through:   {status['learned_through'] or 'never learned'}")
@@ -284,7 +286,9 @@ def _ui(args) -> int:
     return run_ui(args.home, args.port, daemon=not args.no_daemon)
 
 
-_COMMANDS = {"init": _init, "select": _select, "record": _record, "rules": _rules, "status": _status, "learn": _learn, "demo": _demo, "ui": _ui}
+_COMMANDS = {
+    "init": _init, "select": _select, "record": _record, "rules": _rules, "status": _status, "learn": _learn, "demo": _demo, "ui": _ui,
+}
 
 if __name__ == "__main__":
     sys.exit(main())

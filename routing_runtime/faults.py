@@ -20,6 +20,16 @@ class InjectedFailure(RuntimeError):
 
 
 def crashpoint(name: str) -> None:
+    """Exit (``ROUTING_CRASH_AT=name``) or raise (``ROUTING_FAIL_AT=name``) here; else nothing.
+
+    >>> crashpoint("example")  # neither variable names it: nothing happens
+    >>> os.environ["ROUTING_FAIL_AT"] = "example"
+    >>> crashpoint("example")
+    Traceback (most recent call last):
+    ...
+    routing_runtime.faults.InjectedFailure: injected failure at example
+    >>> del os.environ["ROUTING_FAIL_AT"]
+    """
     if os.environ.get("ROUTING_CRASH_AT") == name:
         os._exit(CRASH_EXIT_CODE)
     if os.environ.get("ROUTING_FAIL_AT") == name:

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import os
 
+from routing_runtime.store import DB_NAME
+
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing
 if TYPE_CHECKING:
     from pathlib import Path
-
-from routing_runtime.store import DB_NAME
 
 DEFAULT_HOME = ".routing"
 
@@ -18,7 +18,15 @@ class NotInitialisedError(RuntimeError):
 
 
 def resolve_home(home: str | os.PathLike | None = None) -> Path:
-    """``home`` if given, else ``$ROUTING_HOME``, else ``./.routing``."""
+    """``home`` if given, else ``$ROUTING_HOME``, else ``./.routing``: absolute, ``~`` expanded
+    and links resolved, so every process that opens the same home names it the same way.
+
+    >>> from pathlib import Path
+    >>> resolve_home("~") == Path.home().resolve()
+    True
+    >>> resolve_home("/srv/routing/../routing").name
+    'routing'
+    """
     from pathlib import Path  # here, not at import: keeps `import routing_runtime` cheap
 
     if home is None:
@@ -27,4 +35,10 @@ def resolve_home(home: str | os.PathLike | None = None) -> Path:
 
 
 def db_path(home: Path) -> Path:
+    """The home's SQLite database (decisions, outcomes, rule sets, registry).
+
+    >>> from pathlib import Path
+    >>> db_path(Path("/srv/routing")).as_posix()
+    '/srv/routing/routing.db'
+    """
     return home / DB_NAME

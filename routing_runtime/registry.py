@@ -215,9 +215,11 @@ def _check_keys(table: object, allowed: set[str], where: str) -> dict:
 
 
 def _number(table: dict, key: str, where: str, *, low: float = 0.0, high: float = math.inf,
-            default: float | None = None, required: bool = False) -> float | None:
+            default: float | None = None) -> float:
+    """``table[key]`` checked to be a number in ``[low, high]``; ``default`` if absent, which
+    without a default is an error naming the field."""
     if key not in table:
-        if required:
+        if default is None:
             raise _fail(where, f"missing required field {key!r}")
         return default
     value = table[key]
@@ -228,9 +230,14 @@ def _number(table: dict, key: str, where: str, *, low: float = 0.0, high: float 
     return float(value)
 
 
+def _optional_number(table: dict, key: str, where: str, *, high: float = math.inf, default: float | None = None) -> float | None:
+    """A field that may be absent: ``default`` (None unless given) then, else as :func:`_number`."""
+    return _number(table, key, where, high=high) if key in table else default
+
+
 def _parse_policy(table: dict, where: str, base: TaskPolicy) -> TaskPolicy:
     table = _check_keys(table, _POLICY_FIELDS, where)
-    max_cost = _number(table, "max_cost_per_1k", where, default=base.max_cost_per_1k)
+    max_cost = _optional_number(table, "max_cost_per_1k", where, default=base.max_cost_per_1k)
     policy = TaskPolicy(
         min_quality_score=_number(table, "min_quality_score", where, high=1.0, default=base.min_quality_score),
         max_cost_per_1k=max_cost,
@@ -271,12 +278,12 @@ def _parse_model(table: object, where: str) -> ModelConfig:
         id=model_id,
         provider=provider,
         specialized_for=tuple(dict.fromkeys(tasks)),
-        input_cost_per_1k=_number(table, "input_cost_per_1k", where, required=True),
-        output_cost_per_1k=_number(table, "output_cost_per_1k", where, required=True),
-        prior_quality=_number(table, "prior_quality", where, high=1.0, required=True),
-        typical_latency_ms=_number(table, "typical_latency_ms", where, low=1e-9, required=True),
+        input_cost_per_1k=_number(table, "input_cost_per_1k", where),
+        output_cost_per_1k=_number(table, "output_cost_per_1k", where),
+        prior_quality=_number(table, "prior_quality", where, high=1.0),
+        typical_latency_ms=_number(table, "typical_latency_ms", where, low=1e-9),
         enabled=enabled,
-        off_specialty_prior_quality=_number(table, "off_specialty_prior_quality", where, high=1.0),
+        off_specialty_prior_quality=_optional_number(table, "off_specialty_prior_quality", where, high=1.0),
     )
 
 

@@ -500,7 +500,7 @@ def _model_ids(value: object, field: str) -> frozenset[str]:
     if isinstance(value, (str, bytes)):
         raise ValueError(f"{field}={short_repr(value)} must be a collection of model ids, not one string: use [{value!r}]")
     try:
-        items = tuple(value)
+        items: tuple[str, ...] = tuple(value)  # type: ignore[arg-type]  # any iterable (TypeError below); items checked next
     except TypeError:
         raise ValueError(f"{field}={short_repr(value)} must be a collection of model ids (strings)") from None
     for item in items:

@@ -53,7 +53,7 @@ def is_eligible(estimate: ModelEstimate, policy: TaskPolicy, preference: Routing
 
 
 def preference_score(preference: RoutingPreference, quality: float, cost: float, latency: float) -> float:
-    """Higher is better: the objective of each preference as DESIGN.md defines it."""
+    """Higher is better: the objective of each preference (README.md, "What each preference means")."""
     if preference is RoutingPreference.QUALITY:
         return quality
     if preference is RoutingPreference.COST_EFFICIENT:

@@ -165,7 +165,7 @@ def load_usable_rule_set(conn: sqlite3.Connection, home: object = None) -> tuple
         )]
         for version in versions:
             try:
-                rule_set = _with_registry(_read(conn, version), registered)  # present: listed in this same snapshot
+                rule_set = _with_registry(_read(conn, version), registered)  # type: ignore[arg-type]  # present: listed in this snapshot
                 check_usable(rule_set)
                 return rule_set, _skipped_note(problems, f"serving v{version}")
             except UnusableRuleSet as exc:

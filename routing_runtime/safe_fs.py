@@ -112,7 +112,7 @@ def ensure_dir(home: Path, *parts: str) -> Path:
 
     current = _Path(home)
     mode = dir_mode(home)
-    for part in (p for part in parts for p in str(part).split("/") if p):
+    for part in (p for given in parts for p in str(given).split("/") if p):
         if part in (".", ".."):
             raise UnsafePathError(f"{part!r} in a path under {home}: paths must stay inside the home")
         current = current / part
@@ -281,6 +281,11 @@ def safe_name(name: str, limit: int = MAX_NAME_BYTES) -> str:
     'a_b_c'
     >>> len(safe_name("é" * 300).encode())
     200
+
+    Leading dots go too, so a name can neither climb out of its folder nor hide in it:
+
+    >>> safe_name("../etc/passwd"), safe_name("")
+    ('_etc_passwd', '_')
     """
     cleaned = "".join(
         "_" if c in "/\\\x00" or ord(c) < 32 or 0xD800 <= ord(c) <= 0xDFFF else c for c in name
@@ -292,7 +297,16 @@ def safe_name(name: str, limit: int = MAX_NAME_BYTES) -> str:
 
 
 def display_name(name: str) -> str:
-    """A file name as printable text (undecodable bytes escaped), for reports and quarantine rows."""
+    """A file name as printable text (undecodable bytes escaped), for reports and quarantine rows.
+
+    A name listed from disk may hold bytes that are not UTF-8 (``os.listdir`` keeps them as
+    surrogates); they would make a report or a Parquet string column fail to encode:
+
+    >>> display_name("caf\\udce9.jsonl")
+    'caf\\\\xe9.jsonl'
+    >>> display_name("café.jsonl")
+    'café.jsonl'
+    """
     return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 

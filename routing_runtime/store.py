@@ -231,7 +231,8 @@ def migrate(conn: sqlite3.Connection, target: int = SCHEMA_VERSION) -> int:
         with transaction(conn):
             current = schema_version(conn)
             if current == 0 and conn.execute(
-                "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name IN ('model_routing_rules', 'routing_decisions', 'model_performance')"
+                "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table'"
+                " AND name IN ('model_routing_rules', 'routing_decisions', 'model_performance')"
             ).fetchone()[0] == 3:
                 current = 1
                 conn.execute("PRAGMA user_version = 1")

@@ -1,4 +1,4 @@
-"""Attack findings against the trust contract (DESIGN.md "Contract: trust (wave 2)", issue 7).
+"""Attack findings against the trust contract (README.md, "What it promises"; issue 7).
 
 Each test is expected to FAIL on the current main: it pins one reproducible fault."""
 

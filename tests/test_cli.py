@@ -137,7 +137,7 @@ def test_rules_json_shape(routing):
     proc = routing("rules", "--json")
     assert proc.returncode == 0, proc.stderr
     document = json.loads(proc.stdout)
-    # DESIGN.md's documented keys (extra keys are additions, see the report).
+    # The keys README.md documents ("`routing rules --json`"); extra keys are additions.
     assert {"rule_set_version", "as_of", "rules"} <= set(document)
     assert document["rule_set_version"] == 1
     assert document["as_of"] is None  # registry rules: no evidence day yet

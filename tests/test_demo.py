@@ -9,8 +9,8 @@ import pytest
 pytest.importorskip("dagster")
 pytest.importorskip("matplotlib")
 
-from routing_pipelines.simulation.scenarios import SHIPPED, load_scenario  # noqa: E402
-from routing_runtime.cli import main  # noqa: E402
+from routing_pipelines.simulation.scenarios import SHIPPED, load_scenario
+from routing_runtime.cli import main
 
 
 def test_demo_writes_the_report_and_plots(tmp_path: Path, capsys):

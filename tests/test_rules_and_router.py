@@ -1,8 +1,9 @@
-"""Routing rules and selection against DESIGN.md's definition of each preference.
+"""Routing rules and selection against the definition of each preference (README.md, "What each
+preference means").
 
 The expected best model is computed here independently: Q, C, L and the per-1k cost come from
 the registry file (prior quality, list prices, the task's typical request), the thresholds from
-the task policy, and the best model from the table in DESIGN.md.
+the task policy, and the best model from that README table.
 """
 
 from __future__ import annotations
@@ -78,7 +79,7 @@ def eligible_ids(registry: ModelRegistry, task: TaskType, preference: str, est: 
 
 
 def best_ids(preference: str, candidates: dict[str, dict]) -> set[str]:
-    """DESIGN.md: quality max Q; cost_efficient min C; balanced max Q/C; latency min L (ties: all)."""
+    """README.md: quality max Q; cost_efficient min C; balanced max Q/C; latency min L (ties: all)."""
     objective = {
         "quality": lambda e: e["Q"],
         "cost_efficient": lambda e: -e["C"],

@@ -11,9 +11,9 @@ import pytest
 
 pytest.importorskip("dagster")
 
-from routing_pipelines.simulation.simulator import Event, ModelTruth, Scenario, simulate, true_best  # noqa: E402
-from routing_runtime import RoutingPreference, TaskType  # noqa: E402
-from routing_runtime.registry import ModelConfig, ModelRegistry  # noqa: E402
+from routing_pipelines.simulation.simulator import Event, ModelTruth, Scenario, simulate, true_best
+from routing_runtime import RoutingPreference, TaskType
+from routing_runtime.registry import ModelConfig, ModelRegistry
 
 CODE = {TaskType.CODE_GENERATION, TaskType.CODE_REVIEW, TaskType.DEBUGGING, TaskType.TESTING}
 

@@ -90,7 +90,9 @@ def totals_for(rows: dict[tuple[str, str], dict[str, float]]) -> pl.DataFrame:
 
 def test_quality_posterior_matches_the_hand_computed_beta():
     totals = totals_for({("a", "general"): {"n": 20.0, "sum_q": 12.0, "n_raw": 20.0}})
-    post = posteriors.compute_posteriors(totals, REGISTRY).filter((pl.col("model_id") == "a") & (pl.col("task_type") == "general")).row(0, named=True)
+    post = posteriors.compute_posteriors(totals, REGISTRY).filter(
+        (pl.col("model_id") == "a") & (pl.col("task_type") == "general")
+    ).row(0, named=True)
     # No other generalist has evidence: the prior is the registry's 0.8 worth 10 observations.
     a, b = 0.8 * 10 + 12.0, 0.2 * 10 + 8.0
     assert post["quality_alpha"] == pytest.approx(a) and post["quality_beta"] == pytest.approx(b)
@@ -118,7 +120,9 @@ def test_latency_posterior_matches_the_normal_inverse_gamma_update():
     totals = totals_for({("a", "general"): {
         "n": 4.0, "sum_q": 3.0, "n_raw": 4.0, "n_latency": 4.0, "sum_log_latency": logs.sum(), "sum_log_latency2": (logs**2).sum(),
     }})
-    post = posteriors.compute_posteriors(totals, REGISTRY).filter((pl.col("model_id") == "a") & (pl.col("task_type") == "general")).row(0, named=True)
+    post = posteriors.compute_posteriors(totals, REGISTRY).filter(
+        (pl.col("model_id") == "a") & (pl.col("task_type") == "general")
+    ).row(0, named=True)
     mu0, kappa0, alpha0, beta0 = math.log(1000.0) - 0.25 / 2, 1.0, 2.0, 0.25
     n, mean = 4, logs.mean()
     kappa = kappa0 + n

@@ -255,7 +255,7 @@ def test_publishing_is_atomic_for_concurrent_readers(home):
                     raise AssertionError(f"v{rule_set.version}: {len(rule_set.rows)} rows")
                 if finished:
                     break
-        except BaseException as exc:  # reported by the main thread
+        except BaseException as exc:  # noqa: BLE001 - reported by the main thread
             errors.append(exc)
         finally:
             conn.close()

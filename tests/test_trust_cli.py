@@ -52,7 +52,8 @@ def test_init_of_a_new_home_applies_the_shipped_registry(tmp_path, capsys):
 @pytest.mark.parametrize("problem, text, message", [
     ("every_model_disabled", SHIPPED_TOML.replace("enabled = true", "enabled = false"), "every model has enabled = false"),
     ("zero_typical_tokens", SHIPPED_TOML.replace("typical_input_tokens = 400", "typical_input_tokens = 0").replace(
-        "typical_output_tokens = 600", "typical_output_tokens = 0"), "[tasks.math]: typical_input_tokens + typical_output_tokens must be at least 1"),
+        "typical_output_tokens = 600", "typical_output_tokens = 0"),
+     "[tasks.math]: typical_input_tokens + typical_output_tokens must be at least 1"),
 ])
 def test_init_refuses_a_bad_registry_before_writing_anything(tmp_path, write_registry, capsys, problem, text, message):
     path = write_registry(text)

@@ -59,7 +59,8 @@ def copy_rule_set(home, mutate=None, *, from_version=None) -> int:
 def one_row(column: str, value):
     def mutate(conn, version):
         conn.execute(
-            f"UPDATE model_routing_rules SET {column} = ? WHERE rowid = (SELECT MIN(rowid) FROM model_routing_rules WHERE rule_set_version = ?)",
+            f"UPDATE model_routing_rules SET {column} = ?"
+            " WHERE rowid = (SELECT MIN(rowid) FROM model_routing_rules WHERE rule_set_version = ?)",
             (value, version),
         )
     return mutate
@@ -94,7 +95,9 @@ POISONS = {
     "inputs_not_json": sql("UPDATE rule_sets SET inputs = '{{not json' WHERE version = {v}"),
     "every_row_disabled": sql("UPDATE model_routing_rules SET is_enabled = 0 WHERE rule_set_version = {v}"),
     "rows_deleted": sql("DELETE FROM model_routing_rules WHERE rule_set_version = {v}"),
-    "one_cell_missing": sql("DELETE FROM model_routing_rules WHERE rule_set_version = {v} AND task_type = 'math' AND preference = 'latency'"),
+    "one_cell_missing": sql(
+        "DELETE FROM model_routing_rules WHERE rule_set_version = {v} AND task_type = 'math' AND preference = 'latency'"
+    ),
 }
 
 
@@ -136,7 +139,8 @@ def test_unusable_only_rule_set_falls_back_to_registry_order(home):
         assert served.version is None and served.source == "registry-order"
         assert_every_cell_serves(router, None, "no usable rule set", "registry order")
     registry = ModelRegistry.load_default()
-    expected = {(r.task_type, r.preference, r.model_id): r.selection_probability for r in build_rules(registry_estimates(registry), registry)}
+    expected = {(r.task_type, r.preference, r.model_id): r.selection_probability
+                for r in build_rules(registry_estimates(registry), registry)}
     assert {(r.task_type, r.preference, r.model_id): r.selection_probability for r in served.rows} == expected
     conn = db_connect(home)
     assert {r[0] for r in conn.execute("SELECT rule_set_version FROM routing_decisions")} == {None}
@@ -373,7 +377,8 @@ def test_task_type_typo_raises_suggesting_the_task_type(router, home, counts, wo
     assert_nothing_written(home, counts)
 
 
-@pytest.mark.parametrize("word, task_type", [("Math", TaskType.MATH), ("code-review", TaskType.CODE_REVIEW), (" testing ", TaskType.TESTING)])
+@pytest.mark.parametrize("word, task_type",
+                         [("Math", TaskType.MATH), ("code-review", TaskType.CODE_REVIEW), (" testing ", TaskType.TESTING)])
 def test_task_type_value_in_another_case_or_with_hyphens_is_the_task_type(router, word, task_type):
     d = router.select_model(word)
     assert d.task_type is task_type and d.classification is None

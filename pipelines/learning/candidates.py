@@ -35,7 +35,9 @@ def _lognormal_mean_draws(rng, mu, kappa, alpha, beta, draws):
         return np.exp(mean + sigma2 / 2)
 
 
-def best_probabilities(posteriors: pl.DataFrame, registry: ModelRegistry, *, draws: int = DRAWS, seed: int = 0) -> dict[RuleKey, dict[str, float]]:
+def best_probabilities(
+    posteriors: pl.DataFrame, registry: ModelRegistry, *, draws: int = DRAWS, seed: int = 0
+) -> dict[RuleKey, dict[str, float]]:
     """P(model is the best eligible one) per (task, preference), by sampling the posteriors."""
     rng = np.random.default_rng(seed)
     result: dict[RuleKey, dict[str, float]] = {}
@@ -46,7 +48,9 @@ def best_probabilities(posteriors: pl.DataFrame, registry: ModelRegistry, *, dra
         ids = sub["model_id"].to_list()
         col = lambda name, frame=sub: frame[name].to_numpy()  # noqa: E731
         quality = rng.beta(col("quality_alpha"), col("quality_beta"), size=(draws, sub.height))
-        cost = col("cost_charged_share") * _lognormal_mean_draws(rng, col("cost_mu"), col("cost_kappa"), col("cost_alpha"), col("cost_beta"), draws)
+        cost = col("cost_charged_share") * _lognormal_mean_draws(
+            rng, col("cost_mu"), col("cost_kappa"), col("cost_alpha"), col("cost_beta"), draws
+        )
         latency = _lognormal_mean_draws(rng, col("latency_mu"), col("latency_kappa"), col("latency_alpha"), col("latency_beta"), draws)
         objectives = {
             RoutingPreference.QUALITY: quality,

@@ -22,7 +22,9 @@ MIN_QUALITY_SHIFT = 0.10
 MIN_RATIO_SHIFT = 1.5
 MIN_DAY_COUNT = 20
 DISCOUNT = 0.02
-CHANGES_SCHEMA = {"model_id": pl.String, "task_type": pl.String, "changed_on": pl.Date, "what": pl.String, "before": pl.Float64, "after": pl.Float64}
+CHANGES_SCHEMA = {
+    "model_id": pl.String, "task_type": pl.String, "changed_on": pl.Date, "what": pl.String, "before": pl.Float64, "after": pl.Float64,
+}
 
 
 def _moments(n: float, s1: float, s2: float, floor: float) -> tuple[float, float]:
@@ -43,7 +45,8 @@ def detect_changes(daily: pl.DataFrame, half_life_days: float) -> pl.DataFrame:
     """Change points of every (model, task type) in daily statistics (with a ``day`` column)."""
     found = []
     decay = 2.0 ** (-1.0 / half_life_days)
-    columns = ["n", "sum_q", "sum_q2", "n_latency", "sum_log_latency", "sum_log_latency2", "n_cost_positive", "sum_log_cost", "sum_log_cost2"]
+    columns = ["n", "sum_q", "sum_q2", "n_latency", "sum_log_latency", "sum_log_latency2",
+               "n_cost_positive", "sum_log_cost", "sum_log_cost2"]
     for (model, task), days in daily.sort("day").group_by(KEYS, maintain_order=True):
         segment = dict.fromkeys(columns, 0.0)
         previous = None
@@ -62,7 +65,8 @@ def detect_changes(daily: pl.DataFrame, half_life_days: float) -> pl.DataFrame:
                 for what, (before, after) in changed.items():
                     if what != "quality":
                         before, after = math.exp(before), math.exp(after)
-                    found.append({"model_id": model, "task_type": task, "changed_on": day["day"], "what": what, "before": before, "after": after})
+                    found.append({"model_id": model, "task_type": task, "changed_on": day["day"], "what": what,
+                                  "before": before, "after": after})
             segment = {c: segment[c] + day[c] for c in columns}
             previous = day["day"]
     return pl.DataFrame(found, schema=CHANGES_SCHEMA)

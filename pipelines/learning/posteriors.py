@@ -90,7 +90,8 @@ def compute_posteriors(totals: pl.DataFrame, registry: ModelRegistry) -> pl.Data
         (pl.col("group_n_all") - pl.col("n")).alias("group_n"),
         (pl.col("group_sum_q") - pl.col("sum_q")).alias("group_sum_q"),
     ).with_columns(
-        pl.when(pl.col("group_n") > 1e-9).then(pl.col("group_sum_q") / pl.col("group_n")).otherwise(pl.col("prior_quality")).alias("group_quality"),
+        pl.when(pl.col("group_n") > 1e-9).then(pl.col("group_sum_q") / pl.col("group_n"))
+        .otherwise(pl.col("prior_quality")).alias("group_quality"),
     )
     capped = pl.min_horizontal(pl.col("group_n"), pl.lit(k))
     group_weight = capped / (pl.lit(k) + capped)

@@ -7,11 +7,11 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
-from routing_pipelines.simulation.report import DayFigures  # noqa: E402
-from routing_pipelines.simulation.simulator import SimulationResult  # noqa: E402
-from routing_runtime.types import TaskType  # noqa: E402
+from routing_pipelines.simulation.report import DayFigures
+from routing_pipelines.simulation.simulator import SimulationResult
+from routing_runtime.types import TaskType
 
 
 def traffic_share_plot(result: SimulationResult, path: Path) -> Path:

@@ -60,7 +60,8 @@ def day_figures(result: SimulationResult) -> list[DayFigures]:
             oracle_q += n * truth[best].quality[task]
             oracle_c += n * true_cost(registry, truth[best], by_id[best], task)
         total = sum(cell_requests.values())
-        figures.append(DayFigures(total, day.quality * total, day.cost_usd, int(router_to_best), static_q, static_c, static_best, oracle_q, oracle_c))
+        figures.append(DayFigures(total, day.quality * total, day.cost_usd, int(router_to_best),
+                                  static_q, static_c, static_best, oracle_q, oracle_c))
     return figures
 
 
@@ -119,11 +120,14 @@ def render_markdown(result: SimulationResult, figures: list[DayFigures], plots: 
         "The ground truth (true qualities, latencies, costs) is **synthetic**, defined by the scenario file.", "",
         f"## Convergence on the last day: {matched} of {len(conv)} cells route most traffic to the true best", "",
         "| task type | preference | router's top model (share) | true best | |", "|---|---|---|---|---|",
-        *[f"| {r['task']} | {r['preference']} | {r['router']} ({r['share']:.0%}) | {r['true_best']} | {'✓' if r['match'] else '✗'} |" for r in conv],
+        *[f"| {r['task']} | {r['preference']} | {r['router']} ({r['share']:.0%}) | {r['true_best']} | {'✓' if r['match'] else '✗'} |"
+          for r in conv],
         "", "## Realised quality and cost over the whole run", "",
         "| policy | mean quality | total cost (USD) | requests to the true best |", "|---|--:|--:|--:|",
-        f"| this router (measured) | {total('router_quality') / requests:.4f} | {total('router_cost'):.2f} | {total('router_to_best') / requests:.1%} |",
-        f"| static rules from the registry (expected) | {total('static_quality') / requests:.4f} | {total('static_cost'):.2f} | {total('static_to_best') / requests:.1%} |",
+        f"| this router (measured) | {total('router_quality') / requests:.4f} | {total('router_cost'):.2f} "
+        f"| {total('router_to_best') / requests:.1%} |",
+        f"| static rules from the registry (expected) | {total('static_quality') / requests:.4f} | {total('static_cost'):.2f} "
+        f"| {total('static_to_best') / requests:.1%} |",
         f"| oracle that knows the truth (expected) | {total('oracle_quality') / requests:.4f} | {total('oracle_cost'):.2f} | 100.0% |",
         "",
         "The oracle picks each preference's true best, so it is not the highest-quality policy for cost or latency preferences.",

@@ -106,7 +106,8 @@ def true_cost(registry: ModelRegistry, truth: ModelTruth, model: ModelConfig, ta
 
 
 def true_best(registry: ModelRegistry, truth: dict[str, ModelTruth], task: TaskType, preference: RoutingPreference) -> str:
-    """The model DESIGN.md's definition picks when the truth is known."""
+    """The model the definition of the preference picks (README.md, "What each preference means")
+    when the truth is known."""
     policy = registry.policy(task)
     enabled = [m for m in registry.models if m.enabled and m.id in truth]
 

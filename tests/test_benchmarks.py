@@ -1,0 +1,88 @@
+"""Every benchmark still runs: its ``--quick`` mode (tiny sizes, seconds) through ``run_all.py``,
+as ``make bench`` runs the real one, so a change that breaks a benchmark fails here instead of
+leaving stale figures in BENCHMARKS.md. The figures of a quick run mean nothing and are not
+checked; that each benchmark printed its table and report section is.
+
+The report goes to a temporary file: BENCHMARKS.md is never written by the tests.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import SHARED_DATA
+
+REPO = Path(__file__).resolve().parents[1]
+RUN_ALL = REPO / "benchmarks" / "run_all.py"
+REPORT = REPO / "BENCHMARKS.md"
+
+#: Benchmark -> (extra modules it needs, lines its report must hold).
+EXPECTED = {
+    "runtime": ((), ["| select_model(TaskType, preference), 32 combinations |", "| record_performance(decision_id",
+                     "| classify_task(prompt 8,"]),
+    "scale": (("dagster", "polars"), ["| full learn (`--as-of", "| incremental learn (`--as-of",
+                                      "- ok: incremental: ingests only the new day"]),
+    "replay": (("polars",), ["| overall |", "router's last rule set"]),
+    "scenarios": (("dagster", "polars"), ["| drift | this router", "| drift | plain batched Thompson sampling",
+                                          "* drift, day 2:"]),
+}
+
+
+def _missing(modules: tuple[str, ...]) -> list[str]:
+    return [m for m in modules if importlib.util.find_spec(m) is None]
+
+
+def _digest(path: Path) -> str | None:
+    return hashlib.sha256(path.read_bytes()).hexdigest() if path.exists() else None
+
+
+def run_all(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(RUN_ALL), *args], cwd=REPO, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.mark.parametrize("name", EXPECTED)
+def test_quick_mode_runs_and_reports_its_figures(name: str, tmp_path: Path):
+    needs, lines = EXPECTED[name]
+    if _missing(needs):
+        pytest.skip(f"bench {name} needs the [pipeline] extra ({', '.join(_missing(needs))} missing)")
+    report = tmp_path / "BENCHMARKS.md"
+    before = _digest(REPORT)
+
+    proc = run_all("--quick", "--only", name, "--output", str(report))
+
+    assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
+    assert _digest(REPORT) == before, "a quick run must not rewrite BENCHMARKS.md"
+    section = re.search(rf"<!-- bench:{name} -->.*?<!-- /bench:{name} -->", report.read_text(encoding="utf-8"), re.S)
+    assert section, report.read_text(encoding="utf-8")
+    text = section.group(0)
+    assert "exit 0" in text and "Quick smoke run" in text
+    if name == "replay" and not SHARED_DATA.is_dir():
+        assert "Skipped: the real data in `../shared/data` is absent" in text
+        return
+    missing = [line for line in lines if line not in text]
+    assert not missing, f"bench {name} did not print {missing}:\n{text}"
+
+
+def test_replay_without_the_shared_data_skips_cleanly(tmp_path: Path):
+    if _missing(("polars",)):
+        pytest.skip("bench_replay needs polars")
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "bench_replay.py"), "--quick", "--data", str(tmp_path / "absent")],
+                          cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("SKIP bench_replay: real outcome data not found at "), proc.stdout
+    assert str(tmp_path / "absent") in proc.stdout
+
+
+def test_explicit_sizes_win_over_quick(tmp_path: Path):
+    # --quick replaces the defaults, not what is asked for: `--quick --n 300` times 300 calls.
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "bench_runtime.py"), "--quick", "--n", "300", "--import-runs", "0"],
+                          cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "n=300 per operation in 2 interleaved blocks after 20 warm-up calls" in proc.stdout
