@@ -320,9 +320,26 @@ def pending_days(home: Path) -> set[dt.date]:
                 content = safe_fs.read_bytes(path, single_link=True)
             except OSError:
                 continue
-            by_day, _ = _split_drop(content, path.name, table, "pending")
-            days |= set(by_day)
+            days |= drop_days(content, path.name, table)
     return days
+
+
+def drop_days(content: bytes, name: str, table: str) -> set[dt.date]:
+    """The UTC days a drop has rows on, as staging will split it; of a Parquet drop only the
+    time column is read (planning should not cost a second full read of every drop)."""
+    time_column = TIME_COLUMN[table]
+    if name.lower().endswith(".parquet"):
+        try:
+            times = pl.read_parquet(io.BytesIO(content), columns=[time_column]).to_series()
+        except Exception:  # noqa: BLE001 - unreadable or without a time column: staging quarantines it
+            return set()
+        parsed = _parse_time(pl.col(time_column).cast(pl.String)) if times.dtype == pl.String else pl.col(time_column)
+        frame = pl.DataFrame({time_column: times}).select(parsed.cast(SCHEMAS[table][time_column], strict=False))
+        now = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+        in_range = pl.col(time_column).is_between(FIRST_DAY, now + dt.timedelta(days=1)).fill_null(False)
+        return set(frame.filter(in_range)[time_column].dt.date().unique().to_list())
+    by_day, _ = _split_drop(content, name, table, "pending")
+    return set(by_day)
 
 
 def restage_missing(home: Path, conn: sqlite3.Connection, table: str) -> list[str]:

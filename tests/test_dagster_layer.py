@@ -252,3 +252,24 @@ def test_a_day_without_new_evidence_is_nothing_new_and_never_loads_dagster(home:
     assert proc.returncode == 0, proc.stderr
     status, version, loaded = json.loads(proc.stdout)
     assert (status, version, loaded) == ("nothing_new", rule_versions(home)[-1], False)
+
+
+@pytest.mark.parametrize("kind", ["parquet-datetime", "parquet-text", "jsonl"])
+def test_planning_reads_the_days_of_a_drop_as_staging_splits_it(kind: str):
+    from routing_pipelines.logs import _split_drop, drop_days
+
+    times = ["2026-06-01T23:59:59Z", "2026-06-02 00:00:00", "not a time", None, "2019-12-31T00:00:00Z", "2026-06-03T10:00:00+02:00"]
+    rows = [{**ROW, "id": f"r{i}", "recorded_at": t} for i, t in enumerate(times)]
+    if kind == "jsonl":
+        name, content = "d.jsonl", "\n".join(json.dumps(r) for r in rows).encode()
+    else:
+        frame = pl.DataFrame(rows)
+        if kind == "parquet-datetime":
+            frame = frame.with_columns(pl.col("recorded_at").str.to_datetime(strict=False, time_zone="UTC"))
+        import io
+
+        buffer = io.BytesIO()
+        frame.write_parquet(buffer)
+        name, content = "d.parquet", buffer.getvalue()
+    staged, _ = _split_drop(content, name, "model_performance", "x")
+    assert drop_days(content, name, "model_performance") == set(staged) != set()
