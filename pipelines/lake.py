@@ -29,6 +29,7 @@ import polars as pl
 
 from routing_runtime import safe_fs
 from routing_runtime.faults import crashpoint
+from routing_runtime.home import LAKE_DIR
 
 MAIN = ""
 QUARANTINE = "quarantine"
@@ -50,12 +51,12 @@ class Lake:
 
     def __init__(self, home: Path) -> None:
         self.home = Path(home)
-        self.root = self.home / "lake"
+        self.root = self.home / LAKE_DIR
 
     # ------------------------------------------------------------------ paths
 
     def _parts(self, area: str, table: str) -> tuple[str, ...]:
-        return ("lake", area, table) if area else ("lake", table)
+        return (LAKE_DIR, area, table) if area else (LAKE_DIR, table)
 
     def table_dir(self, table: str, area: str = MAIN) -> Path:
         return self.home.joinpath(*self._parts(area, table))
@@ -66,7 +67,7 @@ class Lake:
     def folders(self) -> list[tuple[str, ...]]:
         """The lake's folders below the home, each a tuple of parts, for a sweep at start.
         Partition folders included: a link can hide at any level."""
-        found = [("lake",), ("lake", QUARANTINE), ("lake", STAGED)]
+        found = [(LAKE_DIR,), (LAKE_DIR, QUARANTINE), (LAKE_DIR, STAGED)]
         for folder, dirs, _ in os.walk(self.root, followlinks=False):
             relative = os.path.relpath(folder, self.home).split(os.sep)
             for name in dirs:
@@ -211,13 +212,21 @@ class Lake:
         """The rows one inbox drop has on ``day``, as staged."""
         return self.file_path(STAGED, table, f"day={day}", f"{stem}.parquet")
 
+    def write_staged(self, table: str, day: dt.date | str, stem: str, frame: pl.DataFrame) -> Path:
+        """Stage the rows one inbox drop has on ``day`` (read once, so written fast)."""
+        return self.write_file(STAGED, table, f"day={day}", f"{stem}.parquet", frame=frame, fast=True)
+
+    def write_undated_quarantine(self, table: str, stem: str, frame: pl.DataFrame) -> Path:
+        """The rows of one drop that cannot be dated (no day partition to put them in)."""
+        return self.write_file(QUARANTINE, table, UNDATED, f"{stem}.parquet", frame=frame)
+
     def file_path(self, *parts: str) -> Path:
         return self.root.joinpath(*parts)
 
     def write_file(self, *parts: str, frame: pl.DataFrame, fast: bool = False) -> Path:
         """Write ``lake/<parts…>`` atomically; ``fast`` trades size for speed (files read once)."""
         *folders, name = parts
-        parent = safe_fs.ensure_dir(self.home, "lake", *folders)
+        parent = safe_fs.ensure_dir(self.home, LAKE_DIR, *folders)
         name = safe_fs.safe_name(name)
         tmp = parent / f".tmp-{uuid.uuid4().hex}"
         try:

@@ -25,7 +25,7 @@ from routing_pipelines.lake import Lake
 from routing_pipelines.logs import FIRST_DAY, TABLES
 from routing_pipelines.run_lock import exclusive
 from routing_runtime import safe_fs, store
-from routing_runtime.home import resolve_home
+from routing_runtime.home import DAGSTER_DIR, INBOX_DIR, LAKE_DIR, resolve_home
 from routing_runtime.ruleset import published_marker
 
 if TYPE_CHECKING:  # Dagster is imported only when there is something to learn (it costs ~1 s)
@@ -266,7 +266,7 @@ def _root_cause(error) -> str:
 def _sweep_layout(home: Path) -> None:
     """Make every folder the product writes a real folder of the home: links anywhere below the
     inbox, the lake and the Dagster instance are set aside before anything writes there."""
-    safe_fs.sweep_links(home, "inbox", "lake", "dagster_home")
+    safe_fs.sweep_links(home, INBOX_DIR, LAKE_DIR, DAGSTER_DIR)
     for table in TABLES:
         safe_fs.ensure_dir(home, "inbox", table, "ingested")
     lake = Lake(home)

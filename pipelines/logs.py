@@ -24,7 +24,7 @@ from pathlib import Path
 
 import polars as pl
 
-from routing_pipelines.lake import QUARANTINE, STAGED, UNDATED, Lake
+from routing_pipelines.lake import QUARANTINE, STAGED, Lake
 from routing_runtime import safe_fs, store
 from routing_runtime.faults import crashpoint
 from routing_runtime.types import OUTCOME_LIMITS, Outcome, RoutingPreference, TaskType
@@ -237,10 +237,9 @@ def _split_drop(content: bytes, name: str, table: str, digest: str) -> tuple[dic
 
 def _write_staged(lake: Lake, table: str, stem: str, by_day: dict[dt.date, pl.DataFrame], quarantined: pl.DataFrame) -> None:
     for day, part in by_day.items():
-        staged = lake.staged_file(table, day, stem)
-        lake.write_file(*staged.relative_to(lake.root).parts, frame=part, fast=True)
+        lake.write_staged(table, day, stem, part)
     if quarantined.height:
-        lake.write_file(QUARANTINE, table, UNDATED, f"{stem}.parquet", frame=quarantined)
+        lake.write_undated_quarantine(table, stem, quarantined)
 
 
 def stage_inbox(home: Path, conn: sqlite3.Connection, table: str) -> StagingReport:

@@ -11,6 +11,10 @@ if TYPE_CHECKING:
     from pathlib import Path
 
 DEFAULT_HOME = ".routing"
+#: The folders of a home (the lake's inside is :class:`routing_pipelines.lake.Lake`'s alone).
+INBOX_DIR = "inbox"
+LAKE_DIR = "lake"
+DAGSTER_DIR = "dagster_home"
 
 
 class NotInitialisedError(RuntimeError):

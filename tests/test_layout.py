@@ -4,6 +4,7 @@ import direction runtime ← learning math ← Dagster definitions."""
 from __future__ import annotations
 
 import ast
+import re
 import subprocess
 import sys
 import zipfile
@@ -73,5 +74,38 @@ def test_no_module_imports_the_old_top_level_names():
         f"{p.relative_to(REPO)}: {m}"
         for folder in ("routing_runtime", "pipelines", "assets", "tests", "benchmarks", "scripts")
         for p in _modules(folder) for m in _imports(p) if m.split(".")[0] in {"pipelines", "assets"}
+    ]
+    assert not offenders, offenders
+
+
+#: Path pieces of the lake: only the Lake (and the home's folder names) may spell them.
+LAKE_PATH_PIECES = re.compile(
+    r"""["'](?:lake|_staged|quarantine|current\.json|part-0\.parquet)["']"""  # the lake's folder and file names
+    r"""|f["'](?:day|as_of|version)=\{[^}]*\}(?:\.parquet)?["'/]"""  # partition and value file names
+    r"""|f["']\{[^}]*\}\.parquet["']"""  # any other Parquet file name built from a value
+)
+
+
+@pytest.mark.parametrize("folder", ["routing_runtime", "pipelines", "assets"])
+def test_no_lake_path_is_built_outside_the_lake(folder):
+    allowed = {REPO / "pipelines" / "lake.py", REPO / "routing_runtime" / "home.py"}
+    offenders = []
+    for path in _modules(folder):
+        if path in allowed:
+            continue
+        for number, line in enumerate(path.read_text().splitlines(), start=1):
+            code = line.split("#", 1)[0]
+            if LAKE_PATH_PIECES.search(code):
+                offenders.append(f"{path.relative_to(REPO)}:{number}: {line.strip()}")
+    assert not offenders, "\n".join(offenders)
+
+
+def test_no_run_tag_is_read_for_the_learning_day():
+    # The day is run config (`LearningDay`); tags are only ever written (a partition range).
+    offenders = [
+        f"{p.relative_to(REPO)}: {line.strip()}"
+        for folder in ("pipelines", "assets") for p in _modules(folder)
+        for line in p.read_text().splitlines()
+        if ".tags" in line.split("#", 1)[0] and "tags=" not in line and not line.lstrip().startswith("from ")
     ]
     assert not offenders, offenders
