@@ -8,14 +8,13 @@ import dagster as dg
 import polars as pl
 
 from routing_pipelines.assets import names
-from routing_pipelines.resources import LEARNED_THROUGH, RoutingHome, as_of_day, progress, run_partition_keys
+from routing_pipelines.resources import RoutingHome, as_of_day, progress, run_partition_keys
 from routing_runtime.faults import crashpoint
 from routing_pipelines.learning import candidates, evaluation, posteriors
 from routing_pipelines import plan
 from routing_pipelines.lake import Lake
-from routing_runtime.admin import registry_fingerprint, registry_from_db
+from routing_runtime.admin import registry_fingerprint
 from routing_runtime.rules import RuleRow
-from routing_runtime.ruleset import load_usable_rule_set, publish_rule_set
 from routing_runtime.types import RoutingPreference, TaskType
 
 
@@ -175,15 +174,15 @@ def model_routing_rules(context: dg.AssetExecutionContext, routing_home: Routing
     (routers switch to it within a second), with a Parquet snapshot per version and what changed."""
     as_of = as_of_day(context)
     rows = _load_candidate(routing_home, as_of)
-    conn = routing_home.connect()
+    db = routing_home.open_store()
     try:
-        previous = _previous_rule_set(conn)
+        previous = _previous_rule_set(db)
         registry = routing_home.registry()
         built_for = _candidate_registry(routing_home, as_of)
 
         def registry_unchanged(locked):
             # Checked inside the publishing transaction: a `routing init` cannot slip in between.
-            if registry_fingerprint(registry_from_db(locked)) != built_for:
+            if registry_fingerprint(locked.registry()) != built_for:
                 raise dg.Failure(description=(
                     "the registry changed while learning (`routing init`): these rules were built for the old one"
                     " and are not published; run `routing learn` again"
@@ -198,20 +197,21 @@ def model_routing_rules(context: dg.AssetExecutionContext, routing_home: Routing
         }
         if as_of >= today:
             inputs["partial_day"] = True  # the UTC day was not over: its evidence is incomplete
+        learned_days = plan.learned_days(routing_home.path, run_partition_keys(context))
         crashpoint("publish:before")
-        version = publish_rule_set(conn, rows, source="learned", as_of=str(as_of), inputs=inputs, precondition=registry_unchanged)
-        # From here on the rules are in force: what follows only records it, and a failure below
-        # is reported as "published, then failed", never as "no rules published".
-        # Re-learning an earlier day (a backfill) never moves the learned frontier backwards.
-        conn.execute(
-            "INSERT INTO settings (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = MAX(value, excluded.value)",
-            (LEARNED_THROUGH, str(as_of)),
+        # The rules, the learned frontier (never moved backwards by a backfill) and the days
+        # learned, in one transaction.
+        version = db.publish_rule_set(
+            rows, source="learned", as_of=str(as_of), inputs=inputs, precondition=registry_unchanged,
+            learned_through=str(as_of), learned_days=learned_days,
         )
+        # From here on the rules are in force: a failure below is reported as "published, then
+        # failed", never as "no rules published". The frontier and the ledger were committed with
+        # the rules, so both points now mark the same moment (kill tests stop at each).
         crashpoint("after_publish")
-        plan.record_learned(routing_home.path, conn, run_partition_keys(context))
         crashpoint("publish:after_ledger")
     finally:
-        conn.close()
+        db.close()
     _write_snapshot(routing_home, names.MODEL_ROUTING_RULES, f"version={version}.parquet", candidates.rules_frame(rows))
     crashpoint("publish:after_snapshot")
     change = candidates.rules_change_markdown(previous, rows)
@@ -224,10 +224,10 @@ def model_routing_rules(context: dg.AssetExecutionContext, routing_home: Routing
     })
 
 
-def _previous_rule_set(conn):
+def _previous_rule_set(db):
     """The rule set in force before this one, for the change table; a set that cannot be read
     never blocks publishing a good one over it."""
-    rule_set, _note = load_usable_rule_set(conn)
+    rule_set, _note = db.load_usable_rule_set()
     return rule_set
 
 

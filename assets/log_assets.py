@@ -23,15 +23,15 @@ warnings.filterwarnings("ignore", category=dg.BetaWarning, message=".*backfill_p
 
 
 def _ingest(context: dg.AssetExecutionContext, routing_home: RoutingHome, table: str) -> dg.MaterializeResult:
-    conn = routing_home.connect()
+    db = routing_home.open_store()
     try:
-        staged = logs.stage_inbox(routing_home.path, conn, table)
-        missing = logs.restage_missing(routing_home.path, conn, table)
+        staged = logs.stage_inbox(routing_home.path, db, table)
+        missing = logs.restage_missing(routing_home.path, db, table)
         if missing:
             raise dg.Failure(description="evidence is missing: " + "; ".join(missing))
-        build = plan.days_to_build(routing_home.path, conn, context.partition_keys)
+        build = plan.days_to_build(routing_home.path, db, context.partition_keys)
     finally:
-        conn.close()
+        db.close()
     if staged.files:
         progress(context, f"{table}: staged {staged.files} inbox files ({staged.rows} rows, {staged.quarantined} quarantined)")
     known = {m.id for m in routing_home.registry().models}
@@ -89,11 +89,11 @@ def daily_model_stats(context: dg.AssetExecutionContext, routing_home: RoutingHo
     lake = Lake(routing_home.path)
     cells = 0
     held = []
-    conn = routing_home.connect()
+    db = routing_home.open_store()
     try:
-        build = plan.days_to_build(routing_home.path, conn, context.partition_keys)
+        build = plan.days_to_build(routing_home.path, db, context.partition_keys)
     finally:
-        conn.close()
+        db.close()
     for day, source in build:
         frame = lake.read_partition(logs.PERFORMANCE, day)
         frame = frame if frame is not None else logs.empty(logs.PERFORMANCE)

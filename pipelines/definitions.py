@@ -33,15 +33,15 @@ nightly_learning = dg.define_asset_job(
 def learning_range(routing_home: RoutingHome, as_of: dt.date, *, explicit: bool = False) -> LearningPlan:
     """The next run's days (see :func:`routing_pipelines.plan.plan_run`). Stages the inbox first (each
     drop once, idempotent) so that the days of dropped rows are known."""
-    conn = routing_home.connect()
+    db = routing_home.open_store()
     try:
         problems = []
         for table in TABLES:
-            problems += stage_inbox(routing_home.path, conn, table).problems
-            problems += restage_missing(routing_home.path, conn, table)
-        result = plan_run(routing_home.path, conn, as_of, routing_home.learned_through(), explicit=explicit)
+            problems += stage_inbox(routing_home.path, db, table).problems
+            problems += restage_missing(routing_home.path, db, table)
+        result = plan_run(routing_home.path, db, as_of, db.learned_through(), explicit=explicit)
     finally:
-        conn.close()
+        db.close()
     result.problems = problems + result.problems
     return result
 

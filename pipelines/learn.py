@@ -30,9 +30,7 @@ from routing_pipelines.lake import Lake
 from routing_pipelines.plan import plan_run
 from routing_runtime import safe_fs, store
 from routing_runtime.home import resolve_home
-from routing_runtime.ruleset import published_marker
 
-LAST_LEARN = "last_learn"
 RUNNER_TAG = "routing/runner"
 #: Characters that break the ``sqlite:///`` URLs Dagster builds from its folder.
 _URL_UNSAFE = set("?#%")
@@ -143,7 +141,7 @@ def learn(
     day = parse_day(as_of)
     accepted = [parse_accepted_day(d) for d in accept_quarantine]
     routing_home = RoutingHome(home=str(home_path))
-    routing_home.connect().close()  # a clear error when the home is not initialised
+    routing_home.open_store().close()  # a clear error when the home is not initialised
     learned = routing_home.learned_through()
     if not explicit and learned is not None and learned > day:
         # After `--as-of today` the frontier is today: a plain run re-learns it (a fuller day)
@@ -169,22 +167,18 @@ def _learn_locked(routing_home: RoutingHome, day: dt.date, *, explicit: bool, qu
     problems: list[str] = []
     _sweep_layout(home)
     Lake(home).remove_leftovers()
-    conn = routing_home.connect()
+    db = routing_home.open_store()
     try:
         if accepted:
-            with store.transaction(conn):
-                conn.executemany(
-                    "INSERT OR REPLACE INTO accepted_quarantine (day, accepted_at) VALUES (?, ?)",
-                    [(d.isoformat(), store.utc_timestamp()) for d in accepted],
-                )
+            db.accept_quarantine(accepted)
         if forget:
-            problems += logs.forget_missing(home, conn)
-        staging = {table: logs.stage_inbox(home, conn, table) for table in TABLES}
-        missing = [problem for table in TABLES for problem in logs.restage_missing(home, conn, table)]
-        planned = plan_run(home, conn, day, routing_home.learned_through(), explicit=explicit)
-        before = published_marker(conn)
+            problems += logs.forget_missing(home, db)
+        staging = {table: logs.stage_inbox(home, db, table) for table in TABLES}
+        missing = [problem for table in TABLES for problem in logs.restage_missing(home, db, table)]
+        planned = plan_run(home, db, day, db.learned_through(), explicit=explicit)
+        before = db.published_marker()
     finally:
-        conn.close()
+        db.close()
     tables = {t: {"ingested": 0, "quarantined": r.quarantined, "reasons": Counter(r.reasons)} for t, r in staging.items()}
     for report in staging.values():
         problems += report.problems
@@ -204,11 +198,11 @@ def _learn_locked(routing_home: RoutingHome, day: dt.date, *, explicit: bool, qu
             raise_on_error=False,
             run_config={"loggers": {"console": {"config": {"log_level": "CRITICAL" if quiet else "ERROR"}}}},
         )
-    conn = routing_home.connect()
+    db = routing_home.open_store()
     try:
-        after = published_marker(conn)
+        after = db.published_marker()
     finally:
-        conn.close()
+        db.close()
 
     blocked = []
     counted: set[str] = set()
@@ -285,14 +279,11 @@ def _close_abandoned_runs(instance: dg.DagsterInstance) -> None:
 def _remember(routing_home: RoutingHome, result: LearnResult) -> None:
     """The last learn's result, for `routing status`."""
     document = {**result.to_json(), "finished_at": store.utc_timestamp()}
-    conn = routing_home.connect()
+    db = routing_home.open_store()
     try:
-        conn.execute(
-            "INSERT INTO settings (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-            (LAST_LEARN, json.dumps(document)),
-        )
+        db.record_last_learn(document)
     finally:
-        conn.close()
+        db.close()
 
 
 def run_learning(home: str | None, as_of: str | None, *, as_json: bool = False,

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from routing_pipelines import logs
 from routing_pipelines.lake import QUARANTINE, Lake
+from routing_runtime.store import LearnedDay, Store
 
 DAILY_MODEL_STATS = "daily_model_stats"
 #: The most days one run builds. Each day of a run's range costs Dagster about 60 ms even when
@@ -41,9 +41,9 @@ def learned_fingerprint(decisions: str | None, performance: str | None) -> str:
     return json.dumps([decisions, performance])
 
 
-def stale_days(home: Path, conn: sqlite3.Connection, sources: dict[dt.date, dict]) -> list[dt.date]:
+def stale_days(home: Path, store: Store, sources: dict[dt.date, dict]) -> list[dt.date]:
     lake = Lake(home)
-    learned = dict(conn.execute("SELECT day, fingerprint FROM learned_days"))
+    learned = store.learned_fingerprints()
     stale = []
     for day in sorted(set(sources) | {dt.date.fromisoformat(d) for d in learned}):
         expected = {t: logs.table_fingerprint(sources.get(day), t) for t in logs.TABLES}
@@ -58,12 +58,12 @@ def stale_days(home: Path, conn: sqlite3.Connection, sources: dict[dt.date, dict
     return stale
 
 
-def plan_run(home: Path, conn: sqlite3.Connection, as_of: dt.date, learned_through: dt.date | None, *, explicit: bool) -> LearningPlan:
+def plan_run(home: Path, store: Store, as_of: dt.date, learned_through: dt.date | None, *, explicit: bool) -> LearningPlan:
     """The range of the next run up to ``as_of``: from the earliest stale day (on a new home, the
     first day with evidence) to ``as_of``. ``nothing_new`` when ``as_of`` is learned already and
     nothing is stale, unless the day was asked for explicitly (a backfill)."""
-    sources = logs.source_fingerprints(conn)
-    stale = [d for d in stale_days(home, conn, sources) if d <= as_of]
+    sources = logs.source_fingerprints(store)
+    stale = [d for d in stale_days(home, store, sources) if d <= as_of]
     first = logs.FIRST_DAY.date()
     if learned_through is None:
         start = min([*(d for d in sources if d <= as_of), as_of])
@@ -84,12 +84,12 @@ def plan_run(home: Path, conn: sqlite3.Connection, as_of: dt.date, learned_throu
     return LearningPlan(start=max(start, first), end=as_of, nothing_new=nothing_new, problems=problems)
 
 
-def days_to_build(home: Path, conn: sqlite3.Connection, keys: list[str]) -> list[tuple[dt.date, dict | None]]:
+def days_to_build(home: Path, store: Store, keys: list[str]) -> list[tuple[dt.date, dict | None]]:
     """The days of a run's partition keys that have evidence, or partitions to clear, with their
     sources: a day without either costs nothing."""
     if not keys:
         return []
-    sources = logs.source_fingerprints(conn, (dt.date.fromisoformat(keys[0]), dt.date.fromisoformat(keys[-1])))
+    sources = logs.source_fingerprints(store, (dt.date.fromisoformat(keys[0]), dt.date.fromisoformat(keys[-1])))
     lake = Lake(home)
     result = []
     for key in keys:
@@ -99,14 +99,12 @@ def days_to_build(home: Path, conn: sqlite3.Connection, keys: list[str]) -> list
     return result
 
 
-def record_learned(home: Path, conn: sqlite3.Connection, keys: list[str]) -> None:
-    """After publishing: the days of the run, as the partitions the new rules were built from
-    record them, with their quarantine counts and hold reasons (``routing status`` reads them)."""
-    from routing_runtime import store
-
+def learned_days(home: Path, keys: list[str]) -> list[LearnedDay]:
+    """The days of the run, as the partitions the new rules are built from record them, with
+    their quarantine counts and hold reasons: published with the rules (``routing status`` and
+    the next run's plan read them)."""
     lake = Lake(home)
     rows = []
-    now = store.utc_timestamp()
     for key in keys:
         built = {t: lake.built_from(t, key) for t in logs.TABLES}
         if all(b is None for b in built.values()):
@@ -114,12 +112,8 @@ def record_learned(home: Path, conn: sqlite3.Connection, keys: list[str]) -> Non
         stats = lake.built_from(DAILY_MODEL_STATS, key)
         held = json.loads(stats).get("held") if stats else None
         quarantined = [_height(lake.partition_files(t, key, QUARANTINE)) for t in logs.TABLES]
-        rows.append((key, learned_fingerprint(built[logs.DECISIONS], built[logs.PERFORMANCE]), *quarantined, held, now))
-    with store.transaction(conn):
-        conn.executemany(
-            "INSERT OR REPLACE INTO learned_days (day, fingerprint, decisions_quarantined, performance_quarantined, held, learned_at)"
-            " VALUES (?, ?, ?, ?, ?, ?)", rows,
-        )
+        rows.append(LearnedDay(key, learned_fingerprint(built[logs.DECISIONS], built[logs.PERFORMANCE]), *quarantined, held))
+    return rows
 
 
 def _height(files: list[Path]) -> int:

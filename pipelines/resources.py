@@ -4,18 +4,14 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-import sqlite3
 import sys
 from pathlib import Path
 
 import dagster as dg
 
 from routing_pipelines.assets.names import AS_OF_TAG, RANGE_END_TAG, RANGE_START_TAG
-from routing_runtime import store
-from routing_runtime.admin import registry_from_db
 from routing_runtime.registry import ModelRegistry
-
-LEARNED_THROUGH = "learned_through"
+from routing_runtime.store import DB_NAME, Store
 
 
 class RoutingHome(dg.ConfigurableResource):
@@ -27,41 +23,19 @@ class RoutingHome(dg.ConfigurableResource):
     def path(self) -> Path:
         return Path(self.home).expanduser().resolve()
 
-    def connect(self) -> sqlite3.Connection:
-        db = self.path / store.DB_NAME
-        if not db.exists():
+    def open_store(self) -> Store:
+        """The home's :class:`Store` (close it after use); the home must be initialised at the current schema."""
+        if not (self.path / DB_NAME).exists():
             raise FileNotFoundError(f"{self.path} is not initialised: run `routing init --home {self.path}`")
-        conn = store.connect(db)
-        if (version := store.schema_version(conn)) != store.SCHEMA_VERSION:
-            conn.close()
-            raise RuntimeError(
-                f"{db} has schema version {version}, the pipeline needs {store.SCHEMA_VERSION}:"
-                f" run `routing init --home {self.path}` to upgrade it"
-            )
-        return conn
+        return Store.open_home(self.path, needed_by="the pipeline")
 
     def registry(self) -> ModelRegistry:
-        conn = self.connect()
-        try:
-            return registry_from_db(conn)
-        finally:
-            conn.close()
+        with self.open_store() as db:
+            return db.registry()
 
     def learned_through(self) -> dt.date | None:
-        conn = self.connect()
-        try:
-            row = conn.execute("SELECT value FROM settings WHERE key = ?", (LEARNED_THROUGH,)).fetchone()
-        finally:
-            conn.close()
-        if row is None:
-            return None
-        try:
-            return dt.date.fromisoformat(row[0])
-        except ValueError:
-            raise ValueError(
-                f"settings.learned_through = {row[0][:40]!r} in {self.path / store.DB_NAME} is not a date:"
-                " set it to the last day learned (YYYY-MM-DD), or delete that row to learn from the first day with evidence"
-            ) from None
+        with self.open_store() as db:
+            return db.learned_through()
 
 
 def progress(context, message: str) -> None:

@@ -8,9 +8,9 @@ TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing
 if TYPE_CHECKING:
     from pathlib import Path
 
-from routing_runtime.store import DB_NAME
-
 DEFAULT_HOME = ".routing"
+#: The home's database, owned by :class:`routing_runtime.store.Store`.
+DB_NAME = "routing.db"
 
 
 class NotInitialisedError(RuntimeError):
