@@ -13,11 +13,10 @@ from collections import namedtuple
 from collections.abc import Iterable
 from datetime import datetime
 
-from routing_runtime import store
 from routing_runtime.classifier import classify_task
 from routing_runtime.compiled_rules import CompiledRules, RuleSet, short_repr
 from routing_runtime.home import resolve_home
-from routing_runtime.store import Store, StoredDecision
+from routing_runtime.store import Store, StoredDecision, utc_timestamp
 from routing_runtime.types import OUTCOME_LIMITS, Outcome, RoutingPreference, TaskType, parse_enum
 
 #: How often a router checks whether a new rule set was published (seconds).
@@ -485,7 +484,7 @@ def _timestamp(at: object) -> str:
             raise ValueError(f"at={short_repr(at)} must be a datetime (UTC)")
         if not EARLIEST_YEAR <= at.year <= LATEST_YEAR:
             raise ValueError(f"at={at!r} must fall in the years {EARLIEST_YEAR} to {LATEST_YEAR}")
-    return store.utc_timestamp(at)
+    return utc_timestamp(at)
 
 
 def _optional_number(value: object, field: str, *, high: float = math.inf) -> float | None:

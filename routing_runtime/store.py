@@ -269,8 +269,9 @@ class Store:
 
     @classmethod
     def open(cls, path: str | os.PathLike, *, read_only: bool = False) -> Store:
-        """Open (read-write: create) the database file at ``path``, with no schema check;
-        ``routing init`` and tests use it, everything else :meth:`open_home`."""
+        """Open (read-write: create) the database file at ``path``, with no schema check: for
+        ``routing init`` (which migrates it), ``routing status`` (which reports any version) and
+        reads of a database already checked; everything else uses :meth:`open_home`."""
         return cls(_connect_readonly(path) if read_only else connect(path), Path(path))
 
     @classmethod
