@@ -15,10 +15,9 @@ from routing_pipelines import plan
 from routing_pipelines.assets import names
 from routing_pipelines.learning import candidates, evaluation, posteriors, rule_changes
 from routing_pipelines.learning.values import CandidateRules, PolicyEvaluation, Posteriors, SpecialistComparison
-from routing_pipelines.resources import LEARNED_THROUGH, LearningDay, RoutingHome, progress
-from routing_runtime.admin import registry_fingerprint, registry_from_db
+from routing_pipelines.resources import LearningDay, RoutingHome, progress
+from routing_runtime.admin import registry_fingerprint
 from routing_runtime.faults import crashpoint
-from routing_runtime.ruleset import load_usable_rule_set, publish_rule_set
 
 POOL = names.LEARNING_POOL
 
@@ -160,19 +159,19 @@ def model_routing_rules(
     as_of = candidate.as_of
     rows = list(candidate.rows)
     lake = routing_home.lake
-    conn = routing_home.connect()
+    db = routing_home.open_store()
     try:
-        previous, _note = load_usable_rule_set(conn)
-        registry = routing_home.registry()
+        previous, _note = db.load_usable_rule_set()
+        registry = db.registry()
 
         def registry_unchanged(locked):
             # Checked inside the publishing transaction: a `routing init` cannot slip in between.
-            if registry_fingerprint(registry_from_db(locked)) != candidate.registry_fingerprint:
+            if registry_fingerprint(locked.registry()) != candidate.registry_fingerprint:
                 raise dg.Failure(description=(
                     "the registry changed while learning (`routing init`): these rules were built for the old one"
                     " and are not published; run `routing learn` again"
                 ))
-        learned = plan.unlearned_days(routing_home.path, conn, as_of)
+        learned = plan.unlearned_days(routing_home.path, db, as_of)
         inputs = {
             "as_of": str(as_of), "dagster_run_id": context.run.run_id,
             "outcomes_seen": model_posteriors.outcomes_seen, "registry_source": registry.source,
@@ -183,20 +182,21 @@ def model_routing_rules(
         }
         if as_of >= dt.datetime.now(dt.timezone.utc).date():
             inputs["partial_day"] = True  # the UTC day was not over: its evidence is incomplete
+        learned_days = plan.learned_days(routing_home.path, [str(d) for d in learned])
         crashpoint("publish:before")
-        version = publish_rule_set(conn, rows, source="learned", as_of=str(as_of), inputs=inputs, precondition=registry_unchanged)
-        # From here on the rules are in force: what follows only records it, and a failure below
-        # is reported as "published, then failed", never as "no rules published".
-        # Re-learning an earlier day (a backfill) never moves the learned frontier backwards.
-        conn.execute(
-            "INSERT INTO settings (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = MAX(value, excluded.value)",
-            (LEARNED_THROUGH, str(as_of)),
+        # The rules, the learned frontier (never moved backwards by a backfill) and the days
+        # learned, in one transaction.
+        version = db.publish_rule_set(
+            rows, source="learned", as_of=str(as_of), inputs=inputs, precondition=registry_unchanged,
+            learned_through=str(as_of), learned_days=learned_days,
         )
+        # From here on the rules are in force: a failure below is reported as "published, then
+        # failed", never as "no rules published". The frontier and the ledger were committed with
+        # the rules, so both points now mark the same moment (kill tests stop at each).
         crashpoint("after_publish")
-        plan.record_learned(routing_home.path, conn, [str(d) for d in learned])
         crashpoint("publish:after_ledger")
     finally:
-        conn.close()
+        db.close()
     lake.write_rule_set(names.MODEL_ROUTING_RULES, version, candidate.frame)
     crashpoint("publish:after_snapshot")
     before = lake.read_value_as_of(names.MODEL_POSTERIORS, dt.date.fromisoformat(previous.as_of)) if previous and previous.as_of else None

@@ -26,12 +26,9 @@ def inbox(context: dg.AssetExecutionContext, routing_home: RoutingHome) -> dg.Ma
     """Every new drop in inbox/routing_decisions and inbox/model_performance, split by UTC day into
     lake/_staged, recorded in routing.db, then moved to inbox/<table>/ingested; drops whose staged
     rows were lost are staged again from there. Fails, naming the drop, when evidence is gone."""
-    conn = routing_home.connect()
-    try:
-        reports = {table: logs.stage_inbox(routing_home.path, conn, table) for table in logs.TABLES}
-        missing = [problem for table in logs.TABLES for problem in logs.restage_missing(routing_home.path, conn, table)]
-    finally:
-        conn.close()
+    with routing_home.open_store() as db:
+        reports = {table: logs.stage_inbox(routing_home.path, db, table) for table in logs.TABLES}
+        missing = [problem for table in logs.TABLES for problem in logs.restage_missing(routing_home.path, db, table)]
     if missing:
         raise dg.Failure(description="evidence is missing: " + "; ".join(missing))
     for table, report in reports.items():
@@ -49,11 +46,8 @@ def daily_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinitio
     """The daily-partitioned assets over ``partitions`` (they start where the home's evidence starts)."""
 
     def ingest(context: dg.AssetExecutionContext, routing_home: RoutingHome, table: str) -> dg.MaterializeResult:
-        conn = routing_home.connect()
-        try:
-            build = plan.days_to_build(routing_home.path, conn, context.partition_keys)
-        finally:
-            conn.close()
+        with routing_home.open_store() as db:
+            build = plan.days_to_build(routing_home.path, db, context.partition_keys)
         known = {m.id for m in routing_home.registry().models}
         rows = quarantined = 0
         reasons: Counter = Counter()
@@ -110,11 +104,8 @@ def daily_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinitio
         lake = routing_home.lake
         cells = valid = invalid = 0
         held = []
-        conn = routing_home.connect()
-        try:
-            build = plan.days_to_build(routing_home.path, conn, context.partition_keys)
-        finally:
-            conn.close()
+        with routing_home.open_store() as db:
+            build = plan.days_to_build(routing_home.path, db, context.partition_keys)
         for day, source in build:
             frame = lake.read_partition(logs.PERFORMANCE, day)
             frame = frame if frame is not None else logs.empty(logs.PERFORMANCE)

@@ -478,7 +478,10 @@ def main(argv: list[str] | None = None) -> int:
 
         # Decisions for record_performance to answer, made (untimed) before anything is timed.
         decision_ids = [router.select_model(t, p).decision_id for t, p in _cycle(combos, total)]
-        templates = router._conn.execute(
+        # The benchmark's own read connection: the router's store is not the benchmark's business.
+        reader = store.connect(home / store.DB_NAME)
+        conns.append(reader)
+        templates = reader.execute(
             "SELECT task_type, selected_model, selection_reason, alternatives_considered, preference, propensity,"
             " rule_set_version FROM routing_decisions ORDER BY rowid LIMIT ?", (len(combos),)
         ).fetchall()
@@ -517,7 +520,7 @@ def main(argv: list[str] | None = None) -> int:
                 text = op.args[0][0] if op.key.startswith("select_") else op.args[0]
                 op.label = op.label[:-1] + f" → {classify_task(text).task_type.value})"
         # Sanity: every timed select_model call is recorded.
-        before = router._conn.execute("SELECT COUNT(*) FROM routing_decisions").fetchone()[0]
+        before = reader.execute("SELECT COUNT(*) FROM routing_decisions").fetchone()[0]
 
         load_start = _loadavg()
         timer_ns = _timer_overhead_ns()
@@ -525,10 +528,10 @@ def main(argv: list[str] | None = None) -> int:
         run_interleaved(list(ops.values()), args.n, args.warmup, args.blocks)
         elapsed = time.perf_counter() - t0
 
-        after = router._conn.execute("SELECT COUNT(*) FROM routing_decisions").fetchone()[0]
+        after = reader.execute("SELECT COUNT(*) FROM routing_decisions").fetchone()[0]
         selects = sum(1 for k in ops if k.startswith("select_"))
         assert after - before == selects * total, (after - before, selects * total)
-        answered = router._conn.execute("SELECT COUNT(*) FROM model_performance").fetchone()[0]
+        answered = reader.execute("SELECT COUNT(*) FROM model_performance").fetchone()[0]
         assert answered == total, answered
 
         imp = measure_imports(args.import_runs, tmp) if args.import_runs > 0 else None

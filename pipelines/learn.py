@@ -24,14 +24,13 @@ from routing_pipelines.assets import names
 from routing_pipelines.lake import Lake
 from routing_pipelines.logs import FIRST_DAY, TABLES
 from routing_pipelines.run_lock import exclusive
-from routing_runtime import safe_fs, store
+from routing_runtime import safe_fs
+from routing_runtime.store import Store, utc_timestamp
 from routing_runtime.home import DAGSTER_DIR, INBOX_DIR, LAKE_DIR, resolve_home
-from routing_runtime.ruleset import published_marker
 
 if TYPE_CHECKING:  # Dagster is imported only when there is something to learn (it costs ~1 s)
     import dagster as dg
 
-LAST_LEARN = "last_learn"
 RUNNER_TAG = "routing/runner"
 #: Characters that break the ``sqlite:///`` URLs Dagster builds from its folder.
 _URL_UNSAFE = set("?#%")
@@ -137,11 +136,8 @@ def learn(
     explicit = as_of is not None
     day = parse_day(as_of)
     accepted = [parse_accepted_day(d) for d in accept_quarantine]
-    conn = plan.open_home(home_path)  # a clear error when the home is not initialised
-    try:
-        learned = plan.learned_through(conn, home_path)
-    finally:
-        conn.close()
+    with Store.open_home(home_path, needed_by="learning") as db:  # a clear error when the home is not initialised
+        learned = db.learned_through()
     if not explicit and learned is not None and learned > day:
         # After `--as-of today` the frontier is today: a plain run re-learns it (a fuller day)
         # rather than replacing those rules with ones built on older evidence.
@@ -165,19 +161,12 @@ def _learn_locked(home: Path, day: dt.date, *, explicit: bool, quiet: bool,
     problems: list[str] = []
     _sweep_layout(home)
     Lake(home).remove_leftovers()
-    conn = plan.open_home(home)
-    try:
+    with Store.open_home(home, needed_by="learning") as db:
         if accepted:
-            with store.transaction(conn):
-                conn.executemany(
-                    "INSERT OR REPLACE INTO accepted_quarantine (day, accepted_at) VALUES (?, ?)",
-                    [(d.isoformat(), store.utc_timestamp()) for d in accepted],
-                )
+            db.accept_quarantine(accepted)
         if forget:
-            problems += logs.forget_missing(home, conn)
-        before = published_marker(conn)
-    finally:
-        conn.close()
+            problems += logs.forget_missing(home, db)
+        before = db.published_marker()
     planned = plan.learning_range(home, day, explicit=explicit)
     problems += planned.problems + safe_fs.drain_set_aside()
     tables = {t: {"ingested": 0, "quarantined": 0, "reasons": Counter()} for t in TABLES}
@@ -186,11 +175,8 @@ def _learn_locked(home: Path, day: dt.date, *, explicit: bool, quiet: bool,
     if not quiet:
         print(f"learning from {planned.start} to {planned.end} in {home}", file=sys.stderr)
     run = _run_job(home, planned, quiet=quiet)
-    conn = plan.open_home(home)
-    try:
-        after = published_marker(conn)
-    finally:
-        conn.close()
+    with Store.open_home(home, needed_by="learning") as db:
+        after = db.published_marker()
     blocked = _read_events(run, tables, problems)
     problems += blocked + safe_fs.drain_set_aside()
     published = after[0] > before[0]
@@ -299,15 +285,9 @@ def _close_abandoned_runs(instance: dg.DagsterInstance) -> None:
 
 def _remember(home: Path, result: LearnResult) -> None:
     """The last learn's result, for `routing status`."""
-    document = {**result.to_json(), "finished_at": store.utc_timestamp()}
-    conn = plan.open_home(home)
-    try:
-        conn.execute(
-            "INSERT INTO settings (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-            (LAST_LEARN, json.dumps(document)),
-        )
-    finally:
-        conn.close()
+    document = {**result.to_json(), "finished_at": utc_timestamp()}
+    with Store.open_home(home, needed_by="learning") as db:
+        db.record_last_learn(document)
 
 
 def run_learning(home: str | None, as_of: str | None, *, as_json: bool = False,

@@ -17,7 +17,6 @@ import hashlib
 import io
 import json
 import os
-import sqlite3
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,8 +24,9 @@ from pathlib import Path
 import polars as pl
 
 from routing_pipelines.lake import QUARANTINE, STAGED, Lake
-from routing_runtime import safe_fs, store
+from routing_runtime import safe_fs
 from routing_runtime.faults import crashpoint
+from routing_runtime.store import DB_NAME, TIME_COLUMN, Store
 from routing_runtime.types import OUTCOME_LIMITS, Outcome, RoutingPreference, TaskType
 
 DECISIONS = "routing_decisions"
@@ -52,7 +52,6 @@ SCHEMAS: dict[str, dict[str, pl.DataType]] = {
         "recorded_at": pl.Datetime("us"), "decision_id": pl.String, "preference": pl.String,
     },
 }
-TIME_COLUMN = {DECISIONS: "created_at", PERFORMANCE: "recorded_at"}
 QUARANTINE_SCHEMA = {"raw": pl.String, "reason": pl.String}
 _TASKS = [t.value for t in TaskType]
 _OUTCOMES = [o.value for o in Outcome]
@@ -87,30 +86,19 @@ def empty(table: str) -> pl.DataFrame:
 
 def read_db_day(db: Path, table: str, day: dt.date) -> pl.DataFrame:
     """Rows of ``table`` in ``routing.db`` stamped on UTC ``day``."""
-    columns = list(SCHEMAS[table])
     time_column = TIME_COLUMN[table]
-    conn = store.connect_readonly(db)
-    try:
-        rows = conn.execute(
-            f"SELECT {', '.join(columns)} FROM {table} WHERE {time_column} >= ? AND {time_column} < ?",
-            (day.isoformat(), (day + dt.timedelta(days=1)).isoformat()),
-        ).fetchall()
-    finally:
-        conn.close()
+    with Store.open(db, read_only=True) as store:
+        rows = store.log_rows(table, day, list(SCHEMAS[table]))
     raw_schema = {c: (pl.String if c == time_column else t) for c, t in SCHEMAS[table].items()}
     frame = pl.DataFrame(rows, schema=raw_schema, orient="row")
     return frame.with_columns(_parse_time(pl.col(time_column)))
 
 
-def db_day_counts(conn: sqlite3.Connection, table: str, days: tuple[dt.date, dt.date] | None = None) -> dict[dt.date, int]:
+def db_day_counts(store: Store, table: str, days: tuple[dt.date, dt.date] | None = None) -> dict[dt.date, int]:
     """Rows of ``table`` in ``routing.db`` per UTC day, for all days or the ``days`` range
     (first, last), read through the timestamp index."""
-    column = TIME_COLUMN[table]
-    where, bounds = "", ()
-    if days is not None:
-        where, bounds = f" WHERE {column} >= ? AND {column} < ?", (days[0].isoformat(), (days[1] + dt.timedelta(days=1)).isoformat())
     counts = {}
-    for day, n in conn.execute(f"SELECT substr({column}, 1, 10), COUNT(*) FROM {table}{where} GROUP BY 1", bounds):
+    for day, n in store.log_day_counts(table, days).items():
         try:
             counts[dt.date.fromisoformat(day)] = n
         except (TypeError, ValueError):
@@ -242,7 +230,7 @@ def _write_staged(lake: Lake, table: str, stem: str, by_day: dict[dt.date, pl.Da
         lake.write_undated_quarantine(table, stem, quarantined)
 
 
-def stage_inbox(home: Path, conn: sqlite3.Connection, table: str) -> StagingReport:
+def stage_inbox(home: Path, store: Store, table: str) -> StagingReport:
     """Stage every new drop of ``table``: split its rows by day into ``lake/_staged``, quarantine
     what cannot be read or dated, record it in ``inbox_drops``, then move the file to
     ``inbox/<table>/ingested``.
@@ -277,21 +265,16 @@ def stage_inbox(home: Path, conn: sqlite3.Connection, table: str) -> StagingRepo
         suffix = ".parquet" if path.name.lower().endswith(".parquet") else ".jsonl"
         stem = f"{safe_fs.safe_name(path.name[: -len(suffix)], 120)}-{digest}"
         ingested_name = f"{stem}{suffix}"
-        known = conn.execute("SELECT 1 FROM inbox_drops WHERE stem = ?", (stem,)).fetchone()
-        if known is None:
+        if not store.has_inbox_drop(stem):
             by_day, quarantined = _split_drop(content, path.name, table, digest)
             _write_staged(lake, table, stem, by_day, quarantined)
             crashpoint("stage:after_staged_files")
             reasons = Counter(dict(quarantined["reason"].value_counts().rows())) if quarantined.height else Counter()
             rows = sum(part.height for part in by_day.values())
-            with store.transaction(conn):
-                conn.execute(
-                    "INSERT OR IGNORE INTO inbox_drops"
-                    " (stem, table_name, original_name, ingested_name, days, rows, quarantined, reasons, staged_at)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (stem, table, safe_fs.display_name(path.name), ingested_name, json.dumps(sorted(str(d) for d in by_day)),
-                     rows, quarantined.height, json.dumps(reasons), store.utc_timestamp()),
-                )
+            store.record_inbox_drop(
+                stem=stem, table=table, original_name=safe_fs.display_name(path.name), ingested_name=ingested_name,
+                days=[str(d) for d in by_day], rows=rows, quarantined=quarantined.height, reasons=reasons,
+            )
             report.files += 1
             report.rows += rows
             report.quarantined += quarantined.height
@@ -341,14 +324,12 @@ def drop_days(content: bytes, name: str, table: str) -> set[dt.date]:
     return set(by_day)
 
 
-def restage_missing(home: Path, conn: sqlite3.Connection, table: str) -> list[str]:
+def restage_missing(home: Path, store: Store, table: str) -> list[str]:
     """Stage again, from ``inbox/<table>/ingested``, every recorded drop whose staged files are
     gone (a deleted lake). Returns problems: drops whose evidence cannot be found anywhere."""
     lake = Lake(home)
     problems = []
-    for stem, original, ingested_name, days in conn.execute(
-        "SELECT stem, original_name, ingested_name, days FROM inbox_drops WHERE table_name = ? ORDER BY stem", (table,)
-    ).fetchall():
+    for stem, _table, original, ingested_name, days in store.inbox_drops(table):
         missing = _days_not_staged(lake, table, stem, days)
         if not missing:
             continue
@@ -367,31 +348,28 @@ def restage_missing(home: Path, conn: sqlite3.Connection, table: str) -> list[st
     return problems
 
 
-def forget_missing(home: Path, conn: sqlite3.Connection) -> list[str]:
+def forget_missing(home: Path, store: Store) -> list[str]:
     """Drop the records of staged drops whose evidence is gone everywhere (an operator's choice)."""
     forgotten = []
     for table in TABLES:
-        for problem, stem in _missing_drops(home, conn, table):
-            with store.transaction(conn):
-                conn.execute("DELETE FROM inbox_drops WHERE stem = ?", (stem,))
+        for problem, stem in _missing_drops(home, store, table):
+            store.forget_inbox_drop(stem)
             forgotten.append(problem)
     return forgotten
 
 
-def _missing_drops(home: Path, conn: sqlite3.Connection, table: str) -> list[tuple[str, str]]:
+def _missing_drops(home: Path, store: Store, table: str) -> list[tuple[str, str]]:
     lake = Lake(home)
     missing = []
-    for stem, original, ingested_name, days in conn.execute(
-        "SELECT stem, original_name, ingested_name, days FROM inbox_drops WHERE table_name = ?", (table,)
-    ).fetchall():
+    for stem, _table, original, ingested_name, days in store.inbox_drops(table):
         if _days_not_staged(lake, table, stem, days) and not safe_fs.is_regular_file(home / "inbox" / table / "ingested" / ingested_name):
             missing.append((f"forgot inbox drop {original!r} ({table}): its evidence was lost", stem))
     return missing
 
 
-def _days_not_staged(lake: Lake, table: str, stem: str, days_json: str) -> list[str]:
+def _days_not_staged(lake: Lake, table: str, stem: str, days: list[str]) -> list[str]:
     """The days of a recorded drop (``inbox_drops.days``) whose staged file is gone."""
-    return [d for d in json.loads(days_json) if not safe_fs.is_regular_file(lake.staged_file(table, d, stem))]
+    return [d for d in days if not safe_fs.is_regular_file(lake.staged_file(table, d, stem))]
 
 
 def read_staged_day(lake: Lake, table: str, day: dt.date, stems: list[str]) -> pl.DataFrame:
@@ -408,7 +386,7 @@ def read_staged_day(lake: Lake, table: str, day: dt.date, stems: list[str]) -> p
 
 # ----------------------------------------------------------------------------- what is stale
 
-def source_fingerprints(conn: sqlite3.Connection, days: tuple[dt.date, dt.date] | None = None) -> dict[dt.date, dict]:
+def source_fingerprints(store: Store, days: tuple[dt.date, dt.date] | None = None) -> dict[dt.date, dict]:
     """Per UTC day with evidence (all, or those of the ``days`` range): database rows per table,
     the staged drops per table, and whether its quarantine was accepted. A partition built from
     these is up to date."""
@@ -418,13 +396,13 @@ def source_fingerprints(conn: sqlite3.Connection, days: tuple[dt.date, dt.date] 
         return result.setdefault(day, {t: {"db": 0, "drops": []} for t in TABLES} | {"accepted": False})
 
     for table in TABLES:
-        for day, n in db_day_counts(conn, table, days).items():
+        for day, n in db_day_counts(store, table, days).items():
             entry(day)[table]["db"] = n
-    for stem, table, day_list in conn.execute("SELECT stem, table_name, days FROM inbox_drops ORDER BY stem"):
-        for day in map(dt.date.fromisoformat, json.loads(day_list)):
+    for drop in store.inbox_drops():
+        for day in map(dt.date.fromisoformat, drop.days):
             if days is None or days[0] <= day <= days[1]:
-                entry(day)[table]["drops"].append(stem)
-    for (day,) in conn.execute("SELECT day FROM accepted_quarantine"):
+                entry(day)[drop.table_name]["drops"].append(drop.stem)
+    for day in store.accepted_quarantine_days():
         if dt.date.fromisoformat(day) in result:
             result[dt.date.fromisoformat(day)]["accepted"] = True
     return result
@@ -507,7 +485,7 @@ def ingest_day(home: Path, table: str, day: dt.date, source: dict | None, known_
     Idempotent; the quarantine is written first, so a partition that records its inputs has
     its quarantine beside it."""
     lake = Lake(home)
-    db_rows = read_db_day(home / store.DB_NAME, table, day)
+    db_rows = read_db_day(home / DB_NAME, table, day)
     staged = read_staged_day(lake, table, day, source[table]["drops"] if source else [])
     frame = pl.concat([db_rows, staged], how="vertical_relaxed")
     batch = validate(frame, table, known_models)

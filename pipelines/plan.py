@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from routing_pipelines import logs
 from routing_pipelines.lake import QUARANTINE, Lake
+from routing_runtime.store import LearnedDay, Store
 
 DAILY_MODEL_STATS = "daily_model_stats"
 #: The most days one run builds. Each day of a run's range costs Dagster about 60 ms even when
@@ -43,9 +43,9 @@ def learned_fingerprint(decisions: str | None, performance: str | None) -> str:
     return json.dumps([decisions, performance])
 
 
-def stale_days(home: Path, conn: sqlite3.Connection, sources: dict[dt.date, dict]) -> list[dt.date]:
+def stale_days(home: Path, store: Store, sources: dict[dt.date, dict]) -> list[dt.date]:
     lake = Lake(home)
-    learned = dict(conn.execute("SELECT day, fingerprint FROM learned_days"))
+    learned = store.learned_fingerprints()
     stale = []
     for day in sorted(set(sources) | {dt.date.fromisoformat(d) for d in learned}):
         expected = {t: logs.table_fingerprint(sources.get(day), t) for t in logs.TABLES}
@@ -61,7 +61,7 @@ def stale_days(home: Path, conn: sqlite3.Connection, sources: dict[dt.date, dict
 
 
 def plan_run(
-    home: Path, conn: sqlite3.Connection, as_of: dt.date, learned_through: dt.date | None, *, explicit: bool,
+    home: Path, store: Store, as_of: dt.date, learned_through: dt.date | None, *, explicit: bool,
     pending: set[dt.date] | frozenset[dt.date] = frozenset(),
 ) -> LearningPlan:
     """The range of the next run up to ``as_of``: from the earliest stale day (on a new home, the
@@ -69,8 +69,8 @@ def plan_run(
     nothing is stale, unless the day was asked for explicitly (a backfill). ``pending``: the days
     of drops still waiting in the inbox (:func:`routing_pipelines.logs.pending_days`), which the
     run's first step stages. Reads only: planning changes nothing."""
-    sources = logs.source_fingerprints(conn)
-    stale = sorted(d for d in set(stale_days(home, conn, sources)) | set(pending) if d <= as_of)
+    sources = logs.source_fingerprints(store)
+    stale = sorted(d for d in set(stale_days(home, store, sources)) | set(pending) if d <= as_of)
     sources = {**{d: {} for d in pending}, **sources}
     first = logs.FIRST_DAY.date()
     if learned_through is None:
@@ -102,16 +102,10 @@ def learning_range(home: Path, as_of: dt.date, *, explicit: bool = False, first_
     the inbox; ``first_day``: where the Definitions' partitions start (a range never starts
     before it). Opens ``routing.db`` read-only: the schedule's tick and `routing learn` plan
     without changing anything."""
-    from routing_runtime import store
-
-    conn = store.connect_readonly(home / store.DB_NAME)
-    try:
-        learned = learned_through(conn, home)
+    with Store.open_home(home, read_only=True, needed_by="learning") as store:
         pending = logs.pending_days(home)
-        planned = plan_run(home, conn, as_of, learned, explicit=explicit, pending=pending)
-        planned.first_day = min(first_evidence_day(home, conn, pending) or planned.start, planned.start)
-    finally:
-        conn.close()
+        planned = plan_run(home, store, as_of, store.learned_through(), explicit=explicit, pending=pending)
+        planned.first_day = min(first_evidence_day(home, store, pending) or planned.start, planned.start)
     if first_day is not None and planned.start < first_day:
         planned.problems.append(
             f"days before {first_day} gained evidence after the code location was loaded: reload it"
@@ -122,46 +116,12 @@ def learning_range(home: Path, as_of: dt.date, *, explicit: bool = False, first_
     return planned
 
 
-LEARNED_THROUGH = "learned_through"
-
-
-def open_home(home: Path) -> sqlite3.Connection:
-    """``home``'s routing.db for writing; a clear error when it is missing or needs an upgrade."""
-    from routing_runtime import store
-
-    db = home / store.DB_NAME
-    if not db.exists():
-        raise FileNotFoundError(f"{home} is not initialised: run `routing init --home {home}`")
-    conn = store.connect(db)
-    if (version := store.schema_version(conn)) != store.SCHEMA_VERSION:
-        conn.close()
-        raise RuntimeError(
-            f"{db} has schema version {version}, the pipeline needs {store.SCHEMA_VERSION}:"
-            f" run `routing init --home {home}` to upgrade it"
-        )
-    return conn
-
-
-def learned_through(conn: sqlite3.Connection, home: Path) -> dt.date | None:
-    """The last day the rules in force have learned (``settings.learned_through``), or None."""
-    row = conn.execute("SELECT value FROM settings WHERE key = ?", (LEARNED_THROUGH,)).fetchone()
-    if row is None:
-        return None
-    try:
-        return dt.date.fromisoformat(row[0])
-    except ValueError:
-        raise ValueError(
-            f"settings.learned_through = {row[0][:40]!r} in {home / 'routing.db'} is not a date:"
-            " set it to the last day learned (YYYY-MM-DD), or delete that row to learn from the first day with evidence"
-        ) from None
-
-
-def days_to_build(home: Path, conn: sqlite3.Connection, keys: list[str]) -> list[tuple[dt.date, dict | None]]:
+def days_to_build(home: Path, store: Store, keys: list[str]) -> list[tuple[dt.date, dict | None]]:
     """The days of a run's partition keys that have evidence, or partitions to clear, with their
     sources: a day without either costs nothing."""
     if not keys:
         return []
-    sources = logs.source_fingerprints(conn, (dt.date.fromisoformat(keys[0]), dt.date.fromisoformat(keys[-1])))
+    sources = logs.source_fingerprints(store, (dt.date.fromisoformat(keys[0]), dt.date.fromisoformat(keys[-1])))
     lake = Lake(home)
     result = []
     for key in keys:
@@ -171,29 +131,27 @@ def days_to_build(home: Path, conn: sqlite3.Connection, keys: list[str]) -> list
     return result
 
 
-def unlearned_days(home: Path, conn: sqlite3.Connection, as_of: dt.date) -> list[dt.date]:
+def unlearned_days(home: Path, store: Store, as_of: dt.date) -> list[dt.date]:
     """The days up to ``as_of`` that the rules in force were not built from as they are now: what
-    a publication as of ``as_of`` learns (and records with :func:`record_learned`)."""
-    return [d for d in stale_days(home, conn, logs.source_fingerprints(conn)) if d <= as_of]
+    a publication as of ``as_of`` learns (and records with :func:`learned_days`)."""
+    return [d for d in stale_days(home, store, logs.source_fingerprints(store)) if d <= as_of]
 
 
-def first_evidence_day(home: Path, conn: sqlite3.Connection, pending: set[dt.date] | frozenset[dt.date] = frozenset()) -> dt.date | None:
+def first_evidence_day(home: Path, store: Store, pending: set[dt.date] | frozenset[dt.date] = frozenset()) -> dt.date | None:
     """The first UTC day with evidence: database rows, staged or waiting drops, lake partitions."""
     lake = Lake(home)
-    days = set(logs.source_fingerprints(conn)) | set(pending)
+    days = set(logs.source_fingerprints(store)) | set(pending)
     for table in logs.TABLES:
         days |= set(lake.partition_days(table))
     return min(days) if days else None
 
 
-def record_learned(home: Path, conn: sqlite3.Connection, keys: list[str]) -> None:
-    """After publishing: the days of the run, as the partitions the new rules were built from
-    record them, with their quarantine counts and hold reasons (``routing status`` reads them)."""
-    from routing_runtime import store
-
+def learned_days(home: Path, keys: list[str]) -> list[LearnedDay]:
+    """The days of the run, as the partitions the new rules are built from record them, with
+    their quarantine counts and hold reasons: published with the rules (``routing status`` and
+    the next run's plan read them)."""
     lake = Lake(home)
     rows = []
-    now = store.utc_timestamp()
     for key in keys:
         built = {t: lake.built_from(t, key) for t in logs.TABLES}
         if all(b is None for b in built.values()):
@@ -201,12 +159,8 @@ def record_learned(home: Path, conn: sqlite3.Connection, keys: list[str]) -> Non
         stats = lake.built_from(DAILY_MODEL_STATS, key)
         held = json.loads(stats).get("held") if stats else None
         quarantined = [_height(lake.partition_files(t, key, QUARANTINE)) for t in logs.TABLES]
-        rows.append((key, learned_fingerprint(built[logs.DECISIONS], built[logs.PERFORMANCE]), *quarantined, held, now))
-    with store.transaction(conn):
-        conn.executemany(
-            "INSERT OR REPLACE INTO learned_days (day, fingerprint, decisions_quarantined, performance_quarantined, held, learned_at)"
-            " VALUES (?, ?, ?, ?, ?, ?)", rows,
-        )
+        rows.append(LearnedDay(key, learned_fingerprint(built[logs.DECISIONS], built[logs.PERFORMANCE]), *quarantined, held))
+    return rows
 
 
 def _height(files: list[Path]) -> int:

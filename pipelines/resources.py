@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import os
-import sqlite3
 import sys
 from pathlib import Path
 
@@ -18,12 +17,9 @@ from routing_pipelines import logs, plan
 from routing_pipelines.lake import Lake
 from routing_pipelines.learning.values import LakeValue
 from routing_pipelines.run_lock import exclusive
-from routing_runtime import store
 from routing_runtime.faults import crashpoint
-from routing_runtime.admin import registry_from_db
 from routing_runtime.registry import ModelRegistry
-
-LEARNED_THROUGH = plan.LEARNED_THROUGH
+from routing_runtime.store import DB_NAME, Store
 
 
 class RoutingHome(dg.ConfigurableResource):
@@ -47,33 +43,27 @@ class RoutingHome(dg.ConfigurableResource):
         with exclusive(self.path, f"dagster run {run}", reentrant=True):
             yield self
 
-    def connect(self) -> sqlite3.Connection:
-        return plan.open_home(self.path)
+    def open_store(self) -> Store:
+        """The home's :class:`Store` (close it after use); the home must be initialised at the current schema."""
+        if not (self.path / DB_NAME).exists():
+            raise FileNotFoundError(f"{self.path} is not initialised: run `routing init --home {self.path}`")
+        return Store.open_home(self.path, needed_by="the pipeline")
 
     def registry(self) -> ModelRegistry:
-        conn = self.connect()
-        try:
-            return registry_from_db(conn)
-        finally:
-            conn.close()
+        with self.open_store() as db:
+            return db.registry()
 
     def learned_through(self) -> dt.date | None:
-        conn = self.connect()
-        try:
-            return plan.learned_through(conn, self.path)
-        finally:
-            conn.close()
+        with self.open_store() as db:
+            return db.learned_through()
 
     def first_evidence_day(self) -> dt.date | None:
         """The home's first day with evidence; None for a home not initialised yet (the
         Definitions still load, so the UI can say what to do)."""
-        if not (self.path / store.DB_NAME).exists():
+        if not (self.path / DB_NAME).exists():
             return None
-        conn = store.connect_readonly(self.path / store.DB_NAME)
-        try:
-            return plan.first_evidence_day(self.path, conn, logs.pending_days(self.path))
-        finally:
-            conn.close()
+        with Store.open_home(self.path, read_only=True, needed_by="the pipeline") as db:
+            return plan.first_evidence_day(self.path, db, logs.pending_days(self.path))
 
 
 def progress(context, message: str) -> None:

@@ -5,15 +5,15 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import sqlite3
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from routing_runtime import safe_fs, store
+from routing_runtime import safe_fs
 from routing_runtime.home import LAKE_DIR, NotInitialisedError, db_path, resolve_home
-from routing_runtime.registry import LearningSettings, ModelConfig, ModelRegistry, RegistryError, TaskPolicy, model_from_table
+from routing_runtime.registry import ModelRegistry
 from routing_runtime.rules import ModelEstimate, build_rules, registry_estimates
-from routing_runtime.ruleset import RuleSet, load_usable_rule_set, publish_rule_set, published_marker
+from routing_runtime.compiled_rules import RuleSet
+from routing_runtime.store import DB_NAME, Store
 from routing_runtime.types import RoutingPreference, TaskType
 
 #: Folders inside ROUTING_HOME.
@@ -54,23 +54,20 @@ def initialise(
     for table in INBOX_TABLES:
         safe_fs.ensure_dir(home_path, "inbox", table)
     safe_fs.ensure_dir(home_path, LAKE_DIR)
-    safe_fs.refuse_linked_database(home_path, store.DB_NAME)
+    safe_fs.refuse_linked_database(home_path, DB_NAME)
     safe_fs.create_private_file(home_path, db_path(home_path))
 
-    conn = store.connect(db_path(home_path))
-    try:
-        previous = store.schema_version(conn)
-        version = store.migrate(conn)
-        with store.transaction(conn):
+    with Store.open(db_path(home_path)) as db:
+        previous = db.schema_version()
+        version = db.migrate()
+        with db.transaction():
             # Read inside the write transaction: of two first inits at once, one applies the shipped registry.
-            kept = given is None and conn.execute("SELECT EXISTS (SELECT 1 FROM models)").fetchone()[0] == 1
+            kept = given is None and db.has_models()
             if not kept:
-                _upsert_registry(conn, given or ModelRegistry.load_default())
-        effective = registry_from_db(conn)
-        rule_set_version, published = _publish_if_changed(conn, effective)
-        count = conn.execute("SELECT COUNT(*) FROM models").fetchone()[0]
-    finally:
-        conn.close()
+                db.upsert_registry(given or ModelRegistry.load_default())
+        effective = db.registry()
+        rule_set_version, published = _publish_if_changed(db, effective)
+        count = db.model_counts()[1]
     return InitResult(home_path, version, previous, count, rule_set_version, published, effective.source, kept)
 
 
@@ -88,69 +85,6 @@ def _create_home(home: Path, group_access: bool) -> None:
             os.chmod(path, safe_fs.GROUP_DIR_MODE if path.is_dir() else safe_fs.file_mode(home))
 
 
-def _upsert_registry(conn: sqlite3.Connection, registry: ModelRegistry) -> None:
-    now = store.utc_timestamp()
-    conn.executemany(
-        """INSERT INTO models (id, provider, specialized_for, input_cost_per_1k, output_cost_per_1k, prior_quality,
-               off_specialty_prior_quality, typical_latency_ms, enabled, updated_at)
-           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-           ON CONFLICT (id) DO UPDATE SET provider = excluded.provider, specialized_for = excluded.specialized_for,
-               input_cost_per_1k = excluded.input_cost_per_1k, output_cost_per_1k = excluded.output_cost_per_1k,
-               prior_quality = excluded.prior_quality, off_specialty_prior_quality = excluded.off_specialty_prior_quality,
-               typical_latency_ms = excluded.typical_latency_ms, enabled = excluded.enabled, updated_at = excluded.updated_at""",
-        [(m.id, m.provider, json.dumps([t.value for t in m.specialized_for]), m.input_cost_per_1k, m.output_cost_per_1k,
-          m.prior_quality, m.off_specialty_prior_quality, m.typical_latency_ms, int(m.enabled), now) for m in registry.models],
-    )
-    conn.executemany(
-        """INSERT INTO task_policies
-               (task_type, min_quality_score, max_cost_per_1k, typical_input_tokens, typical_output_tokens, updated_at)
-           VALUES (?, ?, ?, ?, ?, ?)
-           ON CONFLICT (task_type) DO UPDATE SET min_quality_score = excluded.min_quality_score,
-               max_cost_per_1k = excluded.max_cost_per_1k, typical_input_tokens = excluded.typical_input_tokens,
-               typical_output_tokens = excluded.typical_output_tokens, updated_at = excluded.updated_at""",
-        [(t.value, p.min_quality_score, p.max_cost_per_1k, p.typical_input_tokens, p.typical_output_tokens, now)
-         for t, p in registry.task_policies.items()],
-    )
-    conn.executemany(
-        "INSERT INTO settings (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-        [("learning", json.dumps(asdict(registry.learning))), ("registry_source", registry.source)],
-    )
-
-
-def registry_from_db(conn: sqlite3.Connection) -> ModelRegistry:
-    """The effective registry: every model and task policy ``routing init`` has stored."""
-    models = [
-        _stored_model(r)
-        for r in conn.execute(
-            "SELECT id, provider, specialized_for, input_cost_per_1k, output_cost_per_1k, prior_quality,"
-            " off_specialty_prior_quality, typical_latency_ms, enabled FROM models ORDER BY rowid"
-        )
-    ]
-    policies = {
-        TaskType(r[0]): TaskPolicy(min_quality_score=r[1], max_cost_per_1k=r[2], typical_input_tokens=r[3], typical_output_tokens=r[4])
-        for r in conn.execute(
-            "SELECT task_type, min_quality_score, max_cost_per_1k, typical_input_tokens, typical_output_tokens FROM task_policies"
-        )
-    }
-    settings = dict(conn.execute("SELECT key, value FROM settings"))
-    learning = LearningSettings(**json.loads(settings["learning"])) if "learning" in settings else LearningSettings()
-    return ModelRegistry.from_models(models, policies, learning, settings.get("registry_source", "routing.db"))
-
-
-def _stored_model(row: tuple) -> ModelConfig:
-    """A ``models`` row checked as a registry file's entry is: a value written there by hand
-    (text in a number column) is named with the fix, never a crash deep in learning."""
-    names = ("id", "provider", "specialized_for", "input_cost_per_1k", "output_cost_per_1k", "prior_quality",
-             "off_specialty_prior_quality", "typical_latency_ms", "enabled")
-    table = {k: v for k, v in zip(names, row) if v is not None}
-    try:
-        table["specialized_for"] = json.loads(table.get("specialized_for", "[]"))
-        table["enabled"] = {0: False, 1: True}.get(table.get("enabled", 1), table.get("enabled"))
-        return model_from_table(table, "routing.db: models")
-    except (ValueError, TypeError) as exc:
-        raise RegistryError(f"{exc}: run `routing init --registry FILE` to store a valid registry") from None
-
-
 def registry_fingerprint(registry: ModelRegistry) -> str:
     payload = {
         "models": [asdict(m) for m in registry.models],
@@ -160,33 +94,33 @@ def registry_fingerprint(registry: ModelRegistry) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def _publish_if_changed(conn: sqlite3.Connection, registry: ModelRegistry) -> tuple[int, bool]:
+def _publish_if_changed(db: Store, registry: ModelRegistry) -> tuple[int, bool]:
     fingerprint = registry_fingerprint(registry)
-    newest = published_marker(conn)  # read first: a publish after it is seen by the precondition below
-    usable, note = load_usable_rule_set(conn)
+    newest = db.published_marker()  # read first: a publish after it is seen by the precondition below
+    usable, note = db.load_usable_rule_set()
     # Registry-order rules (no usable set) are not published ones: publish them.
     current = usable if usable.version is not None else None
     if current is not None and not note and current.inputs.get("registry_fingerprint") == fingerprint:
         return current.version, False
     inputs = {"registry_fingerprint": fingerprint, "registry_source": registry.source}
 
-    def nobody_published_meanwhile(locked: sqlite3.Connection) -> None:
+    def nobody_published_meanwhile(locked: Store) -> None:
         # Several `routing init` at once on a new home: the first publishes, the others see it.
-        if published_marker(locked) != newest:
+        if locked.published_marker() != newest:
             raise _PublishedMeanwhile()
 
     try:
         if current is None or current.source == "registry":
             rows = build_rules(registry_estimates(registry), registry)
-            return publish_rule_set(conn, rows, source="registry", inputs=inputs, precondition=nobody_published_meanwhile), True
+            return db.publish_rule_set(rows, source="registry", inputs=inputs, precondition=nobody_published_meanwhile), True
         estimates, probabilities = _carry_over(current, registry)
         inputs["carried_over_from"] = current.version
         rows = build_rules(estimates, registry, probabilities)
-        return publish_rule_set(
-            conn, rows, source="registry-update", as_of=current.as_of, inputs=inputs, precondition=nobody_published_meanwhile,
+        return db.publish_rule_set(
+            rows, source="registry-update", as_of=current.as_of, inputs=inputs, precondition=nobody_published_meanwhile,
         ), True
     except _PublishedMeanwhile:
-        return _publish_if_changed(conn, registry)
+        return _publish_if_changed(db, registry)
 
 
 class _PublishedMeanwhile(Exception):
@@ -226,24 +160,18 @@ def home_status(home: str | os.PathLike | None = None) -> dict:
     home_path = resolve_home(home)
     if not db_path(home_path).exists():
         raise NotInitialisedError(f"{home_path} is not initialised: run `routing init --home {home_path}`")
-    conn = store.connect_readonly(db_path(home_path))
-    try:
-        rule_set, note = load_usable_rule_set(conn, home_path)
-        settings = dict(conn.execute("SELECT key, value FROM settings"))
-        enabled, total = conn.execute("SELECT COALESCE(SUM(enabled), 0), COUNT(*) FROM models").fetchone()
-        logs = {
-            table: dict(zip(("rows", "last"), conn.execute(f"SELECT COUNT(*), MAX({column}) FROM {table}").fetchone()))
-            for table, column in (("routing_decisions", "created_at"), ("model_performance", "recorded_at"))
-        }
-        version = store.schema_version(conn)
-        quarantined, held = _quarantine_summary(conn) if version >= 4 else ({}, [])
-    finally:
-        conn.close()
+    with Store.open(db_path(home_path), read_only=True) as db:
+        rule_set, note = db.load_usable_rule_set(home_path)
+        settings = db.settings()
+        enabled, total = db.model_counts()
+        logs = db.log_summary()
+        version = db.schema_version()
+        quarantined, held = db.quarantine_summary()
+        last_learn = db.last_learn()
     inbox = {
         table: len(safe_fs.list_files(home_path, home_path / "inbox" / table, set_aside_links=False))
         for table in INBOX_TABLES
     }
-    last_learn = json.loads(settings["last_learn"]) if "last_learn" in settings else None
     return {
         "home": str(home_path), "schema_version": version,
         "rule_set": {"version": rule_set.version, "source": rule_set.source, "as_of": rule_set.as_of,
@@ -259,18 +187,3 @@ def home_status(home: str | os.PathLike | None = None) -> dict:
         "set_aside": len(safe_fs.list_files(home_path, home_path / safe_fs.SET_ASIDE, set_aside_links=False))
         + len(safe_fs.list_dirs(home_path / safe_fs.SET_ASIDE)),
     }
-
-
-def _quarantine_summary(conn: sqlite3.Connection) -> tuple[dict[str, int], list[dict]]:
-    """Rows quarantined per table (learned days plus undatable rows of staged drops), and the
-    days held out of learning with the reason and the command that releases them."""
-    decisions, performance = conn.execute(
-        "SELECT COALESCE(SUM(decisions_quarantined), 0), COALESCE(SUM(performance_quarantined), 0) FROM learned_days"
-    ).fetchone()
-    quarantined = {"routing_decisions": decisions, "model_performance": performance}
-    for table, n in conn.execute("SELECT table_name, SUM(quarantined) FROM inbox_drops GROUP BY table_name"):
-        quarantined[table] = quarantined.get(table, 0) + n
-    held = [{"day": day, "reason": reason} for day, reason in conn.execute(
-        "SELECT day, held FROM learned_days WHERE held IS NOT NULL ORDER BY day"
-    )]
-    return quarantined, held

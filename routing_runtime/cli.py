@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import sqlite3
 import sys
 from collections.abc import Sequence
 
+from routing_runtime.store import StoreError
 from routing_runtime.types import RoutingPreference, TaskType
 
 PIPELINE_EXTRA_HINT = "routing learn needs the [pipeline] extra: pip install 'routing-runtime[pipeline]'"
@@ -83,7 +83,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # output piped into head & co.
         sys.stderr.close()
         return 0
-    except (ValueError, LookupError, RuntimeError, OSError, sqlite3.Error) as exc:
+    except (ValueError, LookupError, RuntimeError, OSError, StoreError) as exc:
         print(f"routing {args.command}: error: {exc}{_read_only_hint(args)}", file=sys.stderr)
         return 2
 
@@ -165,21 +165,13 @@ def _record(args) -> int:
 
 
 def _rules(args) -> int:
-    from routing_runtime import store
-    from routing_runtime.home import NotInitialisedError, db_path, resolve_home
-    from routing_runtime.ruleset import load_usable_rule_set
+    from routing_runtime.home import resolve_home
+    from routing_runtime.store import Store
 
     home = resolve_home(args.home)
-    if not db_path(home).exists():
-        raise NotInitialisedError(f"{home} is not initialised: run `routing init --home {home}`")
     # Read-only: `routing rules` works on a read-only home and never writes.
-    conn = store.connect_readonly(db_path(home))
-    try:
-        if store.schema_version(conn) != store.SCHEMA_VERSION:
-            raise NotInitialisedError(f"{db_path(home)} has an older schema: run `routing init --home {home}` to upgrade it")
-        rule_set, note = load_usable_rule_set(conn, home)
-    finally:
-        conn.close()
+    with Store.open_home(home, read_only=True, needed_by="`routing rules`") as db:
+        rule_set, note = db.load_usable_rule_set(home)
     task = TaskType(args.task) if args.task else None
     preference = RoutingPreference(args.preference) if args.preference else None
     document = rule_set.to_json(task, preference)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 
-from routing_runtime.store import DB_NAME
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing
 if TYPE_CHECKING:
@@ -15,6 +14,8 @@ DEFAULT_HOME = ".routing"
 INBOX_DIR = "inbox"
 LAKE_DIR = "lake"
 DAGSTER_DIR = "dagster_home"
+#: The home's database, owned by :class:`routing_runtime.store.Store`.
+DB_NAME = "routing.db"
 
 
 class NotInitialisedError(RuntimeError):

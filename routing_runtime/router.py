@@ -7,17 +7,16 @@ import math
 import numbers
 import os
 import random
-import sqlite3
 import threading
 import time
 from collections import namedtuple
 from collections.abc import Iterable
 from datetime import datetime
 
-from routing_runtime import safe_fs, store
 from routing_runtime.classifier import classify_task
-from routing_runtime.home import NotInitialisedError, db_path, resolve_home
-from routing_runtime.ruleset import CompiledRules, RuleSet, load_usable_rule_set, published_marker, short_repr
+from routing_runtime.compiled_rules import CompiledRules, RuleSet, short_repr
+from routing_runtime.home import resolve_home
+from routing_runtime.store import Store, StoredDecision, utc_timestamp
 from routing_runtime.types import OUTCOME_LIMITS, Outcome, RoutingPreference, TaskType, parse_enum
 
 #: How often a router checks whether a new rule set was published (seconds).
@@ -34,16 +33,6 @@ MAX_ERROR_TEXT = 200
 PROVIDER_ERROR_MARK = "; provider error: "
 #: Appended to the ``selection_reason`` of a decision made by :meth:`ModelRouter.fallback`.
 FALLBACK_MARK = "; fallback of "
-
-_INSERT_DECISION = (
-    "INSERT INTO routing_decisions (id, agent_execution_id, task_type, selected_model, selection_reason,"
-    " alternatives_considered, created_at, preference, propensity, rule_set_version, excluded)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-)
-_INSERT_PERFORMANCE = (
-    "INSERT INTO model_performance (id, model_id, task_type, outcome, quality_score, latency_ms,"
-    " tokens_used, cost_usd, recorded_at, decision_id, preference) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-)
 
 
 def new_id() -> str:
@@ -86,7 +75,7 @@ class ModelRouter:
 
     Selection survives any stored rule set: the router serves the newest *usable* one (every
     row readable, every task type and preference with an enabled model; see
-    :func:`~routing_runtime.ruleset.load_usable_rule_set`), else rules in registry order, and
+    :meth:`~routing_runtime.store.Store.load_usable_rule_set`), else rules in registry order, and
     every ``selection_reason`` says so. A newly published set is picked up within a second; an
     unusable one is skipped and the router keeps serving what it serves.
 
@@ -94,15 +83,15 @@ class ModelRouter:
     may share one ``ROUTING_HOME``.
     """
 
-    def __init__(self, conn: sqlite3.Connection, home: object, *, seed: int | None = None) -> None:
-        self._conn = conn
+    def __init__(self, db: Store, home: object, *, seed: int | None = None) -> None:
+        self._store = db
         self.home = home
         self._lock = threading.Lock()
         self._random = random.Random(seed)
-        # The newest version is read before loading, so a set published in between is loaded at the next check.
-        self._newest_seen = self._newest_version()
-        self._rules: CompiledRules = CompiledRules.compile(*load_usable_rule_set(conn, home))
-        self._data_version = self._read_data_version()
+        # The marker is read before loading, so a set published in between is loaded at the next check.
+        self._newest_seen = db.serving_marker()
+        self._rules: CompiledRules = CompiledRules.compile(*db.load_usable_rule_set(home))
+        self._data_version = db.data_version()
         self._checked_at = time.monotonic()
 
     @classmethod
@@ -113,22 +102,11 @@ class ModelRouter:
         Raises :class:`NotInitialisedError` when ``routing init`` has not been run there.
         """
         home_path = resolve_home(home)
-        path = db_path(home_path)
-        if not path.exists():
-            raise NotInitialisedError(f"{home_path} is not initialised: run `routing init --home {home_path}`")
-        safe_fs.refuse_linked_database(home_path, store.DB_NAME)
-        conn = store.connect(path)
-        version = store.schema_version(conn)
-        if version != store.SCHEMA_VERSION:
-            conn.close()
-            raise NotInitialisedError(
-                f"{path} has schema version {version}, this router needs {store.SCHEMA_VERSION}:"
-                f" run `routing init --home {home_path}` to upgrade it"
-            )
+        db = Store.open_home(home_path, needed_by="this router")
         try:
-            return cls(conn, home_path, seed=seed)
+            return cls(db, home_path, seed=seed)
         except BaseException:
-            conn.close()
+            db.close()
             raise
 
     # ------------------------------------------------------------------ selection
@@ -197,15 +175,13 @@ class ModelRouter:
         with self._lock:
             self._maybe_refresh()
             self._check_registered(extra, "exclude")
-            with store.transaction(self._conn):
-                agent_id, task_value, pref_value, failed_model, previously, reason = self._decision_row(
-                    decision_id, "agent_execution_id, task_type, preference, selected_model, excluded, selection_reason",
-                )
+            with self._store.transaction():
+                failed = self._decision(decision_id)
                 if error_text is not None:
-                    self._mark_provider_error(decision_id, reason, error_text)
-                excluded = extra | {failed_model} | frozenset(json.loads(previously) if previously else ())
+                    self._mark_provider_error(decision_id, failed.selection_reason, error_text)
+                excluded = extra | {failed.selected_model} | frozenset(json.loads(failed.excluded) if failed.excluded else ())
                 return self._decide(
-                    TaskType(task_value), RoutingPreference(pref_value), agent_id, created_at, excluded,
+                    TaskType(failed.task_type), RoutingPreference(failed.preference), failed.agent_execution_id, created_at, excluded,
                     link=f"{FALLBACK_MARK}{decision_id}",
                 )
 
@@ -218,7 +194,7 @@ class ModelRouter:
         decision_id = new_id()
         choice = rules.choose(task_type, pref, self._random.random(), excluded or None)
         reason = choice.reason + link
-        self._conn.execute(_INSERT_DECISION, (
+        self._store.record_decision((
             decision_id, agent_id or decision_id, task_type.value, choice.model_id, reason,
             choice.alternatives_json, created_at, pref.value, choice.propensity, rules.version,
             json.dumps(sorted(excluded)) if excluded else None,
@@ -281,11 +257,12 @@ class ModelRouter:
             self._maybe_refresh()
             # One write transaction from the check to the insert: two processes recording the
             # same decision at once cannot both insert.
-            with store.transaction(self._conn):
+            with self._store.transaction():
                 preference = None
                 if decision_id is not None:
-                    decided_model, decided_task, preference, reason = self._decision_row(
-                        decision_id, "selected_model, task_type, preference, selection_reason",
+                    decided = self._decision(decision_id)
+                    decided_model, decided_task, preference, reason = (
+                        decided.selected_model, decided.task_type, decided.preference, decided.selection_reason,
                     )
                     if model_id is not None and model_id != decided_model:
                         raise ValueError(f"model_id={model_id!r} differs from the decision's model {decided_model!r}")
@@ -308,7 +285,7 @@ class ModelRouter:
                         raise ValueError("give decision_id, or both model_id and task_type")
                     self._check_registered(frozenset([model_id]), "model_id")
                     task_value = task.value
-                self._conn.execute(_INSERT_PERFORMANCE, (
+                self._store.record_outcome((
                     row_id, model_id, task_value, result.value, quality, latency, tokens, cost,
                     recorded_at, decision_id, preference,
                 ))
@@ -326,48 +303,40 @@ class ModelRouter:
         """
         decision_id = _required_id(decision_id, "decision_id", lookup=True)
         text = _error_text(error)
-        with self._lock, store.transaction(self._conn):
-            (reason,) = self._decision_row(decision_id, "selection_reason")
-            self._mark_provider_error(decision_id, reason, text)
+        with self._lock, self._store.transaction():
+            self._mark_provider_error(decision_id, self._decision(decision_id).selection_reason, text)
 
-    def _decision_row(self, decision_id: str, columns: str) -> tuple:
-        row = self._conn.execute(f"SELECT {columns} FROM routing_decisions WHERE id = ?", (decision_id,)).fetchone()
+    def _decision(self, decision_id: str) -> StoredDecision:
+        row = self._store.decision(decision_id)
         if row is None:
             raise LookupError(f"decision_id={decision_id!r} is not a recorded decision")
         return row
 
     def _first_outcome(self, decision_id: str, values: dict) -> str | None:
         """The id of the outcome already recorded for ``decision_id`` if ``values`` repeat it."""
-        row = self._conn.execute(
-            "SELECT id, " + ", ".join(values) + " FROM model_performance WHERE decision_id = ? ORDER BY rowid LIMIT 1",
-            (decision_id,),
-        ).fetchone()
+        row = self._store.first_outcome(decision_id)
         if row is None:
             return None
-        for (field, value), stored in zip(values.items(), row[1:]):
+        for field, value in values.items():
+            stored = getattr(row, field)
             if value != stored:
                 raise ValueError(
                     f"{field}={value!r} differs from the outcome already recorded for decision_id={decision_id!r}"
-                    f" ({field}={stored!r}, row {row[0]}): a decision has one outcome; a retried call is a new"
+                    f" ({field}={stored!r}, row {row.id}): a decision has one outcome; a retried call is a new"
                     " decision (router.fallback)"
                 )
         return row[0]
 
     def _mark_provider_error(self, decision_id: str, reason: str | None, text: str) -> None:
-        outcome = self._conn.execute(
-            "SELECT id FROM model_performance WHERE decision_id = ? LIMIT 1", (decision_id,)
-        ).fetchone()
+        outcome = self._store.first_outcome(decision_id)
         if outcome is not None:
             raise ValueError(
-                f"decision_id={decision_id!r} already has an outcome (row {outcome[0]}): a provider error"
+                f"decision_id={decision_id!r} already has an outcome (row {outcome.id}): a provider error"
                 " marks a call that returned nothing to judge"
             )
         if PROVIDER_ERROR_MARK in (reason or ""):
             return  # marked already: a retry
-        self._conn.execute(
-            "UPDATE routing_decisions SET selection_reason = COALESCE(selection_reason, '') || ? WHERE id = ?",
-            (PROVIDER_ERROR_MARK + text, decision_id),
-        )
+        self._store.append_to_selection_reason(decision_id, PROVIDER_ERROR_MARK + text)
 
     # ------------------------------------------------------------------ rules
 
@@ -388,7 +357,7 @@ class ModelRouter:
 
     def close(self) -> None:
         with self._lock:
-            self._conn.close()
+            self._store.close()
 
     def __enter__(self) -> ModelRouter:
         return self
@@ -396,26 +365,18 @@ class ModelRouter:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def _read_data_version(self) -> int:
-        return self._conn.execute("PRAGMA data_version").fetchone()[0]
-
-    def _newest_version(self) -> tuple:
-        """What decides which rules are served: the published versions (their number and newest,
-        so a publish below a poisoned huge version is seen too) and the registry's last change."""
-        return (*published_marker(self._conn), self._conn.execute("SELECT MAX(updated_at) FROM models").fetchone()[0])
-
     def _maybe_refresh(self, force: bool = False) -> None:
         now = time.monotonic()
         if not force and now - self._checked_at < REFRESH_INTERVAL_S:
             return
         self._checked_at = now
-        data_version = self._read_data_version()
+        data_version = self._store.data_version()
         if data_version == self._data_version and not force:
             return
         try:
-            newest = self._newest_version()
+            newest = self._store.serving_marker()
             if newest != self._newest_seen:
-                rules = CompiledRules.compile(*load_usable_rule_set(self._conn, self.home))
+                rules = CompiledRules.compile(*self._store.load_usable_rule_set(self.home))
                 self._rules, self._newest_seen = rules, newest
         except Exception:  # noqa: BLE001 - whatever is stored, a running router keeps serving
             return  # data_version not taken: try again at the next check
@@ -523,7 +484,7 @@ def _timestamp(at: object) -> str:
             raise ValueError(f"at={short_repr(at)} must be a datetime (UTC)")
         if not EARLIEST_YEAR <= at.year <= LATEST_YEAR:
             raise ValueError(f"at={at!r} must fall in the years {EARLIEST_YEAR} to {LATEST_YEAR}")
-    return store.utc_timestamp(at)
+    return utc_timestamp(at)
 
 
 def _optional_number(value: object, field: str, *, high: float = math.inf) -> float | None:

@@ -16,7 +16,8 @@ from routing_pipelines.assets import names  # noqa: E402
 from routing_pipelines.lake import QUARANTINE, Lake  # noqa: E402
 from routing_pipelines.definitions import build_definitions, run_config  # noqa: E402
 from routing_pipelines.learn import learn  # noqa: E402
-from routing_runtime import ModelRouter, store  # noqa: E402
+from routing_runtime import ModelRouter  # noqa: E402
+from routing_runtime.store import Store  # noqa: E402
 from routing_runtime.admin import initialise  # noqa: E402
 
 DAY = dt.date(2026, 5, 4)
@@ -231,7 +232,9 @@ def test_learn_refuses_a_future_day_and_a_second_concurrent_run(home: Path):
 
 
 def test_learn_on_an_uninitialised_home_says_how_to_initialise(tmp_path: Path):
-    with pytest.raises(FileNotFoundError, match="routing init"):
+    from routing_runtime.home import NotInitialisedError
+
+    with pytest.raises(NotInitialisedError, match="routing init"):
         learn(tmp_path / "nothing-here", DAY, quiet=True)
 
 
@@ -242,9 +245,8 @@ def test_two_drops_with_the_same_name_and_no_ids_are_both_kept(home: Path):
     row = {"task_type": "math", "outcome": "success", "recorded_at": "2026-05-04T12:00:00Z"}
     for model in ("gpt-4o", "codestral-2508"):
         drop(home, "model_performance", "outcomes.jsonl", "\n".join(json.dumps({**row, "model_id": model}) for _ in range(3)) + "\n")
-        conn = store.connect(home / "routing.db")
-        logs.stage_inbox(home, conn, "model_performance")
-        conn.close()
+        with Store.open(home / "routing.db") as db:
+            logs.stage_inbox(home, db, "model_performance")
     drop(home, "model_performance", ".upload-in-progress.jsonl", json.dumps({**row, "model_id": "gpt-4o"}))
     assert materialize_ingest(home).success
     outcomes = Lake(home).read_partition(names.MODEL_PERFORMANCE, DAY)

@@ -17,7 +17,8 @@ from routing_runtime import ModelRegistry, ModelRouter, RoutingPreference, TaskT
 from routing_runtime import store
 from routing_runtime.admin import initialise
 from routing_runtime.rules import build_rules, registry_estimates
-from routing_runtime.ruleset import load_current_rule_set, publish_rule_set
+from routing_runtime.home import NotInitialisedError
+from routing_runtime.store import LearnedDay, Store
 
 SHIPPED_TOML = resources.files("routing_runtime").joinpath("default_registry.toml").read_text(encoding="utf-8")
 N_SHIPPED = len(ModelRegistry.load_default().models)
@@ -244,11 +245,11 @@ def test_publishing_is_atomic_for_concurrent_readers(home):
     observations: list[tuple[int, int]] = []
 
     def reader():
-        conn = store.connect(home / store.DB_NAME)
+        db = Store.open(home / store.DB_NAME)
         try:
             while True:
                 finished = done.is_set()
-                rule_set = load_current_rule_set(conn, home)
+                rule_set = db.load_rule_set(home=home)
                 per_slot = Counter((r.task_type, r.preference) for r in rule_set.rows)
                 observations.append((rule_set.version, len(rule_set.rows)))
                 if len(rule_set.rows) != FULL_COUNT or set(per_slot.values()) != {N_SHIPPED}:
@@ -258,15 +259,15 @@ def test_publishing_is_atomic_for_concurrent_readers(home):
         except BaseException as exc:  # noqa: BLE001 - reported by the main thread
             errors.append(exc)
         finally:
-            conn.close()
+            db.close()
 
     thread = threading.Thread(target=reader)
     thread.start()
-    writer = store.connect(home / store.DB_NAME)
+    writer = Store.open(home / store.DB_NAME)
     try:
         versions = []
         for i in range(20):
-            versions.append(publish_rule_set(writer, rows, source="test", inputs={"i": i}))
+            versions.append(writer.publish_rule_set(rows, source="test", inputs={"i": i}))
             time.sleep(0.005)
     finally:
         writer.close()
@@ -289,12 +290,9 @@ def _learned_then_disabled(home, write_registry, model_id):
     """Publish a 'learned' rule set (registry estimates stand in for posteriors), then run
     init with a registry that disables ``model_id``: the operator's path after a nightly run."""
     registry = ModelRegistry.load_default()
-    conn = store.connect(home / store.DB_NAME)
-    try:
-        learned = publish_rule_set(conn, build_rules(registry_estimates(registry), registry),
-                                   source="learned", as_of="2025-01-31", inputs={"test": True})
-    finally:
-        conn.close()
+    with Store.open(home / store.DB_NAME) as db:
+        learned = db.publish_rule_set(build_rules(registry_estimates(registry), registry),
+                                      source="learned", as_of="2025-01-31", inputs={"test": True})
     result = initialise(home, write_registry(shipped_with_disabled(model_id), name="disable.toml"))
     assert result.published and result.rule_set_version == learned + 1
     return learned, result.rule_set_version
@@ -328,14 +326,10 @@ def test_disabled_model_after_learning_has_zero_probability(home, write_registry
 
 def test_registry_update_after_learning_keeps_ineligible_models_at_zero(home, write_registry):
     learned, _ = _learned_then_disabled(home, write_registry, "gpt-4o")
-    conn = store.connect(home / store.DB_NAME)
-    try:
-        from routing_runtime.ruleset import load_rule_set
+    with Store.open(home / store.DB_NAME) as db:
         before = {(r.task_type, r.preference, r.model_id): r.selection_probability
-                  for r in load_rule_set(conn, learned).rows}
-        after = load_current_rule_set(conn, home)
-    finally:
-        conn.close()
+                  for r in db.load_rule_set(learned).rows}
+        after = db.load_rule_set(home=home)
     leaked = [(r.task_type.value, r.preference.value, r.model_id, r.selection_probability)
               for r in after.rows
               if r.is_enabled and not r.is_eligible and before[(r.task_type, r.preference, r.model_id)] == 0
@@ -356,3 +350,84 @@ def test_a_database_made_from_the_story_schema_by_hand_is_upgraded(tmp_path):
     assert result.schema_version == store.SCHEMA_VERSION
     conn = sqlite3.connect(home / "routing.db")
     assert conn.execute("SELECT id FROM routing_decisions").fetchall() == [("d1",)]
+
+
+# ----------------------------------------------------------------------------- publishing what was learned
+
+
+def _learned_day(day: str, fingerprint: str | None = "built-from") -> LearnedDay:
+    return LearnedDay(day, fingerprint, decisions_quarantined=1, performance_quarantined=2, held=None)
+
+
+def test_rules_frontier_and_learned_days_are_published_together(home):
+    registry = ModelRegistry.load_default()
+    rows = build_rules(registry_estimates(registry), registry)
+    with Store.open_home(home) as db:
+        version = db.publish_rule_set(
+            rows, source="learned", as_of="2025-01-05", learned_through="2025-01-05",
+            learned_days=[_learned_day("2025-01-04"), _learned_day("2025-01-05")],
+        )
+        assert db.load_rule_set().version == version
+        assert str(db.learned_through()) == "2025-01-05"
+        assert db.learned_fingerprints() == {"2025-01-04": "built-from", "2025-01-05": "built-from"}
+        assert db.quarantine_summary()[0] == {"routing_decisions": 2, "model_performance": 4}
+        # A backfill of an earlier day publishes its rules but never moves the frontier back.
+        db.publish_rule_set(rows, source="learned", as_of="2025-01-02", learned_through="2025-01-02",
+                            learned_days=[_learned_day("2025-01-02")])
+        assert str(db.learned_through()) == "2025-01-05"
+        assert set(db.learned_fingerprints()) == {"2025-01-02", "2025-01-04", "2025-01-05"}
+
+
+def test_a_learned_day_that_cannot_be_recorded_publishes_nothing(home):
+    """One transaction: when the ledger write fails, neither the rules nor the frontier move."""
+    registry = ModelRegistry.load_default()
+    rows = build_rules(registry_estimates(registry), registry)
+    with Store.open_home(home) as db:
+        before = db.published_marker()
+        with pytest.raises(store.StoreError, match="NOT NULL"):
+            db.publish_rule_set(rows, source="learned", as_of="2025-01-05", learned_through="2025-01-05",
+                                learned_days=[_learned_day("2025-01-05", fingerprint=None)])
+        assert db.published_marker() == before
+        assert db.learned_through() is None and db.learned_fingerprints() == {}
+
+
+def test_open_home_names_routing_init_for_a_missing_or_old_database(tmp_path):
+    with pytest.raises(NotInitialisedError, match=r"is not initialised: run `routing init --home"):
+        Store.open_home(tmp_path / "nowhere")
+    home = tmp_path / "old"
+    home.mkdir()
+    with Store.open(home / store.DB_NAME) as db:
+        db.migrate(1)
+    for read_only in (False, True):
+        with pytest.raises(NotInitialisedError, match=rf"schema version 1, the pipeline needs {store.SCHEMA_VERSION}: run `routing init"):
+            Store.open_home(home, read_only=read_only, needed_by="the pipeline")
+
+
+# ----------------------------------------------------------------------------- one place for SQL
+
+
+def test_no_sql_outside_the_store():
+    """routing_runtime/store.py is the only module of the product that imports sqlite3 or runs
+    SQL: a second store (a hub) then replaces one module, not nine."""
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    allowed = root / "routing_runtime" / "store.py"
+    offences = []
+    for folder in ("routing_runtime", "pipelines", "assets"):
+        for path in sorted((root / folder).rglob("*.py")):
+            if path == allowed:
+                continue
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+                where = f"{path.relative_to(root)}:{getattr(node, 'lineno', '?')}"
+                if isinstance(node, ast.Import) and any(a.name.split(".")[0] == "sqlite3" for a in node.names):
+                    offences.append(f"{where}: import sqlite3")
+                elif isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "sqlite3":
+                    offences.append(f"{where}: from sqlite3 import")
+                elif (
+                    isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                    and node.func.attr in ("execute", "executemany", "executescript")
+                ):
+                    offences.append(f"{where}: .{node.func.attr}(")
+    assert not offences, "SQL outside routing_runtime/store.py (move it into a Store method):\n" + "\n".join(offences)

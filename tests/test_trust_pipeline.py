@@ -26,6 +26,7 @@ from routing_runtime import ModelRouter  # noqa: E402
 from routing_runtime.admin import initialise  # noqa: E402
 from routing_runtime.cli import main  # noqa: E402
 from routing_runtime.faults import CRASH_EXIT_CODE  # noqa: E402
+from routing_runtime.store import Store  # noqa: E402
 
 D1, D2, D3, D4 = (dt.date(2026, 5, d) for d in (1, 2, 3, 4))
 MODELS = ("gpt-4o", "gpt-4o-mini", "codestral-2508")
@@ -309,11 +310,8 @@ def test_kill_at_any_point_of_a_learn_then_the_next_learn_equals_an_uninterrupte
     late = Lake(home).read_partition("model_performance", D1)
     assert late.filter(pl.col("id").str.starts_with("late-")).height == 40
     # Nothing is left stale: a later learn of D4 would find nothing new.
-    conn = sqlite3.connect(home / "routing.db")
-    try:
-        assert plan.stale_days(home, conn, logs.source_fingerprints(conn)) == []
-    finally:
-        conn.close()
+    with Store.open(home / "routing.db", read_only=True) as db:
+        assert plan.stale_days(home, db, logs.source_fingerprints(db)) == []
 
 
 def test_killed_learn_run_is_not_left_started_in_dagster(interrupted_base, tmp_path: Path):

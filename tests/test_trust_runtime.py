@@ -17,7 +17,8 @@ from routing_runtime.admin import initialise
 from routing_runtime.registry import ModelRegistry
 from routing_runtime.router import REFRESH_INTERVAL_S
 from routing_runtime.rules import build_rules, registry_estimates
-from routing_runtime.ruleset import UnusableRuleSet, load_current_rule_set, load_usable_rule_set
+from routing_runtime.compiled_rules import UnusableRuleSet
+from routing_runtime.store import Store
 from conftest import count_rows, db_connect
 
 CELLS = list(product(TaskType, RoutingPreference))
@@ -211,13 +212,10 @@ def test_stored_infinite_probability_never_yields_a_nan_propensity(home):
 
 def test_load_current_rule_set_names_the_bad_row_and_load_usable_rule_set_skips_it(home):
     copy_rule_set(home, one_row("selection_probability", "NaN"))
-    conn = sqlite3.connect(home / "routing.db", isolation_level=None)
-    try:
+    with Store.open(home / "routing.db") as db:
         with pytest.raises(UnusableRuleSet, match=r"rule set v2: row 'v2:.*selection_probability='NaN'"):
-            load_current_rule_set(conn)
-        rule_set, note = load_usable_rule_set(conn)
-    finally:
-        conn.close()
+            db.load_rule_set()
+        rule_set, note = db.load_usable_rule_set()
     assert rule_set.version == 1 and note.startswith("rule set v2 unusable (row 'v2:") and note.endswith("serving v1")
 
 

@@ -7,7 +7,7 @@ import polars as pl
 
 from routing_runtime.registry import ModelRegistry
 from routing_runtime.rules import ModelEstimate, RuleKey, RuleRow, build_rules, registry_estimates
-from routing_runtime.ruleset import RuleSet
+from routing_runtime.compiled_rules import RuleSet
 from routing_runtime.types import RoutingPreference, TaskType
 
 DRAWS = 4000

@@ -1,27 +1,30 @@
-"""Published rule sets: atomic publishing, loading, and the compiled form the router samples from."""
+"""Rule sets as the router uses them: the published set (:class:`RuleSet`), what makes a stored
+set servable (:func:`check_usable`), which one is served, and the compiled form the router samples from.
+
+No storage here: :class:`routing_runtime.store.Store` reads and writes rule sets and hands the
+stored values to :func:`parse_rule_set`, which checks every field.
+"""
 
 from __future__ import annotations
 
 import json
 import math
-import sqlite3
 from bisect import bisect_right
 from itertools import accumulate
 from collections import namedtuple
-from collections.abc import Callable, Iterable, Mapping
 
-from routing_runtime import store
 from routing_runtime.home import NotInitialisedError
-from routing_runtime.rules import RuleKey, RuleRow
+from routing_runtime.rules import RuleKey, RuleRow, build_rules, registry_estimates
 from routing_runtime.types import RoutingPreference, TaskType
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from routing_runtime.registry import ModelRegistry
 
 CODE_VERSION = "routing_runtime 0.1.0"
 
-_RULE_COLUMNS = (
-    "task_type", "preference", "model_id", "priority", "is_specialized", "is_enabled", "is_eligible",
-    "min_quality_score", "max_cost_per_1k", "selection_probability", "expected_quality",
-    "expected_cost_usd", "expected_latency_ms", "expected_cost_per_1k",
-)
 _OBJECTIVE = {
     RoutingPreference.QUALITY: "highest expected quality",
     RoutingPreference.COST_EFFICIENT: "lowest expected cost",
@@ -65,122 +68,44 @@ class RuleSet(namedtuple("RuleSet", "version created_at as_of source inputs rows
         return {"rule_set_version": self.version, "as_of": self.as_of, "source": self.source, "rules": rules}
 
 
-def publish_rule_set(
-    conn: sqlite3.Connection, rows: Iterable[RuleRow], *, source: str, as_of: str | None = None,
-    inputs: Mapping | None = None, precondition: Callable[[sqlite3.Connection], None] | None = None,
-) -> int:
-    """Publish ``rows`` as the next rule-set version in one transaction; return the version.
-
-    Readers see the previous version until the commit, then the new one, never a mix. The
-    version is above every version either table has seen, so rows left behind by a deleted
-    ``rule_sets`` row never collide with the new ones. ``precondition(conn)`` runs inside the
-    write transaction (no other writer meanwhile) and may raise to publish nothing.
-    """
-    rows = list(rows)
-    if not rows:
-        raise ValueError("rows is empty: a rule set needs at least one model")
-    with store.transaction(conn):
-        if precondition is not None:
-            precondition(conn)
-        # Versions far above any real count (a poisoned row near 2**63) are stepped over, not added to.
-        version = conn.execute(
-            "SELECT MAX(COALESCE((SELECT MAX(version) FROM rule_sets WHERE version < ?), 0),"
-            " COALESCE((SELECT MAX(rule_set_version) FROM model_routing_rules WHERE rule_set_version < ?), 0)) + 1",
-            (_VERSION_CEILING, _VERSION_CEILING),
-        ).fetchone()[0]
-        conn.execute(
-            "INSERT INTO rule_sets (version, created_at, as_of, source, inputs, code_version) VALUES (?, ?, ?, ?, ?, ?)",
-            (version, store.utc_timestamp(), as_of, source, json.dumps(dict(inputs or {}), sort_keys=True, default=str), CODE_VERSION),
-        )
-        conn.executemany(
-            "INSERT INTO model_routing_rules (id, rule_set_version, " + ", ".join(_RULE_COLUMNS) + ")"
-            " VALUES (" + ", ".join("?" * (len(_RULE_COLUMNS) + 2)) + ")",
-            [(
-                f"v{version}:{r.task_type.value}:{r.preference.value}:{r.model_id}", version,
-                r.task_type.value, r.preference.value, r.model_id, r.priority, int(r.is_specialized),
-                int(r.is_enabled), int(r.is_eligible), r.min_quality_score, r.max_cost_per_1k,
-                r.selection_probability, r.expected_quality, r.expected_cost_usd, r.expected_latency_ms,
-                r.expected_cost_per_1k,
-            ) for r in rows],
-        )
-    return version
-
-
-_VERSION_CEILING = 2**62
-
-
-def published_marker(conn: sqlite3.Connection) -> tuple[int, int | None]:
-    """(rule sets stored, the newest version below the ceiling new versions count from): it
-    changes with every publication, also one below a poisoned huge version."""
-    return conn.execute("SELECT COUNT(*), MAX(version) FROM rule_sets WHERE version < ?", (_VERSION_CEILING,)).fetchone()
 
 
 class UnusableRuleSet(ValueError):
     """A stored rule set this code cannot serve; the message names the version, row and field."""
 
 
-def load_rule_set(conn: sqlite3.Connection, version: int | None = None, home: object = None) -> RuleSet:
-    """The rule set ``version`` (default: the newest published), read in one snapshot.
-
-    Raises :class:`UnusableRuleSet` when it cannot be served (see :func:`check_usable`);
-    :func:`load_usable_rule_set` falls back instead.
-    """
-    conn.execute("BEGIN")
+def parse_rule_set(version: int, meta: tuple, raw_rows: list[tuple]) -> RuleSet:
+    """Rule set ``version`` from its stored values, every field checked: ``meta`` is (created_at,
+    as_of, source, inputs as JSON text), each of ``raw_rows`` a row id followed by the
+    :class:`RuleRow` fields in :data:`STORED_RULE_FIELDS` order. Raises :class:`UnusableRuleSet`
+    naming the version, row and field."""
+    where = f"rule set v{version}"
+    created_at, as_of, source, raw_inputs = meta
+    if not isinstance(created_at, str) or not (as_of is None or isinstance(as_of, str)):
+        raise UnusableRuleSet(f"{where}: created_at={short_repr(created_at)} / as_of={short_repr(as_of)} must be text")
     try:
-        if version is None:
-            version = _newest_version(conn)
-            if version is None:
-                raise NotInitialisedError(f"no rule set is published in {home or 'routing.db'}: run `routing init`")
-        rule_set = _read(conn, version)
-    finally:
-        conn.execute("COMMIT")
-    if rule_set is None:
-        raise LookupError(f"rule_set_version={version!r} does not exist")
-    check_usable(rule_set)
-    return rule_set
+        inputs = json.loads(raw_inputs)
+    except (TypeError, ValueError):
+        inputs = None
+    if not isinstance(inputs, dict):
+        raise UnusableRuleSet(f"{where}: inputs={short_repr(raw_inputs)} is not a JSON object")
+    rows = tuple(_parse_row(r[1:], f"{where}: row {short_repr(r[0])}") for r in raw_rows)
+    return RuleSet(version=version, created_at=created_at, as_of=as_of, source=source, inputs=inputs, rows=rows)
 
 
-def load_current_rule_set(conn: sqlite3.Connection, home: object = None) -> RuleSet:
-    """The newest published rule set; raises :class:`UnusableRuleSet` if it cannot be served."""
-    return load_rule_set(conn, None, home)
+#: The order of the fields :func:`parse_rule_set` reads from a stored row (after its id).
+STORED_RULE_FIELDS = (
+    "task_type", "preference", "model_id", "priority", "is_specialized", "is_enabled", "is_eligible",
+    "min_quality_score", "max_cost_per_1k", "selection_probability", "expected_quality",
+    "expected_cost_usd", "expected_latency_ms", "expected_cost_per_1k",
+)
 
 
-def load_usable_rule_set(conn: sqlite3.Connection, home: object = None) -> tuple[RuleSet, str]:
-    """What a router serves: the newest usable rule set, else rules in registry order.
-
-    Returns ``(rule_set, note)``; ``note`` is ``""`` when the newest published set is served,
-    else it says what was skipped and what is served instead, e.g. ``"rule set v7 unusable
-    (row v7:math:balanced:big: selection_probability='NaN' ...), serving v6"`` or ``"no usable
-    rule set (...), registry order"``. The registry-order set has ``version`` None and source
-    ``"registry-order"``: rules built from the ``models`` and ``task_policies`` tables, as
-    ``routing init`` would publish them. Raises only when even those cannot be built (no
-    models stored: run ``routing init``).
-    """
-    problems: list[tuple[int, str]] = []
-    conn.execute("BEGIN")
-    try:
-        registered = dict(conn.execute("SELECT id, enabled FROM models"))
-        versions = [v for (v,) in conn.execute(
-            "SELECT version FROM rule_sets WHERE source != 'legacy' ORDER BY version DESC"
-        )]
-        for version in versions:
-            try:
-                rule_set = _with_registry(_read(conn, version), registered)  # type: ignore[arg-type]  # present: listed in this snapshot
-                check_usable(rule_set)
-                return rule_set, _skipped_note(problems, f"serving v{version}")
-            except UnusableRuleSet as exc:
-                problems.append((version, str(exc).removeprefix(f"rule set v{version}: ")))
-    finally:
-        conn.execute("COMMIT")
-    if not problems:
-        return _registry_order(conn, home), "no rule set published, registry order"
-    return _registry_order(conn, home), _skipped_note(problems, "registry order")
-
-
-def _with_registry(rule_set: RuleSet, registered: dict[str, int]) -> RuleSet:
-    """The rule set as the registry stands now: a row naming a model the registry does not know
-    makes the set unusable (it was not published for this home); a model disabled since it was
-    published (``routing init`` while a learn ran) gets no traffic."""
+def with_registry(rule_set: RuleSet, registered: dict[str, int]) -> RuleSet:
+    """The rule set as the registry stands now (``registered``: model id → enabled flag): a row
+    naming a model the registry does not know makes the set unusable (it was not published for
+    this home); a model disabled since it was published (``routing init`` while a learn ran)
+    gets no traffic."""
     if not registered:
         return rule_set
     where = f"rule set v{rule_set.version}"
@@ -193,11 +118,7 @@ def _with_registry(rule_set: RuleSet, registered: dict[str, int]) -> RuleSet:
     return rule_set._replace(rows=rows)
 
 
-def _newest_version(conn: sqlite3.Connection) -> int | None:
-    return conn.execute("SELECT MAX(version) FROM rule_sets WHERE source != 'legacy'").fetchone()[0]
-
-
-def _skipped_note(problems: list[tuple[int, str]], serving: str) -> str:
+def skipped_note(problems: list[tuple[int, str]], serving: str) -> str:
     """``"rule set v7 unusable (why; 2 older unusable too), serving v4"``, or ``"no usable rule
     set (v7: why; ...), registry order"``; "" when nothing was skipped."""
     if not problems:
@@ -209,13 +130,12 @@ def _skipped_note(problems: list[tuple[int, str]], serving: str) -> str:
     return f"rule set v{newest} unusable ({why}{older}), {serving}"
 
 
-def _registry_order(conn: sqlite3.Connection, home: object) -> RuleSet:
-    # Only on the rare fallback path: the registry module (dataclasses, tomllib) stays unimported otherwise.
-    from routing_runtime.admin import registry_from_db
-    from routing_runtime.rules import build_rules, registry_estimates
-
+def registry_order(read_registry: Callable[[], ModelRegistry], home: object, created_at: str) -> RuleSet:
+    """The rules ``routing init`` would publish from the stored registry (version None, source
+    ``"registry-order"``): served when no published set is usable. Raises NotInitialisedError
+    naming the fix when the registry cannot be read or gives no usable rules."""
     try:
-        registry = registry_from_db(conn)
+        registry = read_registry()
         rows = tuple(build_rules(registry_estimates(registry), registry))
     except (ValueError, KeyError, TypeError, ZeroDivisionError) as exc:
         raise NotInitialisedError(
@@ -223,7 +143,7 @@ def _registry_order(conn: sqlite3.Connection, home: object) -> RuleSet:
             f" ({type(exc).__name__}: {exc}): run `routing init --registry FILE`"
         ) from None
     rule_set = RuleSet(
-        version=None, created_at=store.utc_timestamp(), as_of=None, source="registry-order",
+        version=None, created_at=created_at, as_of=None, source="registry-order",
         inputs={"registry_source": registry.source}, rows=rows,
     )
     try:
@@ -234,30 +154,6 @@ def _registry_order(conn: sqlite3.Connection, home: object) -> RuleSet:
             " enable a model and run `routing init --registry FILE`"
         ) from None
     return rule_set
-
-
-def _read(conn: sqlite3.Connection, version: int) -> RuleSet | None:
-    """Rule set ``version`` parsed strictly (inside the caller's read transaction); None if absent."""
-    meta = conn.execute("SELECT created_at, as_of, source, inputs FROM rule_sets WHERE version = ?", (version,)).fetchone()
-    if meta is None:
-        return None
-    where = f"rule set v{version}"
-    created_at, as_of, source, raw_inputs = meta
-    if not isinstance(created_at, str) or not (as_of is None or isinstance(as_of, str)):
-        raise UnusableRuleSet(f"{where}: created_at={short_repr(created_at)} / as_of={short_repr(as_of)} must be text")
-    try:
-        inputs = json.loads(raw_inputs)
-    except (TypeError, ValueError):
-        inputs = None
-    if not isinstance(inputs, dict):
-        raise UnusableRuleSet(f"{where}: inputs={short_repr(raw_inputs)} is not a JSON object")
-    raw = conn.execute(
-        "SELECT id, " + ", ".join(_RULE_COLUMNS) + " FROM model_routing_rules WHERE rule_set_version = ?"
-        " ORDER BY task_type, preference, priority",
-        (version,),
-    ).fetchall()
-    rows = tuple(_parse_row(r[1:], f"{where}: row {short_repr(r[0])}") for r in raw)
-    return RuleSet(version=version, created_at=created_at, as_of=as_of, source=source, inputs=inputs, rows=rows)
 
 
 def short_repr(value: object, limit: int = 60) -> str:
@@ -417,7 +313,8 @@ def _weights(pool: tuple[RuleRow, ...]) -> list[float]:
 
 
 class CompiledRules(namedtuple("CompiledRules", "rule_set note slots known_models")):
-    """A rule set in the form the router samples from; ``note`` as :func:`load_usable_rule_set` gives it."""
+    """A rule set in the form the router samples from; ``note`` as
+    :meth:`routing_runtime.store.Store.load_usable_rule_set` gives it."""
 
     __slots__ = ()
 
