@@ -50,6 +50,7 @@ from typing import Callable
 ROOT = Path(__file__).resolve().parent.parent
 
 from routing_runtime import RoutingPreference, TaskType, classify_task, store  # noqa: E402
+from routing_runtime.types import all_cells  # noqa: E402
 from routing_runtime.admin import initialise  # noqa: E402
 from routing_runtime.router import ModelRouter, new_id  # noqa: E402
 
@@ -463,7 +464,7 @@ def main(argv: list[str] | None = None) -> int:
         home = tmp / "home"
         initialise(home)
         router = ModelRouter.open(home, seed=0)
-        combos = [(t, p) for t in TaskType for p in RoutingPreference]
+        combos = all_cells()
 
         # Decisions for record_performance to answer, made (untimed) before anything is timed.
         decision_ids = [router.select_model(t, p).decision_id for t, p in _cycle(combos, total)]

@@ -12,8 +12,8 @@ from collections.abc import Callable, Iterable, Mapping
 
 from routing_runtime import store
 from routing_runtime.home import NotInitialisedError
-from routing_runtime.rules import RuleKey, RuleRow
-from routing_runtime.types import RoutingPreference, TaskType
+from routing_runtime.rules import RuleRow
+from routing_runtime.types import Cell as RuleKey, RoutingPreference, TaskType
 
 CODE_VERSION = "routing_runtime 0.1.0"
 

@@ -8,7 +8,6 @@ import sqlite3
 import threading
 import time
 from datetime import datetime, timedelta, timezone
-from itertools import product
 
 import pytest
 
@@ -18,9 +17,10 @@ from routing_runtime.registry import ModelRegistry
 from routing_runtime.router import REFRESH_INTERVAL_S
 from routing_runtime.rules import build_rules, registry_estimates
 from routing_runtime.ruleset import UnusableRuleSet, load_current_rule_set, load_usable_rule_set
+from routing_runtime.types import all_cells
 from conftest import count_rows, db_connect
 
-CELLS = list(product(TaskType, RoutingPreference))
+CELLS = all_cells()
 SHIPPED_IDS = [m.id for m in ModelRegistry.load_default().models]
 
 

@@ -6,9 +6,9 @@ import numpy as np
 import polars as pl
 
 from routing_runtime.registry import ModelRegistry
-from routing_runtime.rules import ModelEstimate, RuleKey, RuleRow, build_rules, registry_estimates
+from routing_runtime.rules import PREFERENCES, ModelEstimate, RuleRow, build_rules, registry_estimates
 from routing_runtime.ruleset import RuleSet
-from routing_runtime.types import RoutingPreference, TaskType
+from routing_runtime.types import Cell, TaskType, all_cells
 
 DRAWS = 4000
 #: A model eligible in fewer posterior draws than this gets no traffic, not even exploration.
@@ -35,10 +35,10 @@ def _lognormal_mean_draws(rng, mu, kappa, alpha, beta, draws):
         return np.exp(mean + sigma2 / 2)
 
 
-def best_probabilities(posteriors: pl.DataFrame, registry: ModelRegistry, *, draws: int = DRAWS, seed: int = 0) -> dict[RuleKey, dict[str, float]]:
-    """P(model is the best eligible one) per (task, preference), by sampling the posteriors."""
+def best_probabilities(posteriors: pl.DataFrame, registry: ModelRegistry, *, draws: int = DRAWS, seed: int = 0) -> dict[Cell, dict[str, float]]:
+    """P(model is the best eligible one) per cell, by sampling the posteriors."""
     rng = np.random.default_rng(seed)
-    result: dict[RuleKey, dict[str, float]] = {}
+    result: dict[Cell, dict[str, float]] = {}
     for task in TaskType:
         sub = posteriors.filter(pl.col("task_type") == task.value)
         if sub.height == 0:
@@ -48,12 +48,6 @@ def best_probabilities(posteriors: pl.DataFrame, registry: ModelRegistry, *, dra
         quality = rng.beta(col("quality_alpha"), col("quality_beta"), size=(draws, sub.height))
         cost = col("cost_charged_share") * _lognormal_mean_draws(rng, col("cost_mu"), col("cost_kappa"), col("cost_alpha"), col("cost_beta"), draws)
         latency = _lognormal_mean_draws(rng, col("latency_mu"), col("latency_kappa"), col("latency_alpha"), col("latency_beta"), draws)
-        objectives = {
-            RoutingPreference.QUALITY: quality,
-            RoutingPreference.COST_EFFICIENT: -cost,
-            RoutingPreference.BALANCED: quality / cost,
-            RoutingPreference.LATENCY: -latency,
-        }
         policy = registry.policy(task)
         enabled = sub["is_enabled"].to_numpy()
         cost_per_1k = cost / col("tokens_mean") * 1000.0
@@ -62,8 +56,9 @@ def best_probabilities(posteriors: pl.DataFrame, registry: ModelRegistry, *, dra
         meets_threshold = (quality >= policy.min_quality_score) & enabled
         if policy.max_cost_per_1k is not None:
             meets_threshold &= cost_per_1k <= policy.max_cost_per_1k
-        for preference, objective in objectives.items():
-            eligible = np.broadcast_to(enabled, objective.shape) if preference is RoutingPreference.QUALITY else meets_threshold
+        for preference, spec in PREFERENCES.items():
+            objective = spec.objective(quality, cost, latency)
+            eligible = meets_threshold if spec.uses_thresholds else np.broadcast_to(enabled, objective.shape)
             plausible = eligible.mean(axis=0) >= PLAUSIBLY_ELIGIBLE
             usable = eligible & plausible
             draws_with_choice = usable.any(axis=1)
@@ -71,7 +66,7 @@ def best_probabilities(posteriors: pl.DataFrame, registry: ModelRegistry, *, dra
                 continue
             winners = np.where(usable, objective, -np.inf)[draws_with_choice].argmax(axis=1)
             wins = np.bincount(winners, minlength=len(ids)) / draws_with_choice.sum()
-            result[(task, preference)] = {m: float(w) for m, w, ok in zip(ids, wins, plausible) if ok}
+            result[Cell(task, preference)] = {m: float(w) for m, w, ok in zip(ids, wins, plausible) if ok}
     return result
 
 
@@ -85,7 +80,7 @@ def candidate_rules(posteriors: pl.DataFrame, registry: ModelRegistry, *, seed: 
     for task in TaskType:
         if not seen.get(task.value):
             estimates[task] = priors[task]
-            best = {key: p for key, p in best.items() if key[0] is not task}
+            best = {cell: p for cell, p in best.items() if cell.task_type is not task}
     return build_rules(estimates, registry, best)
 
 
@@ -97,19 +92,27 @@ def rules_frame(rows: list[RuleRow]) -> pl.DataFrame:
 
 
 def coverage_problems(rows: list[RuleRow]) -> list[str]:
-    """Every (task type, preference) must send all its traffic to enabled models, and have one."""
+    """Every cell must send all its traffic to enabled models, and have one."""
     problems = []
-    for task in TaskType:
-        for preference in RoutingPreference:
-            cell = [r for r in rows if r.task_type is task and r.preference is preference]
-            total = sum(r.selection_probability for r in cell)
-            if not any(r.is_enabled and r.selection_probability > 0 for r in cell):
-                problems.append(f"{task.value}/{preference.value}: no enabled model receives traffic")
-            elif abs(total - 1.0) > 1e-3:
-                problems.append(f"{task.value}/{preference.value}: selection probabilities sum to {total:.4f}")
-            if any(not r.is_enabled and r.selection_probability > 0 for r in cell):
-                problems.append(f"{task.value}/{preference.value}: a disabled model receives traffic")
+    by_cell = rows_by_cell(rows)
+    for cell in all_cells():
+        cell_rows = by_cell.get(cell, [])
+        total = sum(r.selection_probability for r in cell_rows)
+        if not any(r.is_enabled and r.selection_probability > 0 for r in cell_rows):
+            problems.append(f"{cell.label}: no enabled model receives traffic")
+        elif abs(total - 1.0) > 1e-3:
+            problems.append(f"{cell.label}: selection probabilities sum to {total:.4f}")
+        if any(not r.is_enabled and r.selection_probability > 0 for r in cell_rows):
+            problems.append(f"{cell.label}: a disabled model receives traffic")
     return problems
+
+
+def rows_by_cell(rows: list[RuleRow]) -> dict[Cell, list[RuleRow]]:
+    """Rule rows grouped by their cell, in their given order."""
+    grouped: dict[Cell, list[RuleRow]] = {}
+    for r in rows:
+        grouped.setdefault(Cell(r.task_type, r.preference), []).append(r)
+    return grouped
 
 
 def rules_change_markdown(previous: RuleSet | None, rows: list[RuleRow]) -> str:
@@ -119,10 +122,10 @@ def rules_change_markdown(previous: RuleSet | None, rows: list[RuleRow]) -> str:
         return f"{best.model_id} ({best.selection_probability:.0%})" if best else "-"
 
     lines = ["| task type | preference | previous top | new top | changed |", "|---|---|---|---|---|"]
-    for task in TaskType:
-        for preference in RoutingPreference:
-            new = top([r for r in rows if r.task_type is task and r.preference is preference])
-            old = top([r for r in previous.rows if r.task_type is task and r.preference is preference]) if previous else "-"
-            changed = "**yes**" if old.split(" ")[0] != new.split(" ")[0] else ""
-            lines.append(f"| {task.value} | {preference.value} | {old} | {new} | {changed} |")
+    new_cells, old_cells = rows_by_cell(rows), rows_by_cell(previous.rows) if previous else {}
+    for cell in all_cells():
+        new = top(new_cells.get(cell, []))
+        old = top(old_cells.get(cell, [])) if previous else "-"
+        changed = "**yes**" if old.split(" ")[0] != new.split(" ")[0] else ""
+        lines.append(f"| {cell.task_type.value} | {cell.preference.value} | {old} | {new} | {changed} |")
     return "\n".join(lines)
