@@ -87,7 +87,8 @@ def specialist_vs_generalist(context: dg.AssetExecutionContext, routing_home: Ro
     """Per task type: the best specialist against the best generalist, and the posterior probability
     that the specialist is better: the learned specialist-vs-generalist preference."""
     as_of = as_of_day(context)
-    frame = posteriors.specialist_comparison(_read_snapshot(routing_home, names.MODEL_POSTERIORS, as_of), seed=_seed(as_of))
+    frame = posteriors.specialist_comparison(
+        _read_snapshot(routing_home, names.MODEL_POSTERIORS, as_of), draws=routing_home.registry().learning.thompson_draws, seed=_seed(as_of))
     _write_snapshot(routing_home, names.SPECIALIST_VS_GENERALIST, _snapshot_name(as_of), frame)
     return dg.MaterializeResult(metadata={"comparison": dg.MetadataValue.md(_markdown(frame.with_columns(pl.col(pl.Float64).round(3))))})
 
@@ -132,9 +133,6 @@ def rules_coverage(context: dg.AssetCheckExecutionContext, routing_home: Routing
     return dg.AssetCheckResult(passed=not problems, metadata={"problems": len(problems), "examples": "; ".join(problems[:5])})
 
 
-EVALUATION_WINDOW_DAYS = 7
-
-
 @dg.asset(
     name=names.POLICY_EVALUATION, deps=[names.ROUTING_DECISIONS, names.MODEL_PERFORMANCE, names.CANDIDATE_ROUTING_RULES],
     kinds={"polars", "parquet"}, group_name="reports",
@@ -144,7 +142,7 @@ def policy_evaluation(context: dg.AssetExecutionContext, routing_home: RoutingHo
     logged policy's mean quality next to IPS and self-normalised IPS estimates of what the candidate
     rules would have achieved, using the propensity every decision recorded."""
     as_of = as_of_day(context)
-    since = as_of - dt.timedelta(days=EVALUATION_WINDOW_DAYS - 1)
+    since = as_of - dt.timedelta(days=routing_home.registry().learning.evaluation_window_days - 1)
     lake = Lake(routing_home.path)
     decisions = lake.scan_days(names.ROUTING_DECISIONS, as_of)
     performance = lake.scan_days(names.MODEL_PERFORMANCE, as_of)

@@ -94,10 +94,11 @@ def daily_model_stats(context: dg.AssetExecutionContext, routing_home: RoutingHo
         build = plan.days_to_build(routing_home.path, conn, context.partition_keys)
     finally:
         conn.close()
+    max_share = routing_home.registry().learning.max_quarantined_share
     for day, source in build:
         frame = lake.read_partition(logs.PERFORMANCE, day)
         frame = frame if frame is not None else logs.empty(logs.PERFORMANCE)
-        reason = held_reason(lake, day, frame.height, accepted=bool(source and source["accepted"]))
+        reason = held_reason(lake, day, frame.height, accepted=bool(source and source["accepted"]), max_share=max_share)
         stats = statistics.daily_stats(frame.head(0) if reason else frame)
         lake.write_partition(
             names.DAILY_MODEL_STATS, day, stats,
@@ -113,13 +114,9 @@ def daily_model_stats(context: dg.AssetExecutionContext, routing_home: RoutingHo
     })
 
 
-#: A day whose outcome rows are mostly quarantined is held out of learning: its logging is broken.
-MAX_QUARANTINED_SHARE = 0.5
-
-
-def held_reason(lake: Lake, day: dt.date, valid_rows: int, *, accepted: bool) -> str | None:
-    """Why ``day``'s outcomes are held out of learning (more than half of its rows failed
-    validation), or None. An accepted quarantine (``routing learn --accept-quarantine DAY``)
+def held_reason(lake: Lake, day: dt.date, valid_rows: int, *, accepted: bool, max_share: float) -> str | None:
+    """Why ``day``'s outcomes are held out of learning (more than ``max_share`` of its rows failed
+    validation: its logging is broken), or None. An accepted quarantine (``routing learn --accept-quarantine DAY``)
     learns the valid rows."""
     quarantined = lake.read_partition(logs.PERFORMANCE, day, QUARANTINE)
     if quarantined is None or accepted:
@@ -127,7 +124,7 @@ def held_reason(lake: Lake, day: dt.date, valid_rows: int, *, accepted: bool) ->
     batch = logs.DayBatch(valid=quarantined.head(0), quarantined=quarantined)
     invalid = batch.invalid_rows
     total = valid_rows + invalid
-    if not total or invalid / total <= MAX_QUARANTINED_SHARE:
+    if not total or invalid / total <= max_share:
         return None
     top = "; ".join(f"{r} ({n})" for r, n in batch.reasons().most_common(2) if not r.startswith(logs.DUPLICATE_PREFIX))
     return (

@@ -26,6 +26,7 @@ from routing_runtime import ModelRouter  # noqa: E402
 from routing_runtime.admin import initialise  # noqa: E402
 from routing_runtime.cli import main  # noqa: E402
 from routing_runtime.faults import CRASH_EXIT_CODE  # noqa: E402
+from routing_runtime.registry import LearningSettings  # noqa: E402
 
 D1, D2, D3, D4 = (dt.date(2026, 5, d) for d in (1, 2, 3, 4))
 MODELS = ("gpt-4o", "gpt-4o-mini", "codestral-2508")
@@ -545,7 +546,7 @@ def test_one_decision_stamped_long_ago_does_not_make_the_first_learn_cover_years
     traffic(home, dt.date(2025, 1, 1), n=3)
     traffic(home, D3, n=3)
     result = learn(home, D3, quiet=True)
-    assert result.success and result.start == str(D3 - dt.timedelta(days=plan.MAX_RUN_DAYS - 1))
+    assert result.success and result.start == str(D3 - dt.timedelta(days=LearningSettings().max_run_days - 1))
     assert any("2025-01-01" in p and "--as-of 2025-01-01" in p for p in result.problems)
     assert outcomes_seen(home) == 3
     # Asked for, the old day is learned (a backfill), and a plain learn then keeps both.

@@ -5,14 +5,11 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
+from routing_pipelines.learning.posteriors import families as posterior_families
 from routing_runtime.registry import ModelRegistry
 from routing_runtime.rules import PREFERENCES, ModelEstimate, RuleRow, build_rules, registry_estimates
 from routing_runtime.ruleset import RuleSet
 from routing_runtime.types import Cell, TaskType, all_cells
-
-DRAWS = 4000
-#: A model eligible in fewer posterior draws than this gets no traffic, not even exploration.
-PLAUSIBLY_ELIGIBLE = 0.05
 
 
 def estimates_from_posteriors(posteriors: pl.DataFrame) -> dict[TaskType, list[ModelEstimate]]:
@@ -27,30 +24,28 @@ def estimates_from_posteriors(posteriors: pl.DataFrame) -> dict[TaskType, list[M
     return estimates
 
 
-def _lognormal_mean_draws(rng, mu, kappa, alpha, beta, draws):
-    sigma2 = beta / rng.gamma(alpha, 1.0, size=(draws, len(mu)))
-    mean = rng.normal(mu, np.sqrt(sigma2 / kappa))
-    # A cell without evidence can draw a huge variance; infinity still ranks last, silently.
-    with np.errstate(over="ignore"):
-        return np.exp(mean + sigma2 / 2)
-
-
-def best_probabilities(posteriors: pl.DataFrame, registry: ModelRegistry, *, draws: int = DRAWS, seed: int = 0) -> dict[Cell, dict[str, float]]:
-    """P(model is the best eligible one) per cell, by sampling the posteriors."""
+def best_probabilities(
+    posteriors: pl.DataFrame, registry: ModelRegistry, *, draws: int | None = None, seed: int = 0,
+) -> dict[Cell, dict[str, float]]:
+    """P(model is the best eligible one) per cell, by sampling the posteriors ``draws`` times
+    (default: the registry's ``thompson_draws``). A model eligible in fewer draws than the
+    registry's ``plausibly_eligible`` share gets no traffic, not even exploration."""
     rng = np.random.default_rng(seed)
+    draws = draws or registry.learning.thompson_draws
+    plausibly_eligible = registry.learning.plausibly_eligible
     result: dict[Cell, dict[str, float]] = {}
     for task in TaskType:
         sub = posteriors.filter(pl.col("task_type") == task.value)
         if sub.height == 0:
             continue
         ids = sub["model_id"].to_list()
-        col = lambda name, frame=sub: frame[name].to_numpy()  # noqa: E731
-        quality = rng.beta(col("quality_alpha"), col("quality_beta"), size=(draws, sub.height))
-        cost = col("cost_charged_share") * _lognormal_mean_draws(rng, col("cost_mu"), col("cost_kappa"), col("cost_alpha"), col("cost_beta"), draws)
-        latency = _lognormal_mean_draws(rng, col("latency_mu"), col("latency_kappa"), col("latency_alpha"), col("latency_beta"), draws)
+        family = posterior_families(sub)
+        quality = family.quality.sample(rng, draws)
+        cost = family.cost.sample(rng, draws)
+        latency = family.latency.sample(rng, draws)
         policy = registry.policy(task)
         enabled = sub["is_enabled"].to_numpy()
-        cost_per_1k = cost / col("tokens_mean") * 1000.0
+        cost_per_1k = cost / sub["tokens_mean"].to_numpy() * 1000.0
         # Eligibility is judged per draw, so a model whose quality is uncertain near the threshold
         # keeps a chance (and the exploration floor) instead of being cut off by one unlucky day.
         meets_threshold = (quality >= policy.min_quality_score) & enabled
@@ -59,7 +54,7 @@ def best_probabilities(posteriors: pl.DataFrame, registry: ModelRegistry, *, dra
         for preference, spec in PREFERENCES.items():
             objective = spec.objective(quality, cost, latency)
             eligible = meets_threshold if spec.uses_thresholds else np.broadcast_to(enabled, objective.shape)
-            plausible = eligible.mean(axis=0) >= PLAUSIBLY_ELIGIBLE
+            plausible = eligible.mean(axis=0) >= plausibly_eligible
             usable = eligible & plausible
             draws_with_choice = usable.any(axis=1)
             if not draws_with_choice.any():
