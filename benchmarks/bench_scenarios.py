@@ -87,7 +87,7 @@ ROOT = Path(__file__).resolve().parent.parent
 from routing_pipelines.simulation.report import CELLS, convergence, day_figures, reactions, static_policy  # noqa: E402
 from routing_pipelines.simulation.scenarios import SHIPPED, load_scenario  # noqa: E402
 from routing_pipelines.simulation.simulator import DayResult, Scenario, SimulationResult, _apply, simulate, true_best, true_cost  # noqa: E402
-from routing_runtime.rules import PREFERENCES  # noqa: E402
+from routing_runtime.rules import PREFERENCES, meets_thresholds  # noqa: E402
 from routing_runtime.types import RoutingPreference, TaskType  # noqa: E402
 
 TASKS = list(TaskType)
@@ -270,9 +270,7 @@ def _best(pref: RoutingPreference, q: np.ndarray, c: np.ndarray, lat: np.ndarray
     if not spec.uses_thresholds:
         eligible = np.ones(q.shape, dtype=bool)
     else:
-        eligible = q >= policy.min_quality_score
-        if policy.max_cost_per_1k is not None:
-            eligible &= c / typical_tokens * 1000.0 <= policy.max_cost_per_1k
+        eligible = meets_thresholds(policy, q, c / typical_tokens * 1000.0)
     score = spec.objective(q, c, lat)
     score = np.where(eligible, score, -np.inf)
     none = ~eligible.any(axis=1)

@@ -117,15 +117,28 @@ class RuleRow(namedtuple(
     __slots__ = ()
 
 
+def meets_thresholds(policy: TaskPolicy, quality, cost_per_1k):
+    """Quality at least ``min_quality_score`` and cost per 1k tokens at most ``max_cost_per_1k``
+    (when set): a bool for numbers, element-wise for NumPy arrays of posterior draws.
+
+    >>> from routing_runtime.registry import TaskPolicy
+    >>> policy = TaskPolicy(min_quality_score=0.7, max_cost_per_1k=0.01, typical_input_tokens=1000, typical_output_tokens=500)
+    >>> meets_thresholds(policy, 0.8, 0.005), meets_thresholds(policy, 0.8, 0.02), meets_thresholds(policy, 0.6, 0.005)
+    (True, False, False)
+    """
+    ok = quality >= policy.min_quality_score
+    if policy.max_cost_per_1k is not None:
+        ok = ok & (cost_per_1k <= policy.max_cost_per_1k)
+    return ok
+
+
 def is_eligible(estimate: ModelEstimate, policy: TaskPolicy, preference: RoutingPreference) -> bool:
     """Enabled and, for a preference that uses them, within the task's thresholds."""
     if not estimate.is_enabled:
         return False
     if not PREFERENCES[preference].uses_thresholds:
         return True
-    if estimate.expected_quality < policy.min_quality_score:
-        return False
-    return policy.max_cost_per_1k is None or estimate.expected_cost_per_1k <= policy.max_cost_per_1k
+    return bool(meets_thresholds(policy, estimate.expected_quality, estimate.expected_cost_per_1k))
 
 
 def _sort_key(preference: RoutingPreference):

@@ -86,3 +86,22 @@ def test_the_simulators_truth_reads_the_table(latency_means_quality):
     truth = {m.id: ModelTruth({t: 0.5 + 0.05 * i for t in TaskType}, latency_ms=100.0 * (10 - i)) for i, m in enumerate(registry.models)}
     for task in TaskType:
         assert true_best(registry, truth, task, LATENCY) == true_best(registry, truth, task, QUALITY)
+
+
+def test_thompson_sampling_takes_its_draws_and_plausibility_from_the_learning_settings():
+    pytest.importorskip("polars")
+    import dataclasses
+
+    from routing_pipelines.learning.candidates import best_probabilities
+    from routing_pipelines.learning.posteriors import posteriors_as_of
+
+    registry = ModelRegistry.load_default()
+    posteriors, _ = posteriors_as_of(None, dt.date(2026, 1, 1), registry)
+    few = dataclasses.replace(registry, learning=dataclasses.replace(registry.learning, thompson_draws=300))
+    assert best_probabilities(posteriors, few, seed=2) == best_probabilities(posteriors, registry, draws=300, seed=2)
+    assert best_probabilities(posteriors, few, seed=2) != best_probabilities(posteriors, registry, seed=2)
+    # Requiring eligibility in every draw leaves only models certain to pass the thresholds.
+    strict = dataclasses.replace(registry, learning=dataclasses.replace(registry.learning, plausibly_eligible=1.0))
+    loose_cells = best_probabilities(posteriors, registry, seed=2)
+    strict_cells = best_probabilities(posteriors, strict, seed=2)
+    assert sum(map(len, strict_cells.values())) < sum(map(len, loose_cells.values()))

@@ -306,3 +306,12 @@ def test_learning_settings_built_in_code_are_checked_too():
 
     with pytest.raises(ValueError, match=r"LearningSettings: field 'evaluation_window_days' = 0 must be within \[1, 3650\]"):
         LearningSettings(evaluation_window_days=0)
+
+
+def test_the_readmes_registry_example_loads(write_registry):
+    from conftest import PROJECT_ROOT
+
+    readme = (PROJECT_ROOT / "README.md").read_text(encoding="utf-8")
+    example = readme.split("## The registry", 1)[1].split("```toml\n", 1)[1].split("```", 1)[0]
+    registry = ModelRegistry.load(write_registry(example))
+    assert registry.learning.credible_level == 0.9 and registry.learning.half_life_days == 14

@@ -7,7 +7,7 @@ import polars as pl
 
 from routing_pipelines.learning.posteriors import families as posterior_families
 from routing_runtime.registry import ModelRegistry
-from routing_runtime.rules import PREFERENCES, ModelEstimate, RuleRow, build_rules, registry_estimates
+from routing_runtime.rules import PREFERENCES, ModelEstimate, RuleRow, build_rules, meets_thresholds, registry_estimates
 from routing_runtime.ruleset import RuleSet
 from routing_runtime.types import Cell, TaskType, all_cells
 
@@ -48,9 +48,7 @@ def best_probabilities(
         cost_per_1k = cost / sub["tokens_mean"].to_numpy() * 1000.0
         # Eligibility is judged per draw, so a model whose quality is uncertain near the threshold
         # keeps a chance (and the exploration floor) instead of being cut off by one unlucky day.
-        meets_threshold = (quality >= policy.min_quality_score) & enabled
-        if policy.max_cost_per_1k is not None:
-            meets_threshold &= cost_per_1k <= policy.max_cost_per_1k
+        meets_threshold = meets_thresholds(policy, quality, cost_per_1k) & enabled
         for preference, spec in PREFERENCES.items():
             objective = spec.objective(quality, cost, latency)
             eligible = meets_threshold if spec.uses_thresholds else np.broadcast_to(enabled, objective.shape)
@@ -103,7 +101,14 @@ def coverage_problems(rows: list[RuleRow]) -> list[str]:
 
 
 def rows_by_cell(rows: list[RuleRow]) -> dict[Cell, list[RuleRow]]:
-    """Rule rows grouped by their cell, in their given order."""
+    """Rule rows grouped by their cell, in their given order.
+
+    >>> from routing_runtime.registry import ModelRegistry
+    >>> rows = build_rules(registry_estimates(ModelRegistry.load_default()), ModelRegistry.load_default())
+    >>> cells = rows_by_cell(rows)
+    >>> sorted(cells) == sorted(all_cells()), cells[all_cells()[0]][0].priority
+    (True, 1)
+    """
     grouped: dict[Cell, list[RuleRow]] = {}
     for r in rows:
         grouped.setdefault(Cell(r.task_type, r.preference), []).append(r)

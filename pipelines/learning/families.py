@@ -57,6 +57,9 @@ def _check_level(level: float) -> tuple[float, float]:
 class _Family:
     """Parameter columns in and out of a frame: ``<name>_<parameter>``."""
 
+    #: Fields that are not posterior parameters, kept out of :meth:`columns`.
+    DERIVED: ClassVar[frozenset[str]] = frozenset()
+
     def columns(self, name: str) -> dict[str, np.ndarray]:
         """The parameters as frame columns named ``<name>_<parameter>``."""
         return {f"{name}_{f.name}": getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in self.DERIVED}
@@ -67,8 +70,6 @@ class _Family:
         column name to array-like, e.g. a Polars DataFrame)."""
         params = {f.name: np.asarray(frame[f"{name}_{f.name}"], dtype=float) for f in dataclasses.fields(cls) if f.name not in cls.DERIVED}
         return cls(**params, **extra)
-
-    DERIVED: ClassVar[frozenset[str]] = frozenset()
 
 
 @dataclass(frozen=True)

@@ -37,7 +37,14 @@ class PosteriorFamilies(NamedTuple):
 
 
 def families(posteriors: pl.DataFrame) -> PosteriorFamilies:
-    """The quality, latency and cost families stored in a frame from :func:`compute_posteriors`."""
+    """The quality, latency and cost families stored in a frame from :func:`compute_posteriors`.
+
+    >>> import datetime as dt
+    >>> frame, _ = posteriors_as_of(None, dt.date(2026, 1, 1), ModelRegistry.load_default())
+    >>> fam = families(frame)
+    >>> bool((fam.latency.mean == frame["latency_mean_ms"].to_numpy()).all())
+    True
+    """
     return PosteriorFamilies(
         quality=BetaQuality.from_frame(posteriors, "quality"),
         latency=NormalInverseGammaLog.from_frame(posteriors, "latency"),

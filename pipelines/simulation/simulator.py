@@ -20,7 +20,7 @@ from pathlib import Path
 from routing_runtime import ModelRouter, RoutingPreference, TaskType
 from routing_runtime.admin import initialise
 from routing_runtime.registry import ModelConfig, ModelRegistry
-from routing_runtime.rules import NO_ELIGIBLE_FALLBACK, PREFERENCES
+from routing_runtime.rules import NO_ELIGIBLE_FALLBACK, PREFERENCES, meets_thresholds
 
 EVENT_KINDS = ("quality_drop", "add_model", "price_change", "disable_model")
 
@@ -116,11 +116,8 @@ def true_best(registry: ModelRegistry, truth: dict[str, ModelTruth], task: TaskT
 
     eligible = [
         m for m in enabled
-        if not PREFERENCES[preference].uses_thresholds or (
-            truth[m.id].quality[task] >= policy.min_quality_score
-            and (policy.max_cost_per_1k is None
-                 or true_cost(registry, truth[m.id], m, task) / policy.typical_tokens * 1000 <= policy.max_cost_per_1k)
-        )
+        if not PREFERENCES[preference].uses_thresholds
+        or meets_thresholds(policy, truth[m.id].quality[task], true_cost(registry, truth[m.id], m, task) / policy.typical_tokens * 1000)
     ]
     pool = eligible or enabled
     return max(pool, key=lambda m: score(preference if eligible else NO_ELIGIBLE_FALLBACK, m)).id
