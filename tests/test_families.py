@@ -121,6 +121,7 @@ def test_the_posterior_frame_has_an_interval_around_every_estimate():
         ("quality_mean", "quality_ci_low", "quality_ci_high"),
         ("latency_mean_ms", "latency_ci_low_ms", "latency_ci_high_ms"),
         ("cost_mean_usd", "cost_ci_low_usd", "cost_ci_high_usd"),
+        ("cost_per_1k_usd", "cost_per_1k_ci_low_usd", "cost_per_1k_ci_high_usd"),
         *[(f"p_{o}", f"p_{o}_ci_low", f"p_{o}_ci_high") for o in ("success", "partial", "failure")],
     ]:
         assert frame.filter((pl.col(low) > pl.col(mean)) | (pl.col(mean) > pl.col(high))).height == 0, mean

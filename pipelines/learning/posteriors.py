@@ -10,7 +10,7 @@
 
 Every estimate in the frame has its central credible interval (``credible_level``):
 ``quality_ci_low/high``, ``latency_ci_low/high_ms``, ``cost_ci_low/high_usd``,
-``p_<outcome>_ci_low/high``. :func:`families` reads the families back from the frame.
+``cost_per_1k_ci_low/high_usd`` (at the expected tokens per request), ``p_<outcome>_ci_low/high``. :func:`families` reads the families back from the frame.
 """
 
 from __future__ import annotations
@@ -135,7 +135,8 @@ def compute_posteriors(totals: pl.DataFrame, registry: ModelRegistry) -> pl.Data
         **cost.columns("cost"), **estimate("cost", cost, "_usd"),
         "cost_charged_share": charged,
         "tokens_mean": tokens,
-        "cost_per_1k_usd": cost_mean / np.maximum(tokens, 1.0) * 1000.0,
+        **{f"cost_per_1k{suffix}_usd": values / np.maximum(tokens, 1.0) * 1000.0
+           for suffix, values in zip(("", "_ci_low", "_ci_high"), (cost_mean, *cost.interval(level)))},
     }
     return frame.select("model_id", "task_type", "is_specialized", "is_enabled", "prior_quality", "prior_mean", "n_raw", "n").with_columns(
         pl.Series(name, values) for name, values in columns.items()
