@@ -17,6 +17,7 @@ from pathlib import Path
 from routing_pipelines import logs
 from routing_pipelines.lake import QUARANTINE, Lake
 from routing_runtime.admin import registry_from_db
+from routing_runtime.registry import LearningSettings, RegistryError
 
 DAILY_MODEL_STATS = "daily_model_stats"
 
@@ -69,7 +70,10 @@ def plan_run(home: Path, conn: sqlite3.Connection, as_of: dt.date, learned_throu
         start = min([*stale, as_of])
     nothing_new = not explicit and not stale and learned_through is not None and as_of <= learned_through
     problems = []
-    max_run_days = registry_from_db(conn).learning.max_run_days
+    try:
+        max_run_days = registry_from_db(conn).learning.max_run_days
+    except RegistryError:  # a bad stored model fails the run's first step, which names it with the fix
+        max_run_days = LearningSettings().max_run_days
     earliest = as_of - dt.timedelta(days=max_run_days - 1)
     if start < earliest:
         left_out = sorted(d for d in (set(stale) | set(sources)) if d < earliest and (d in stale or learned_through is None))

@@ -539,6 +539,28 @@ def test_first_learn_starts_where_the_evidence_starts_and_skips_empty_days(tmp_p
     assert outcomes_seen(home) == 6
 
 
+def test_the_run_window_is_the_registrys_max_run_days(tmp_path: Path):
+    import dataclasses
+
+    from routing_runtime.registry import ModelRegistry
+
+    default = ModelRegistry.load_default()
+    registry = dataclasses.replace(default, learning=dataclasses.replace(default.learning, max_run_days=10))
+    registry_file = tmp_path / "registry.toml"
+    registry_file.write_text(registry.to_toml())
+    home = tmp_path / "home"
+    initialise(home, registry_file)
+    traffic(home, D3 - dt.timedelta(days=30), n=3)
+    traffic(home, D3, n=3)
+    conn = sqlite3.connect(home / "routing.db")
+    try:
+        planned = plan.plan_run(home, conn, D3, None, explicit=False)
+    finally:
+        conn.close()
+    assert planned.start == D3 - dt.timedelta(days=9)
+    assert any("10-day window" in p for p in planned.problems), planned.problems
+
+
 def test_one_decision_stamped_long_ago_does_not_make_the_first_learn_cover_years(tmp_path: Path):
     """Regression: one decision stamped 2025-01-01 made the first learn cover 700 days (148 s)."""
     home = tmp_path / "home"
