@@ -82,11 +82,12 @@ def posterior_problems(frame: pl.DataFrame) -> list[str]:
 
 
 @dg.asset(name=names.SPECIALIST_VS_GENERALIST, kinds={"scipy", "polars"}, group_name="reports", pool=POOL)
-def specialist_vs_generalist(model_posteriors: Posteriors) -> dg.Output[SpecialistComparison]:
+def specialist_vs_generalist(routing_home: RoutingHome, model_posteriors: Posteriors) -> dg.Output[SpecialistComparison]:
     """Per task type: the best specialist against the best generalist, and the posterior probability
     that the specialist is better: the learned specialist-vs-generalist preference."""
     as_of = model_posteriors.as_of
-    frame = posteriors.specialist_comparison(model_posteriors.frame, seed=_seed(as_of))
+    draws = routing_home.registry().learning.thompson_draws
+    frame = posteriors.specialist_comparison(model_posteriors.frame, draws=draws, seed=_seed(as_of))
     return dg.Output(SpecialistComparison(as_of, frame), metadata={
         "comparison": dg.MetadataValue.md(_markdown(frame.with_columns(pl.col(pl.Float64).round(3)))),
     })
@@ -116,20 +117,18 @@ def rules_coverage(candidate_routing_rules: CandidateRules) -> dg.AssetCheckResu
     return dg.AssetCheckResult(passed=not problems, metadata={"problems": len(problems), "examples": "; ".join(problems[:5])})
 
 
-EVALUATION_WINDOW_DAYS = 7
-
-
 @dg.asset(
     name=names.POLICY_EVALUATION, deps=[names.ROUTING_DECISIONS, names.MODEL_PERFORMANCE],
     kinds={"polars", "parquet"}, group_name="reports", pool=POOL,
 )
 def policy_evaluation(routing_home: RoutingHome, candidate_routing_rules: CandidateRules) -> dg.Output[PolicyEvaluation]:
-    """Off-policy evaluation of the candidate rules on the last 7 days of logged decisions: the
+    """Off-policy evaluation of the candidate rules on the last days of logged decisions (the registry's
+    ``evaluation_window_days``, default 7): the
     logged policy's mean quality next to IPS and self-normalised IPS estimates of what the candidate
     rules would have achieved, using the propensity every decision recorded. The publication
     records the estimate with the rule set."""
     as_of = candidate_routing_rules.as_of
-    since = as_of - dt.timedelta(days=EVALUATION_WINDOW_DAYS - 1)
+    since = as_of - dt.timedelta(days=routing_home.registry().learning.evaluation_window_days - 1)
     decisions = routing_home.lake.scan_days(names.ROUTING_DECISIONS, as_of)
     performance = routing_home.lake.scan_days(names.MODEL_PERFORMANCE, as_of)
     if decisions is None or performance is None:

@@ -106,11 +106,12 @@ def daily_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinitio
         held = []
         with routing_home.open_store() as db:
             build = plan.days_to_build(routing_home.path, db, context.partition_keys)
+            max_share = db.registry().learning.max_quarantined_share
         for day, source in build:
             frame = lake.read_partition(logs.PERFORMANCE, day)
             frame = frame if frame is not None else logs.empty(logs.PERFORMANCE)
             bad = invalid_rows(lake, day)
-            reason = held_reason(lake, day, frame.height, bad, accepted=bool(source and source["accepted"]))
+            reason = held_reason(lake, day, frame.height, bad, accepted=bool(source and source["accepted"]), max_share=max_share)
             stats = statistics.daily_stats(frame.head(0) if reason else frame)
             lake.write_partition(
                 names.DAILY_MODEL_STATS, day, stats,
@@ -138,10 +139,6 @@ def daily_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinitio
     return [routing_decisions, model_performance, daily_model_stats]
 
 
-#: A day whose outcome rows are mostly quarantined is held out of learning: its logging is broken.
-MAX_QUARANTINED_SHARE = 0.5
-
-
 def invalid_rows(lake: Lake, day: dt.date) -> int:
     """The outcome rows of ``day`` that failed validation (duplicates of a valid row not counted)."""
     quarantined = lake.read_partition(logs.PERFORMANCE, day, QUARANTINE)
@@ -150,12 +147,12 @@ def invalid_rows(lake: Lake, day: dt.date) -> int:
     return logs.DayBatch(valid=quarantined.head(0), quarantined=quarantined).invalid_rows
 
 
-def held_reason(lake: Lake, day: dt.date, valid_rows: int, invalid: int, *, accepted: bool) -> str | None:
-    """Why ``day``'s outcomes are held out of learning (more than half of its rows failed
-    validation), or None. An accepted quarantine (``routing learn --accept-quarantine DAY``)
+def held_reason(lake: Lake, day: dt.date, valid_rows: int, invalid: int, *, accepted: bool, max_share: float) -> str | None:
+    """Why ``day``'s outcomes are held out of learning (more than ``max_share`` of its rows failed
+    validation: its logging is broken), or None. An accepted quarantine (``routing learn --accept-quarantine DAY``)
     learns the valid rows."""
     total = valid_rows + invalid
-    if accepted or not total or invalid / total <= MAX_QUARANTINED_SHARE:
+    if accepted or not total or invalid / total <= max_share:
         return None
     quarantined = lake.read_partition(logs.PERFORMANCE, day, QUARANTINE)
     batch = logs.DayBatch(valid=quarantined.head(0), quarantined=quarantined)

@@ -48,8 +48,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from routing_runtime import RoutingPreference, TaskType, classify_task, store
+from routing_runtime import RoutingPreference, classify_task, store
 from routing_runtime.admin import initialise
+from routing_runtime.types import all_cells
 from routing_runtime.router import ModelRouter, new_id
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -474,7 +475,7 @@ def main(argv: list[str] | None = None) -> int:
         home = tmp / "home"
         initialise(home)
         router = ModelRouter.open(home, seed=0)
-        combos = [(t, p) for t in TaskType for p in RoutingPreference]
+        combos = all_cells()
 
         # Decisions for record_performance to answer, made (untimed) before anything is timed.
         decision_ids = [router.select_model(t, p).decision_id for t, p in _cycle(combos, total)]

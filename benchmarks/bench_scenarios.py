@@ -24,7 +24,7 @@ Per scenario and seed ``s`` (seeds ``--seed`` … ``--seed + --seeds - 1``):
   of half the prior mean (so the sd of the mean is 0.5 × prior / √(n + 1)); draws are clipped at
   1% of the prior mean so a draw is never free or instant. Per draw: eligible = sampled quality ≥
   the task's ``min_quality_score`` (and sampled cost per 1k ≤ ``max_cost_per_1k`` where set), the
-  preference's objective over eligible models (``routing_runtime.rules.preference_score``: quality,
+  preference's objective over eligible models (``routing_runtime.rules.PREFERENCES``: quality,
   −cost, quality / cost, −latency), the highest sampled quality when none is eligible; argmax.
   Posteriors frozen for the day (batched), updated each night; no forgetting, no exploration
   floor, no change detection.
@@ -88,7 +88,7 @@ ROOT = Path(__file__).resolve().parent.parent
 from routing_pipelines.simulation.report import CELLS, convergence, day_figures, reactions, static_policy  # noqa: E402
 from routing_pipelines.simulation.scenarios import SHIPPED, load_scenario  # noqa: E402
 from routing_pipelines.simulation.simulator import DayResult, Scenario, SimulationResult, _apply, simulate, true_best, true_cost  # noqa: E402
-from routing_runtime.rules import preference_score  # noqa: E402
+from routing_runtime.rules import PREFERENCES, meets_thresholds  # noqa: E402
 from routing_runtime.types import RoutingPreference, TaskType  # noqa: E402
 
 TASKS = list(TaskType)
@@ -267,13 +267,12 @@ def _best(pref: RoutingPreference, q: np.ndarray, c: np.ndarray, lat: np.ndarray
           rng: np.random.Generator | None) -> np.ndarray:
     """Per row (a draw, or the point estimates), the column of the best eligible model; the
     highest quality where none is eligible. ``rng``: break exact ties at random (point estimates)."""
-    if pref is RoutingPreference.QUALITY:
+    spec = PREFERENCES[pref]
+    if not spec.uses_thresholds:
         eligible = np.ones(q.shape, dtype=bool)
     else:
-        eligible = q >= policy.min_quality_score
-        if policy.max_cost_per_1k is not None:
-            eligible &= c / typical_tokens * 1000.0 <= policy.max_cost_per_1k
-    score = preference_score(pref, q, c, lat) if pref is not RoutingPreference.BALANCED else q / np.maximum(c, 1e-12)
+        eligible = meets_thresholds(policy, q, c / typical_tokens * 1000.0)
+    score = spec.objective(q, c, lat)
     score = np.where(eligible, score, -np.inf)
     none = ~eligible.any(axis=1)
     score = np.where(none[:, None], q, score)

@@ -16,11 +16,9 @@ from pathlib import Path
 from routing_pipelines import logs
 from routing_pipelines.lake import QUARANTINE, Lake
 from routing_runtime.store import LearnedDay, Store
+from routing_runtime.registry import LearningSettings, RegistryError
 
 DAILY_MODEL_STATS = "daily_model_stats"
-#: The most days one run builds. Each day of a run's range costs Dagster about 60 ms even when
-#: it is empty, and at the default 30-day half-life a day 120 days old weighs 1/16.
-MAX_RUN_DAYS = 120
 
 
 @dataclass
@@ -84,13 +82,17 @@ def plan_run(
         and not any(learned_through < d <= as_of for d in sources)
     )
     problems = []
-    earliest = as_of - dt.timedelta(days=MAX_RUN_DAYS - 1)
+    try:
+        max_run_days = store.registry().learning.max_run_days
+    except RegistryError:  # a bad stored model fails the run's first step, which names it with the fix
+        max_run_days = LearningSettings().max_run_days
+    earliest = as_of - dt.timedelta(days=max_run_days - 1)
     if start < earliest:
         left_out = sorted(d for d in (set(stale) | set(sources)) if d < earliest and (d in stale or learned_through is None))
         if left_out:
             problems.append(
                 f"{len(left_out)} day(s) with evidence before {earliest} ({left_out[0]} … {left_out[-1]}) are outside this"
-                f" run's {MAX_RUN_DAYS}-day window and not learned: `routing learn --as-of {left_out[-1]}` learns them"
+                f" run's {max_run_days}-day window and not learned: `routing learn --as-of {left_out[-1]}` learns them"
                 " (a backfill), then a plain `routing learn` brings the rules up to date"
             )
         start = earliest

@@ -8,8 +8,10 @@ import sys
 from collections.abc import Sequence
 
 from routing_runtime.store import StoreError
+from routing_runtime.rules import PREFERENCES
 from routing_runtime.types import RoutingPreference, TaskType
 
+_PREFERENCE_HELP = "; ".join(f"{p.value}: {spec.description}" for p, spec in PREFERENCES.items())
 PIPELINE_EXTRA_HINT = "routing learn needs the [pipeline] extra: pip install 'routing-runtime[pipeline]'"
 
 
@@ -30,7 +32,7 @@ def _parser() -> argparse.ArgumentParser:
     select = commands.add_parser("select", parents=[home], help="choose a model for a prompt and record the decision")
     select.add_argument("text", metavar="TEXT", help="the prompt (classified unless --task is given)")
     select.add_argument("--task", choices=[t.value for t in TaskType], help="task type; skips classification")
-    select.add_argument("--preference", default="balanced", choices=[p.value for p in RoutingPreference])
+    select.add_argument("--preference", default="balanced", choices=[p.value for p in RoutingPreference], help=_PREFERENCE_HELP)
     select.add_argument("--agent-execution-id", help="the agent execution this request belongs to")
     select.add_argument("--exclude", action="append", default=[], metavar="MODEL", help="model not to use (repeatable)")
     select.add_argument("--json", action="store_true", help="print the decision as JSON")
@@ -45,7 +47,7 @@ def _parser() -> argparse.ArgumentParser:
 
     rules = commands.add_parser("rules", parents=[home], help="show the published routing rules")
     rules.add_argument("--task", choices=[t.value for t in TaskType])
-    rules.add_argument("--preference", choices=[p.value for p in RoutingPreference])
+    rules.add_argument("--preference", choices=[p.value for p in RoutingPreference], help=_PREFERENCE_HELP)
     rules.add_argument("--json", action="store_true", help="print the documented JSON shape")
 
     status = commands.add_parser("status", parents=[home], help="what the home holds: rules in force, logs, learning state, inbox")

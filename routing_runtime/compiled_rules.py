@@ -14,8 +14,8 @@ from itertools import accumulate
 from collections import namedtuple
 
 from routing_runtime.home import NotInitialisedError
-from routing_runtime.rules import RuleKey, RuleRow, build_rules, registry_estimates
-from routing_runtime.types import RoutingPreference, TaskType
+from routing_runtime.rules import RuleRow, build_rules, registry_estimates
+from routing_runtime.types import Cell as RuleKey, RoutingPreference, TaskType, all_cells
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing
 if TYPE_CHECKING:
@@ -219,17 +219,15 @@ def check_usable(rule_set: RuleSet) -> None:
     where = f"rule set v{rule_set.version}" if rule_set.version is not None else "registry-order rules"
     cells: dict[RuleKey, list[RuleRow]] = {}
     for row in rule_set.rows:
-        cells.setdefault((row.task_type, row.preference), []).append(row)
-    for task in TaskType:
-        for preference in RoutingPreference:
-            rows = cells.get((task, preference), [])
-            cell = f"{task.value}/{preference.value}"
-            if not any(r.is_enabled for r in rows):
-                raise UnusableRuleSet(f"{where}: {cell} has no enabled model" if rows else f"{where}: {cell} has no rows")
-            models = [r.model_id for r in rows]
-            if len(set(models)) != len(models):
-                duplicate = next(m for m in models if models.count(m) > 1)
-                raise UnusableRuleSet(f"{where}: {cell} lists model_id={short_repr(duplicate)} twice")
+        cells.setdefault(RuleKey(row.task_type, row.preference), []).append(row)
+    for key in all_cells():
+        rows = cells.get(key, [])
+        if not any(r.is_enabled for r in rows):
+            raise UnusableRuleSet(f"{where}: {key.label} has no enabled model" if rows else f"{where}: {key.label} has no rows")
+        models = [r.model_id for r in rows]
+        if len(set(models)) != len(models):
+            duplicate = next(m for m in models if models.count(m) > 1)
+            raise UnusableRuleSet(f"{where}: {key.label} lists model_id={short_repr(duplicate)} twice")
 
 
 # ----------------------------------------------------------------------------- compiled form
@@ -326,11 +324,11 @@ class CompiledRules(namedtuple("CompiledRules", "rule_set note slots known_model
     def compile(cls, rule_set: RuleSet, note: str = "") -> CompiledRules:
         grouped: dict[RuleKey, list[RuleRow]] = {}
         for row in rule_set.rows:
-            grouped.setdefault((row.task_type, row.preference), []).append(row)
+            grouped.setdefault(RuleKey(row.task_type, row.preference), []).append(row)
         provenance = note or f"rule set v{rule_set.version}"
         slots = {
-            (t, p): _Slot.build(t, p, provenance, sorted(grouped.get((t, p), []), key=lambda r: r.priority))
-            for t in TaskType for p in RoutingPreference
+            key: _Slot.build(key.task_type, key.preference, provenance, sorted(grouped.get(key, []), key=lambda r: r.priority))
+            for key in all_cells()
         }
         return cls(rule_set, note, slots, frozenset(r.model_id for r in rule_set.rows))
 

@@ -6,6 +6,7 @@ Loaded from a TOML file (format in the README). Every field is checked; a bad fi
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -71,13 +72,101 @@ class TaskPolicy:
         return self.typical_input_tokens + self.typical_output_tokens
 
 
+def _setting(default: float, low: float, high: float = math.inf):
+    """A learning setting's default and its valid range (inclusive); ints stay whole numbers."""
+    return field(default=default, metadata={"low": low, "high": high})
+
+
 @dataclass(frozen=True, slots=True)
 class LearningSettings:
-    """Knobs of the nightly learning run."""
+    """Every knob of the nightly learning run, in one place. The registry's ``[learning]`` table
+    may set any field (``routing init`` stores them in the home); each is checked on creation,
+    and a bad value raises :class:`RegistryError` (a ``ValueError``) naming the field, the value
+    and the valid range.
 
-    half_life_days: float = 30.0
-    prior_pseudo_count: float = 10.0
-    exploration_floor: float = 0.05
+    Forgetting and priors:
+
+    * ``half_life_days`` (30): a day's evidence weighs 2^(-age / half-life).
+    * ``prior_pseudo_count`` (10): observations the registry's prior quality is worth.
+    * ``credible_level`` (0.90): the central probability of every posterior interval.
+
+    Publishing:
+
+    * ``exploration_floor`` (0.05): traffic spread over the models still in contention.
+    * ``thompson_draws`` (4000): posterior draws per task type for P(best) and the specialist comparison.
+    * ``plausibly_eligible`` (0.05): a model eligible in fewer draws than this share gets no traffic.
+    * ``evaluation_window_days`` (7): days of logged decisions the off-policy evaluation reads.
+
+    Change points (see ``routing_pipelines.learning.changes``): a day starts a new segment when it
+    differs by more than ``change_z_threshold`` (5) standard errors and, practically, quality by
+    more than ``change_min_quality_shift`` (0.10) or latency or cost by more than a factor
+    ``change_min_ratio_shift`` (1.5), both sides with at least ``change_min_day_count`` (20)
+    observations; evidence before it then weighs ``change_discount`` (0.02).
+
+    Runs: ``max_run_days`` (120) days at most per run; a day whose outcome rows are quarantined
+    beyond ``max_quarantined_share`` (0.5) is held out of learning.
+
+    >>> LearningSettings().half_life_days, LearningSettings(max_run_days=30).max_run_days
+    (30.0, 30)
+    >>> LearningSettings(exploration_floor=0.9)
+    Traceback (most recent call last):
+    ...
+    routing_runtime.registry.RegistryError: LearningSettings: field 'exploration_floor' = 0.9 must be within [0.0, 0.5]
+    """
+
+    half_life_days: float = _setting(30.0, 1e-6)
+    prior_pseudo_count: float = _setting(10.0, 1e-6)
+    exploration_floor: float = _setting(0.05, 0.0, 0.5)
+    credible_level: float = _setting(0.90, 0.5, 0.999)
+    thompson_draws: int = _setting(4000, 10, 1_000_000)
+    plausibly_eligible: float = _setting(0.05, 0.0, 1.0)
+    evaluation_window_days: int = _setting(7, 1, 3650)
+    change_z_threshold: float = _setting(5.0, 0.0)
+    change_min_quality_shift: float = _setting(0.10, 0.0, 1.0)
+    change_min_ratio_shift: float = _setting(1.5, 1.0)
+    change_min_day_count: int = _setting(20, 1)
+    change_discount: float = _setting(0.02, 0.0, 1.0)
+    max_run_days: int = _setting(120, 1, 36500)
+    max_quarantined_share: float = _setting(0.5, 0.0, 1.0)
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            # Frozen: normalise through object.__setattr__ (a whole 14 becomes 14.0 for a float field).
+            object.__setattr__(self, f.name, _check_setting(f, getattr(self, f.name), "LearningSettings"))
+
+    @classmethod
+    def from_table(cls, table: object, where: str) -> LearningSettings:
+        """Settings from a registry's ``[learning]`` table: unset fields keep their defaults;
+        errors (:class:`RegistryError`) name ``where`` and the field.
+
+        >>> LearningSettings.from_table({"half_life_days": 14}, "registry.toml: [learning]").half_life_days
+        14.0
+        >>> LearningSettings.from_table({"max_run_days": 1.5}, "registry.toml: [learning]")
+        Traceback (most recent call last):
+        ...
+        routing_runtime.registry.RegistryError: registry.toml: [learning]: field 'max_run_days' = 1.5 must be a whole number
+        """
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        table = _check_keys(table, set(fields), where)
+        checked = {name: _check_setting(fields[name], value, where) for name, value in table.items()}
+        return cls(**checked)  # type: ignore[arg-type]  # each value was checked against its field's type
+
+    def toml_lines(self) -> list[str]:
+        """The ``[learning]`` table that loads back to these settings."""
+        return ["[learning]", *(f"{f.name} = {getattr(self, f.name)!r}" for f in dataclasses.fields(self))]
+
+
+def _check_setting(f: dataclasses.Field, value: object, where: str) -> float | int:
+    """``value`` as field ``f`` of :class:`LearningSettings` holds it, or RegistryError naming it."""
+    whole = isinstance(f.default, int)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise _fail(where, f"field {f.name!r} = {value!r} must be a number")
+    if whole and value != int(value):
+        raise _fail(where, f"field {f.name!r} = {value!r} must be a whole number")
+    low, high = f.metadata["low"], f.metadata["high"]
+    if not low <= value <= high:
+        raise _fail(where, f"field {f.name!r} = {value!r} must be within [{low}, {high}]")
+    return int(value) if whole else float(value)
 
 
 @dataclass(frozen=True)
@@ -136,9 +225,7 @@ class ModelRegistry:
         out = []
         for task, policy in self.task_policies.items():
             out += [f"[tasks.{task.value}]", *policy_lines(policy), ""]
-        learning = self.learning
-        out += ["[learning]", f"half_life_days = {learning.half_life_days!r}", f"prior_pseudo_count = {learning.prior_pseudo_count!r}",
-                f"exploration_floor = {learning.exploration_floor!r}", ""]
+        out += [*self.learning.toml_lines(), ""]
         for m in self.models:
             out.append("[[models]]")
             for name in ModelConfig.__slots__:
@@ -197,7 +284,6 @@ _MODEL_FIELDS = {
     "prior_quality", "typical_latency_ms", "enabled", "off_specialty_prior_quality",
 }
 _POLICY_FIELDS = {"min_quality_score", "max_cost_per_1k", "typical_input_tokens", "typical_output_tokens"}
-_LEARNING_FIELDS = {"half_life_days", "prior_pseudo_count", "exploration_floor"}
 _TOP_LEVEL = {"defaults", "tasks", "learning", "models"}
 
 
@@ -311,13 +397,7 @@ def _parse(data: dict, source: str) -> ModelRegistry:
     for task in TaskType:
         policies[task] = _parse_policy(tasks.get(task.value, {}), f"{source}: [tasks.{task.value}]", base)
 
-    learning_table = _check_keys(data.get("learning", {}), _LEARNING_FIELDS, f"{source}: [learning]")
-    where = f"{source}: [learning]"
-    learning = LearningSettings(
-        half_life_days=_number(learning_table, "half_life_days", where, low=1e-6, default=30.0),
-        prior_pseudo_count=_number(learning_table, "prior_pseudo_count", where, low=1e-6, default=10.0),
-        exploration_floor=_number(learning_table, "exploration_floor", where, high=0.5, default=0.05),
-    )
+    learning = LearningSettings.from_table(data.get("learning", {}), f"{source}: [learning]")
 
     raw_models = data.get("models", [])
     if not isinstance(raw_models, list) or not raw_models:

@@ -2,20 +2,96 @@
 
 Pure functions over plain data, shared by ``routing init`` (estimates from registry priors)
 and the nightly learning run (estimates from posteriors, probabilities from Thompson sampling).
+:data:`PREFERENCES` is the one place a preference's meaning is written: the runtime's ranking,
+the learning run's Thompson sampling, the simulator's truth and the benchmarks all read it.
 """
 
 from __future__ import annotations
 
 from collections import namedtuple
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
-from routing_runtime.types import RoutingPreference, TaskType
+from routing_runtime.types import Cell, RoutingPreference, TaskType, all_cells
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing
 if TYPE_CHECKING:
     from routing_runtime.registry import ModelRegistry, TaskPolicy
 
-RuleKey = tuple  # (TaskType, RoutingPreference)
+#: Costs below this (USD per request) count as this much in a quality-per-dollar ratio, so a
+#: free model ranks by its quality among free models instead of dividing by zero.
+MIN_COST_USD = 1e-12
+
+
+def _at_least(value, floor: float):
+    """``max(value, floor)`` for a number, element-wise for a NumPy array or Polars series."""
+    return max(value, floor) if isinstance(value, (int, float)) else value.clip(floor)
+
+
+class PreferenceSpec(namedtuple("PreferenceSpec", "objective uses_thresholds summary")):
+    """What one :class:`RoutingPreference` means.
+
+    ``objective(quality, cost_usd, latency_ms)``: higher is better; it takes numbers or
+    NumPy arrays (element-wise, as Thompson sampling applies it to posterior draws).
+    ``uses_thresholds``: only eligible models (``min_quality_score``, ``max_cost_per_1k``) are
+    ranked by the objective; ``False`` ranks every enabled model. ``summary``: the objective in
+    words, as selection reasons say it.
+
+    >>> spec = PREFERENCES[RoutingPreference.BALANCED]
+    >>> spec.objective(0.8, 0.002, 900.0)
+    400.0
+    >>> spec.description
+    'highest expected quality per dollar among eligible models'
+    >>> PREFERENCES[RoutingPreference.QUALITY].description
+    'highest expected quality, thresholds ignored'
+    """
+
+    __slots__ = ()
+
+    objective: Callable
+    uses_thresholds: bool
+    summary: str
+
+    @property
+    def description(self) -> str:
+        """One line for help texts: the objective and whether thresholds apply."""
+        return f"{self.summary} among eligible models" if self.uses_thresholds else f"{self.summary}, thresholds ignored"
+
+
+#: The meaning of every preference (README, "What each preference means"). Adding a member
+#: to :class:`RoutingPreference` needs an entry here; the check below fails loudly otherwise.
+PREFERENCES: Mapping[RoutingPreference, PreferenceSpec] = {
+    RoutingPreference.QUALITY: PreferenceSpec(
+        lambda quality, cost, latency: quality, False, "highest expected quality"),
+    RoutingPreference.COST_EFFICIENT: PreferenceSpec(
+        lambda quality, cost, latency: -cost, True, "lowest expected cost"),
+    RoutingPreference.BALANCED: PreferenceSpec(
+        lambda quality, cost, latency: quality / _at_least(cost, MIN_COST_USD), True, "highest expected quality per dollar"),
+    RoutingPreference.LATENCY: PreferenceSpec(
+        lambda quality, cost, latency: -latency, True, "lowest expected latency"),
+}
+
+
+def check_preferences_complete(specs: Mapping[RoutingPreference, PreferenceSpec] = PREFERENCES) -> None:
+    """Raise ``RuntimeError`` unless ``specs`` covers :class:`RoutingPreference` exactly.
+
+    >>> check_preferences_complete()
+    >>> check_preferences_complete({})  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    RuntimeError: routing_runtime.rules.PREFERENCES has no spec for quality, cost_efficient, balanced, latency: ...
+    """
+    missing = [p.value for p in RoutingPreference if p not in specs]
+    extra = [str(p) for p in specs if p not in set(RoutingPreference)]
+    if missing:
+        raise RuntimeError(
+            f"routing_runtime.rules.PREFERENCES has no spec for {', '.join(missing)}:"
+            " add a PreferenceSpec (objective, uses_thresholds, summary) for each there"
+        )
+    if extra:
+        raise RuntimeError(f"routing_runtime.rules.PREFERENCES has specs for unknown preferences: {', '.join(extra)}")
+
+
+check_preferences_complete()
 
 
 # Plain named tuples rather than dataclasses: `import routing_runtime` stays cheap.
@@ -41,34 +117,42 @@ class RuleRow(namedtuple(
     __slots__ = ()
 
 
+def meets_thresholds(policy: TaskPolicy, quality, cost_per_1k):
+    """Quality at least ``min_quality_score`` and cost per 1k tokens at most ``max_cost_per_1k``
+    (when set): a bool for numbers, element-wise for NumPy arrays of posterior draws.
+
+    >>> from routing_runtime.registry import TaskPolicy
+    >>> policy = TaskPolicy(min_quality_score=0.7, max_cost_per_1k=0.01, typical_input_tokens=1000, typical_output_tokens=500)
+    >>> meets_thresholds(policy, 0.8, 0.005), meets_thresholds(policy, 0.8, 0.02), meets_thresholds(policy, 0.6, 0.005)
+    (True, False, False)
+    """
+    ok = quality >= policy.min_quality_score
+    if policy.max_cost_per_1k is not None:
+        ok = ok & (cost_per_1k <= policy.max_cost_per_1k)
+    return ok
+
+
 def is_eligible(estimate: ModelEstimate, policy: TaskPolicy, preference: RoutingPreference) -> bool:
-    """Enabled and within the task's thresholds; ``quality`` ignores the thresholds."""
+    """Enabled and, for a preference that uses them, within the task's thresholds."""
     if not estimate.is_enabled:
         return False
-    if preference is RoutingPreference.QUALITY:
+    if not PREFERENCES[preference].uses_thresholds:
         return True
-    if estimate.expected_quality < policy.min_quality_score:
-        return False
-    return policy.max_cost_per_1k is None or estimate.expected_cost_per_1k <= policy.max_cost_per_1k
-
-
-def preference_score(preference: RoutingPreference, quality: float, cost: float, latency: float) -> float:
-    """Higher is better: the objective of each preference (README.md, "What each preference means")."""
-    if preference is RoutingPreference.QUALITY:
-        return quality
-    if preference is RoutingPreference.COST_EFFICIENT:
-        return -cost
-    if preference is RoutingPreference.BALANCED:
-        return quality / max(cost, 1e-12)
-    return -latency
+    return bool(meets_thresholds(policy, estimate.expected_quality, estimate.expected_cost_per_1k))
 
 
 def _sort_key(preference: RoutingPreference):
+    objective = PREFERENCES[preference].objective
+
     # Specialists win ties, then higher quality, then the id, so the order is deterministic.
     def key(e: ModelEstimate):
-        score = preference_score(preference, e.expected_quality, e.expected_cost_usd, e.expected_latency_ms)
+        score = objective(e.expected_quality, e.expected_cost_usd, e.expected_latency_ms)
         return (-score, not e.is_specialized, -e.expected_quality, e.model_id)
     return key
+
+
+#: With no eligible model, the enabled ones rank by this preference's objective (highest Q).
+NO_ELIGIBLE_FALLBACK = RoutingPreference.QUALITY
 
 
 def rank(estimates: Iterable[ModelEstimate], policy: TaskPolicy, preference: RoutingPreference) -> list[tuple[ModelEstimate, bool]]:
@@ -78,7 +162,7 @@ def rank(estimates: Iterable[ModelEstimate], policy: TaskPolicy, preference: Rou
     eligible = sorted((e for e in estimates if is_eligible(e, policy, preference)), key=_sort_key(preference))
     ineligible = sorted(
         (e for e in estimates if e.is_enabled and not is_eligible(e, policy, preference)),
-        key=_sort_key(RoutingPreference.QUALITY),
+        key=_sort_key(NO_ELIGIBLE_FALLBACK),
     )
     disabled = sorted((e for e in estimates if not e.is_enabled), key=lambda e: e.model_id)
     return [(e, True) for e in eligible] + [(e, False) for e in ineligible] + [(e, False) for e in disabled]
@@ -87,43 +171,43 @@ def rank(estimates: Iterable[ModelEstimate], policy: TaskPolicy, preference: Rou
 def build_rules(
     estimates: Mapping[TaskType, Iterable[ModelEstimate]],
     registry: ModelRegistry,
-    best_probabilities: Mapping[RuleKey, Mapping[str, float]] | None = None,
+    best_probabilities: Mapping[Cell, Mapping[str, float]] | None = None,
 ) -> list[RuleRow]:
     """Rule rows for every (task type, preference).
 
-    ``best_probabilities[(task, preference)][model]`` is the probability that the model is the
+    ``best_probabilities[Cell(task, preference)][model]`` is the probability that the model is the
     best eligible one (e.g. from Thompson sampling, where eligibility itself is uncertain); without
     it the top-ranked model is taken as best. Selection probabilities mix it with the exploration
     floor. With no eligible model at all, the highest-quality enabled model gets all traffic.
     """
     floor = registry.learning.exploration_floor
     rows: list[RuleRow] = []
-    for task in TaskType:
+    by_task = {task: list(estimates.get(task, ())) for task in TaskType}
+    for cell in all_cells():
+        task, preference = cell
         policy = registry.policy(task)
-        task_estimates = list(estimates.get(task, ()))
-        for preference in RoutingPreference:
-            ranked = rank(task_estimates, policy, preference)
-            top = [e for e, ok in ranked if ok]
-            if top:
-                enabled_ids = {e.model_id for e, _ in ranked if e.is_enabled}
-                cell_best = (best_probabilities or {}).get((task, preference)) or {}
-                best = {m: p for m, p in cell_best.items() if m in enabled_ids}
-                key = _sort_key(preference)
-                tied = [e.model_id for e in top if key(e)[0] == key(top[0])[0]]
-                probabilities = _selection_probabilities([e.model_id for e in top], best, floor, tied)
-            else:
-                # No model eligible by its expected values: the highest-quality enabled one, alone.
-                fallback = next((e.model_id for e, _ in ranked if e.is_enabled), None)
-                probabilities = {fallback: 1.0} if fallback else {}
-            for priority, (e, ok) in enumerate(ranked, start=1):
-                rows.append(RuleRow(
-                    task_type=task, preference=preference, model_id=e.model_id, priority=priority,
-                    is_specialized=e.is_specialized, is_enabled=e.is_enabled, is_eligible=ok,
-                    min_quality_score=policy.min_quality_score, max_cost_per_1k=policy.max_cost_per_1k,
-                    selection_probability=round(probabilities.get(e.model_id, 0.0), 6),
-                    expected_quality=e.expected_quality, expected_cost_usd=e.expected_cost_usd,
-                    expected_latency_ms=e.expected_latency_ms, expected_cost_per_1k=e.expected_cost_per_1k,
-                ))
+        ranked = rank(by_task[task], policy, preference)
+        top = [e for e, ok in ranked if ok]
+        if top:
+            enabled_ids = {e.model_id for e, _ in ranked if e.is_enabled}
+            cell_best = (best_probabilities or {}).get(cell) or {}
+            best = {m: p for m, p in cell_best.items() if m in enabled_ids}
+            key = _sort_key(preference)
+            tied = [e.model_id for e in top if key(e)[0] == key(top[0])[0]]
+            probabilities = _selection_probabilities([e.model_id for e in top], best, floor, tied)
+        else:
+            # No model eligible by its expected values: the highest-quality enabled one, alone.
+            fallback = next((e.model_id for e, _ in ranked if e.is_enabled), None)
+            probabilities = {fallback: 1.0} if fallback else {}
+        for priority, (e, ok) in enumerate(ranked, start=1):
+            rows.append(RuleRow(
+                task_type=task, preference=preference, model_id=e.model_id, priority=priority,
+                is_specialized=e.is_specialized, is_enabled=e.is_enabled, is_eligible=ok,
+                min_quality_score=policy.min_quality_score, max_cost_per_1k=policy.max_cost_per_1k,
+                selection_probability=round(probabilities.get(e.model_id, 0.0), 6),
+                expected_quality=e.expected_quality, expected_cost_usd=e.expected_cost_usd,
+                expected_latency_ms=e.expected_latency_ms, expected_cost_per_1k=e.expected_cost_per_1k,
+            ))
     return rows
 
 

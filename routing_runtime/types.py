@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+from typing import NamedTuple
 
 
 class TaskType(str, enum.Enum):
@@ -31,6 +32,37 @@ class RoutingPreference(str, enum.Enum):
     COST_EFFICIENT = "cost_efficient"
     BALANCED = "balanced"
     LATENCY = "latency"
+
+
+class Cell(NamedTuple):
+    """One (task type, preference) cell: the unit rules, traffic and evaluations are kept per.
+
+    A named tuple, so it equals and hashes like the bare ``(task_type, preference)`` pair.
+
+    >>> cell = Cell(TaskType.MATH, RoutingPreference.LATENCY)
+    >>> cell.label
+    'math/latency'
+    >>> cell == (TaskType.MATH, RoutingPreference.LATENCY)
+    True
+    """
+
+    task_type: TaskType
+    preference: RoutingPreference
+
+    @property
+    def label(self) -> str:
+        """``task/preference``, the form messages and reports name a cell by."""
+        return f"{self.task_type.value}/{self.preference.value}"
+
+
+def all_cells() -> list[Cell]:
+    """Every cell, task types outer and preferences inner, in enum order.
+
+    >>> cells = all_cells()
+    >>> len(cells) == len(TaskType) * len(RoutingPreference), cells[0].label
+    (True, 'code_generation/quality')
+    """
+    return [Cell(task, preference) for task in TaskType for preference in RoutingPreference]
 
 
 class Outcome(str, enum.Enum):

@@ -21,7 +21,8 @@ def wheel(tmp_path_factory) -> zipfile.ZipFile:
     out = tmp_path_factory.mktemp("wheel")
     # Built from a copy: setuptools writes build/ and *.egg-info/ beside the sources it builds.
     source = tmp_path_factory.mktemp("source") / "repo"
-    shutil.copytree(REPO, source, ignore=shutil.ignore_patterns(".git", ".venv", "build", "*.egg-info", ".bench-*", "__pycache__", ".routing*"))
+    skip = shutil.ignore_patterns(".git", ".venv", "build", "*.egg-info", ".bench-*", "__pycache__", ".routing*")
+    shutil.copytree(REPO, source, ignore=skip)
     proc = subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(out), str(source)],
         capture_output=True, text=True, timeout=300,

@@ -240,3 +240,73 @@ def test_cli_init_with_bad_registry_leaves_existing_home_unchanged(tmp_path, wri
     after = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in home.iterdir() if p.is_file()}
     assert db.exists()
     assert after == before
+
+
+# ----------------------------------------------------------------------------- learning settings
+
+ALL_LEARNING = """
+[learning]
+half_life_days = 7
+prior_pseudo_count = 4.0
+exploration_floor = 0.1
+credible_level = 0.8
+thompson_draws = 500
+plausibly_eligible = 0.1
+evaluation_window_days = 3
+change_z_threshold = 4.0
+change_min_quality_shift = 0.2
+change_min_ratio_shift = 2.0
+change_min_day_count = 10
+change_discount = 0.1
+max_run_days = 60
+max_quarantined_share = 0.25
+
+"""
+
+
+def test_every_learning_setting_comes_from_the_registry_and_survives_the_home(write_registry, tmp_path):
+    from dataclasses import asdict, fields
+
+    from routing_runtime.registry import LearningSettings
+    from routing_runtime.store import Store
+
+    registry = ModelRegistry.load(write_registry(ALL_LEARNING + GOOD_MODEL))
+    learning = registry.learning
+    assert {f.name for f in fields(LearningSettings)} == set(asdict(learning))
+    assert all(getattr(learning, f.name) != f.default for f in fields(LearningSettings)), "the file sets every field"
+    assert learning.max_run_days == 60 and isinstance(learning.max_run_days, int)
+    assert learning.half_life_days == 7.0 and isinstance(learning.half_life_days, float)
+    again = ModelRegistry.load(write_registry(registry.to_toml(), name="again.toml"))
+    assert again.learning == learning
+    home = tmp_path / "home"
+    initialise(home, write_registry(ALL_LEARNING + GOOD_MODEL, name="home.toml"))
+    with Store.open_home(home) as db:
+        assert db.registry().learning == learning
+
+
+@pytest.mark.parametrize("body, message", [
+    ("max_run_days = 0", "field 'max_run_days' = 0 must be within [1, 36500]"),
+    ("thompson_draws = 100.5", "field 'thompson_draws' = 100.5 must be a whole number"),
+    ("credible_level = 1.0", "field 'credible_level' = 1.0 must be within [0.5, 0.999]"),
+    ("change_discount = \"none\"", "field 'change_discount' = 'none' must be a number"),
+    ("max_quarantined_share = nan", "field 'max_quarantined_share' = nan must be a number"),
+])
+def test_a_bad_learning_setting_is_named_with_its_value_and_range(write_registry, body, message):
+    text, path = _load_error(write_registry, f"[learning]\n{body}\n\n" + GOOD_MODEL)
+    assert path in text and "[learning]" in text and message in text
+
+
+def test_learning_settings_built_in_code_are_checked_too():
+    from routing_runtime.registry import LearningSettings
+
+    with pytest.raises(ValueError, match=r"LearningSettings: field 'evaluation_window_days' = 0 must be within \[1, 3650\]"):
+        LearningSettings(evaluation_window_days=0)
+
+
+def test_the_readmes_registry_example_loads(write_registry):
+    from conftest import PROJECT_ROOT
+
+    readme = (PROJECT_ROOT / "README.md").read_text(encoding="utf-8")
+    example = readme.split("## The registry", 1)[1].split("```toml\n", 1)[1].split("```", 1)[0]
+    registry = ModelRegistry.load(write_registry(example))
+    assert registry.learning.credible_level == 0.9 and registry.learning.half_life_days == 14

@@ -12,7 +12,7 @@ np = pytest.importorskip("numpy")
 sps = pytest.importorskip("scipy.stats")
 
 from routing_pipelines.learning import posteriors, statistics  # noqa: E402
-from routing_runtime.registry import ModelRegistry  # noqa: E402
+from routing_runtime.registry import LearningSettings, ModelRegistry  # noqa: E402
 
 REGISTRY = ModelRegistry.from_toml("""
 [learning]
@@ -231,16 +231,25 @@ def test_a_sudden_change_is_detected_on_its_day_and_discounts_the_evidence_befor
 
     steady = [day(d, 200, 0.9, 1000) for d in range(1, 8)]
     noisy = steady + [day(8, 200, 0.86, 1100)]       # within noise and below the practical shift
-    assert changes.detect_changes(pl.DataFrame(noisy), 30).height == 0
+    assert changes.detect_changes(pl.DataFrame(noisy), LearningSettings(half_life_days=30)).height == 0
     broken = steady + [day(8, 200, 0.45, 1000), day(9, 200, 0.45, 3000)]
-    found = changes.detect_changes(pl.DataFrame(broken), 30)
+    found = changes.detect_changes(pl.DataFrame(broken), LearningSettings(half_life_days=30))
     assert found.select("changed_on", "what").rows() == [(dt.date(2026, 3, 8), "quality"), (dt.date(2026, 3, 9), "latency")]
     assert found["after"][1] == pytest.approx(3000, rel=0.01)
-    weights = changes.discount_before_changes(pl.DataFrame(broken).lazy(), found).collect()
-    assert weights.filter(pl.col("day") < dt.date(2026, 3, 9))["change_weight"].unique().to_list() == [changes.DISCOUNT]
+    weights = changes.discount_before_changes(pl.DataFrame(broken).lazy(), found, LearningSettings()).collect()
+    assert weights.filter(pl.col("day") < dt.date(2026, 3, 9))["change_weight"].unique().to_list() == [LearningSettings().change_discount]
     assert weights.filter(pl.col("day") == dt.date(2026, 3, 9))["change_weight"].to_list() == [1.0]
     # Re-running over the same days finds the same change points.
-    assert changes.detect_changes(pl.DataFrame(broken), 30).equals(found)
+    assert changes.detect_changes(pl.DataFrame(broken), LearningSettings(half_life_days=30)).equals(found)
+    # The thresholds are learning settings: stricter ones see no change, a looser one sees the noise.
+    strict = LearningSettings(half_life_days=30, change_min_day_count=500)
+    assert changes.detect_changes(pl.DataFrame(broken), strict).height == 0
+    detected = changes.detect_changes(pl.DataFrame(broken), LearningSettings(half_life_days=30, change_min_ratio_shift=4.0))
+    assert detected["what"].to_list() == ["quality"]
+    loose = LearningSettings(half_life_days=30, change_z_threshold=1.0, change_min_quality_shift=0.01)
+    assert changes.detect_changes(pl.DataFrame(noisy), loose)["what"].to_list() == ["quality"]
+    kept = changes.discount_before_changes(pl.DataFrame(broken).lazy(), found, LearningSettings(change_discount=0.5)).collect()
+    assert kept.filter(pl.col("day") < dt.date(2026, 3, 9))["change_weight"].unique().to_list() == [0.5]
 
 
 def test_registry_rules_share_the_traffic_between_tied_models():

@@ -27,6 +27,7 @@ from routing_runtime.admin import initialise  # noqa: E402
 from routing_runtime.cli import main  # noqa: E402
 from routing_runtime.faults import CRASH_EXIT_CODE  # noqa: E402
 from routing_runtime.store import Store  # noqa: E402
+from routing_runtime.registry import LearningSettings  # noqa: E402
 
 D1, D2, D3, D4 = (dt.date(2026, 5, d) for d in (1, 2, 3, 4))
 MODELS = ("gpt-4o", "gpt-4o-mini", "codestral-2508")
@@ -536,6 +537,25 @@ def test_first_learn_starts_where_the_evidence_starts_and_skips_empty_days(tmp_p
     assert outcomes_seen(home) == 6
 
 
+def test_the_run_window_is_the_registrys_max_run_days(tmp_path: Path):
+    import dataclasses
+
+    from routing_runtime.registry import ModelRegistry
+
+    default = ModelRegistry.load_default()
+    registry = dataclasses.replace(default, learning=dataclasses.replace(default.learning, max_run_days=10))
+    registry_file = tmp_path / "registry.toml"
+    registry_file.write_text(registry.to_toml())
+    home = tmp_path / "home"
+    initialise(home, registry_file)
+    traffic(home, D3 - dt.timedelta(days=30), n=3)
+    traffic(home, D3, n=3)
+    with Store.open_home(home) as db:
+        planned = plan.plan_run(home, db, D3, None, explicit=False)
+    assert planned.start == D3 - dt.timedelta(days=9)
+    assert any("10-day window" in p for p in planned.problems), planned.problems
+
+
 def test_one_decision_stamped_long_ago_does_not_make_the_first_learn_cover_years(tmp_path: Path):
     """Regression: one decision stamped 2025-01-01 made the first learn cover 700 days (148 s)."""
     home = tmp_path / "home"
@@ -543,7 +563,7 @@ def test_one_decision_stamped_long_ago_does_not_make_the_first_learn_cover_years
     traffic(home, dt.date(2025, 1, 1), n=3)
     traffic(home, D3, n=3)
     result = learn(home, D3, quiet=True)
-    assert result.success and result.start == str(D3 - dt.timedelta(days=plan.MAX_RUN_DAYS - 1))
+    assert result.success and result.start == str(D3 - dt.timedelta(days=LearningSettings().max_run_days - 1))
     assert any("2025-01-01" in p and "--as-of 2025-01-01" in p for p in result.problems)
     assert outcomes_seen(home) == 3
     # Asked for, the old day is learned (a backfill), and a plain learn then keeps both.

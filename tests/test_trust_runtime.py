@@ -8,20 +8,20 @@ import sqlite3
 import threading
 import time
 from datetime import datetime, timedelta, timezone
-from itertools import product
 
 import pytest
 
-from routing_runtime import ModelRouter, RoutingPreference, TaskType
+from routing_runtime import ModelRouter, TaskType
 from routing_runtime.admin import initialise
 from routing_runtime.registry import ModelRegistry
 from routing_runtime.router import REFRESH_INTERVAL_S
 from routing_runtime.rules import build_rules, registry_estimates
 from routing_runtime.compiled_rules import UnusableRuleSet
 from routing_runtime.store import Store
+from routing_runtime.types import all_cells
 from conftest import count_rows, db_connect
 
-CELLS = list(product(TaskType, RoutingPreference))
+CELLS = all_cells()
 SHIPPED_IDS = [m.id for m in ModelRegistry.load_default().models]
 
 

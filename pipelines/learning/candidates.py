@@ -5,14 +5,11 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
+from routing_pipelines.learning.posteriors import families as posterior_families
 from routing_runtime.registry import ModelRegistry
-from routing_runtime.rules import ModelEstimate, RuleKey, RuleRow, build_rules, registry_estimates
+from routing_runtime.rules import PREFERENCES, ModelEstimate, RuleRow, build_rules, meets_thresholds, registry_estimates
 from routing_runtime.compiled_rules import RuleSet
-from routing_runtime.types import RoutingPreference, TaskType
-
-DRAWS = 4000
-#: A model eligible in fewer posterior draws than this gets no traffic, not even exploration.
-PLAUSIBLY_ELIGIBLE = 0.05
+from routing_runtime.types import Cell, TaskType, all_cells
 
 
 def estimates_from_posteriors(posteriors: pl.DataFrame) -> dict[TaskType, list[ModelEstimate]]:
@@ -27,55 +24,42 @@ def estimates_from_posteriors(posteriors: pl.DataFrame) -> dict[TaskType, list[M
     return estimates
 
 
-def _lognormal_mean_draws(rng, mu, kappa, alpha, beta, draws):
-    sigma2 = beta / rng.gamma(alpha, 1.0, size=(draws, len(mu)))
-    mean = rng.normal(mu, np.sqrt(sigma2 / kappa))
-    # A cell without evidence can draw a huge variance; infinity still ranks last, silently.
-    with np.errstate(over="ignore"):
-        return np.exp(mean + sigma2 / 2)
-
-
 def best_probabilities(
-    posteriors: pl.DataFrame, registry: ModelRegistry, *, draws: int = DRAWS, seed: int = 0
-) -> dict[RuleKey, dict[str, float]]:
-    """P(model is the best eligible one) per (task, preference), by sampling the posteriors."""
+    posteriors: pl.DataFrame, registry: ModelRegistry, *, draws: int | None = None, seed: int = 0,
+) -> dict[Cell, dict[str, float]]:
+    """P(model is the best eligible one) per cell, by sampling the posteriors ``draws`` times
+    (default: the registry's ``thompson_draws``). A model eligible in fewer draws than the
+    registry's ``plausibly_eligible`` share gets no traffic, not even exploration."""
     rng = np.random.default_rng(seed)
-    result: dict[RuleKey, dict[str, float]] = {}
+    draws = draws or registry.learning.thompson_draws
+    plausibly_eligible = registry.learning.plausibly_eligible
+    result: dict[Cell, dict[str, float]] = {}
     for task in TaskType:
         sub = posteriors.filter(pl.col("task_type") == task.value)
         if sub.height == 0:
             continue
         ids = sub["model_id"].to_list()
-        col = lambda name, frame=sub: frame[name].to_numpy()  # noqa: E731
-        quality = rng.beta(col("quality_alpha"), col("quality_beta"), size=(draws, sub.height))
-        cost = col("cost_charged_share") * _lognormal_mean_draws(
-            rng, col("cost_mu"), col("cost_kappa"), col("cost_alpha"), col("cost_beta"), draws
-        )
-        latency = _lognormal_mean_draws(rng, col("latency_mu"), col("latency_kappa"), col("latency_alpha"), col("latency_beta"), draws)
-        objectives = {
-            RoutingPreference.QUALITY: quality,
-            RoutingPreference.COST_EFFICIENT: -cost,
-            RoutingPreference.BALANCED: quality / cost,
-            RoutingPreference.LATENCY: -latency,
-        }
+        family = posterior_families(sub)
+        quality = family.quality.sample(rng, draws)
+        cost = family.cost.sample(rng, draws)
+        latency = family.latency.sample(rng, draws)
         policy = registry.policy(task)
         enabled = sub["is_enabled"].to_numpy()
-        cost_per_1k = cost / col("tokens_mean") * 1000.0
+        cost_per_1k = cost / sub["tokens_mean"].to_numpy() * 1000.0
         # Eligibility is judged per draw, so a model whose quality is uncertain near the threshold
         # keeps a chance (and the exploration floor) instead of being cut off by one unlucky day.
-        meets_threshold = (quality >= policy.min_quality_score) & enabled
-        if policy.max_cost_per_1k is not None:
-            meets_threshold &= cost_per_1k <= policy.max_cost_per_1k
-        for preference, objective in objectives.items():
-            eligible = np.broadcast_to(enabled, objective.shape) if preference is RoutingPreference.QUALITY else meets_threshold
-            plausible = eligible.mean(axis=0) >= PLAUSIBLY_ELIGIBLE
+        meets_threshold = meets_thresholds(policy, quality, cost_per_1k) & enabled
+        for preference, spec in PREFERENCES.items():
+            objective = spec.objective(quality, cost, latency)
+            eligible = meets_threshold if spec.uses_thresholds else np.broadcast_to(enabled, objective.shape)
+            plausible = eligible.mean(axis=0) >= plausibly_eligible
             usable = eligible & plausible
             draws_with_choice = usable.any(axis=1)
             if not draws_with_choice.any():
                 continue
             winners = np.where(usable, objective, -np.inf)[draws_with_choice].argmax(axis=1)
             wins = np.bincount(winners, minlength=len(ids)) / draws_with_choice.sum()
-            result[(task, preference)] = {m: float(w) for m, w, ok in zip(ids, wins, plausible) if ok}
+            result[Cell(task, preference)] = {m: float(w) for m, w, ok in zip(ids, wins, plausible) if ok}
     return result
 
 
@@ -89,7 +73,7 @@ def candidate_rules(posteriors: pl.DataFrame, registry: ModelRegistry, *, seed: 
     for task in TaskType:
         if not seen.get(task.value):
             estimates[task] = priors[task]
-            best = {key: p for key, p in best.items() if key[0] is not task}
+            best = {cell: p for cell, p in best.items() if cell.task_type is not task}
     return build_rules(estimates, registry, best)
 
 
@@ -101,19 +85,34 @@ def rules_frame(rows: list[RuleRow]) -> pl.DataFrame:
 
 
 def coverage_problems(rows: list[RuleRow]) -> list[str]:
-    """Every (task type, preference) must send all its traffic to enabled models, and have one."""
+    """Every cell must send all its traffic to enabled models, and have one."""
     problems = []
-    for task in TaskType:
-        for preference in RoutingPreference:
-            cell = [r for r in rows if r.task_type is task and r.preference is preference]
-            total = sum(r.selection_probability for r in cell)
-            if not any(r.is_enabled and r.selection_probability > 0 for r in cell):
-                problems.append(f"{task.value}/{preference.value}: no enabled model receives traffic")
-            elif abs(total - 1.0) > 1e-3:
-                problems.append(f"{task.value}/{preference.value}: selection probabilities sum to {total:.4f}")
-            if any(not r.is_enabled and r.selection_probability > 0 for r in cell):
-                problems.append(f"{task.value}/{preference.value}: a disabled model receives traffic")
+    by_cell = rows_by_cell(rows)
+    for cell in all_cells():
+        cell_rows = by_cell.get(cell, [])
+        total = sum(r.selection_probability for r in cell_rows)
+        if not any(r.is_enabled and r.selection_probability > 0 for r in cell_rows):
+            problems.append(f"{cell.label}: no enabled model receives traffic")
+        elif abs(total - 1.0) > 1e-3:
+            problems.append(f"{cell.label}: selection probabilities sum to {total:.4f}")
+        if any(not r.is_enabled and r.selection_probability > 0 for r in cell_rows):
+            problems.append(f"{cell.label}: a disabled model receives traffic")
     return problems
+
+
+def rows_by_cell(rows: list[RuleRow]) -> dict[Cell, list[RuleRow]]:
+    """Rule rows grouped by their cell, in their given order.
+
+    >>> from routing_runtime.registry import ModelRegistry
+    >>> rows = build_rules(registry_estimates(ModelRegistry.load_default()), ModelRegistry.load_default())
+    >>> cells = rows_by_cell(rows)
+    >>> sorted(cells) == sorted(all_cells()), cells[all_cells()[0]][0].priority
+    (True, 1)
+    """
+    grouped: dict[Cell, list[RuleRow]] = {}
+    for r in rows:
+        grouped.setdefault(Cell(r.task_type, r.preference), []).append(r)
+    return grouped
 
 
 def rules_change_markdown(previous: RuleSet | None, rows: list[RuleRow]) -> str:
@@ -123,10 +122,10 @@ def rules_change_markdown(previous: RuleSet | None, rows: list[RuleRow]) -> str:
         return f"{best.model_id} ({best.selection_probability:.0%})" if best else "-"
 
     lines = ["| task type | preference | previous top | new top | changed |", "|---|---|---|---|---|"]
-    for task in TaskType:
-        for preference in RoutingPreference:
-            new = top([r for r in rows if r.task_type is task and r.preference is preference])
-            old = top([r for r in previous.rows if r.task_type is task and r.preference is preference]) if previous else "-"
-            changed = "**yes**" if old.split(" ")[0] != new.split(" ")[0] else ""
-            lines.append(f"| {task.value} | {preference.value} | {old} | {new} | {changed} |")
+    new_cells, old_cells = rows_by_cell(rows), rows_by_cell(previous.rows) if previous else {}
+    for cell in all_cells():
+        new = top(new_cells.get(cell, []))
+        old = top(old_cells.get(cell, [])) if previous else "-"
+        changed = "**yes**" if old.split(" ")[0] != new.split(" ")[0] else ""
+        lines.append(f"| {cell.task_type.value} | {cell.preference.value} | {old} | {new} | {changed} |")
     return "\n".join(lines)

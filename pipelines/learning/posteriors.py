@@ -1,70 +1,78 @@
 """Conjugate Bayesian posteriors per (model, task type), and the specialist/generalist comparison.
 
-* quality: Beta(a, b) with fractional successes a += Σw·q, b += Σw·(1 − q); prior mean from the
+* quality: :class:`~routing_pipelines.learning.families.BetaQuality`, prior mean from the
   registry, shrunk toward the pooled specialist or generalist group of the task type (empirical
   Bayes), worth ``prior_pseudo_count`` observations;
-* outcomes: Dirichlet over success / partial / failure (reported);
-* latency and cost per request: log-normal with a Normal-Inverse-Gamma posterior on the log scale,
-  prior centred on the registry's typical latency and list-price cost.
+* outcomes: :class:`~routing_pipelines.learning.families.DirichletOutcomes` (reported);
+* latency and cost per request:
+  :class:`~routing_pipelines.learning.families.NormalInverseGammaLog`, prior centred on the
+  registry's typical latency and list-price cost.
+
+Every estimate in the frame has its central credible interval (``credible_level``):
+``quality_ci_low/high``, ``latency_ci_low/high_ms``, ``cost_ci_low/high_usd``,
+``cost_per_1k_ci_low/high_usd`` (at the expected tokens per request), ``p_<outcome>_ci_low/high``.
+:func:`families` reads the families back from the frame.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import math
+from typing import NamedTuple
 
 import numpy as np
 import polars as pl
-from scipy import stats as sps
 
 from routing_pipelines.learning import changes, statistics
+from routing_pipelines.learning.families import OUTCOMES, BetaQuality, DirichletOutcomes, NormalInverseGammaLog
 from routing_runtime.registry import ModelRegistry
 from routing_runtime.types import TaskType
 
-CREDIBLE = 0.90
-# Log-scale priors: a typical spread of a factor ~1.6 (sd 0.5), worth one observation for the
-# mean and two for the variance, so a day of evidence dominates.
-_LOG_PRIOR_KAPPA = 1.0
-_LOG_PRIOR_ALPHA = 2.0
-_LOG_PRIOR_SD = 0.5
+
+class PosteriorFamilies(NamedTuple):
+    """The families of a posterior frame, row-aligned with it."""
+
+    quality: BetaQuality
+    latency: NormalInverseGammaLog
+    cost: NormalInverseGammaLog
 
 
-def _nig(n, s1, s2, typical_log):
-    """Normal-Inverse-Gamma posterior parameters from weighted count, Σx, Σx² of log values.
+def families(posteriors: pl.DataFrame) -> PosteriorFamilies:
+    """The quality, latency and cost families stored in a frame from :func:`compute_posteriors`.
 
-    The prior is centred so that its log-normal mean equals the registry's typical value
-    (``mu0 = log(typical) − sd²/2``) with prior expected variance ``sd²``.
+    >>> import datetime as dt
+    >>> frame, _ = posteriors_as_of(None, dt.date(2026, 1, 1), ModelRegistry.load_default())
+    >>> fam = families(frame)
+    >>> bool((fam.latency.mean == frame["latency_mean_ms"].to_numpy()).all())
+    True
     """
-    kappa0, alpha0 = _LOG_PRIOR_KAPPA, _LOG_PRIOR_ALPHA
-    beta0 = (alpha0 - 1) * _LOG_PRIOR_SD**2
-    mu0 = typical_log - _LOG_PRIOR_SD**2 / 2
-    mean = np.where(n > 0, s1 / np.maximum(n, 1e-12), mu0)
-    ss = np.maximum(s2 - n * mean**2, 0.0)
-    kappa = kappa0 + n
-    mu = (kappa0 * mu0 + n * mean) / kappa
-    alpha = alpha0 + n / 2
-    beta = beta0 + ss / 2 + kappa0 * n * (mean - mu0) ** 2 / (2 * kappa)
-    return mu, kappa, alpha, beta
+    return PosteriorFamilies(
+        quality=BetaQuality.from_frame(posteriors, "quality"),
+        latency=NormalInverseGammaLog.from_frame(posteriors, "latency"),
+        cost=NormalInverseGammaLog.from_frame(posteriors, "cost", scale=posteriors["cost_charged_share"].to_numpy()),
+    )
 
 
 def posteriors_as_of(daily: pl.LazyFrame | None, as_of: dt.date, registry: ModelRegistry) -> tuple[pl.DataFrame, pl.DataFrame]:
     """The whole learning step from daily statistics (with a ``day`` column) up to ``as_of``:
     change points, forgetting, posteriors. Returns (posteriors, change points)."""
-    half_life = registry.learning.half_life_days
+    settings = registry.learning
     if daily is None:
         detected = pl.DataFrame(schema=changes.CHANGES_SCHEMA)
         totals = pl.DataFrame(schema={**statistics.STATS_SCHEMA, "n_raw": pl.Float64, "last_day": pl.Date})
     else:
         daily = daily.filter(pl.col("day") <= as_of)
-        detected = changes.detect_changes(daily.collect(), half_life)
-        totals = statistics.weighted_totals(changes.discount_before_changes(daily, detected), as_of, half_life)
+        detected = changes.detect_changes(daily.collect(), settings)
+        totals = statistics.weighted_totals(changes.discount_before_changes(daily, detected, settings), as_of, settings.half_life_days)
     return compute_posteriors(totals, registry), detected
 
 
 def compute_posteriors(totals: pl.DataFrame, registry: ModelRegistry) -> pl.DataFrame:
     """One row per (enabled or not) registry model × task type, evidence or none.
 
-    ``totals`` are forgotten sufficient statistics (``statistics.weighted_totals``).
+    ``totals`` are forgotten sufficient statistics (``statistics.weighted_totals``). They are
+    not validated here: corrupt statistics (an infinite sum) give non-finite posteriors, which the
+    ``posterior_sanity`` check names per model and task type and which block publication.
     """
     k = registry.learning.prior_pseudo_count
     grid = []
@@ -100,48 +108,42 @@ def compute_posteriors(totals: pl.DataFrame, registry: ModelRegistry) -> pl.Data
     )
 
     d = {c: frame[c].to_numpy() for c in frame.columns if frame[c].dtype.is_numeric()}
-    a = d["prior_mean"] * k + d["sum_q"]
-    b = (1 - d["prior_mean"]) * k + (d["n"] - d["sum_q"])
-    tail = (1 - CREDIBLE) / 2
-    lat_mu, lat_kappa, lat_alpha, lat_beta = _nig(d["n_latency"], d["sum_log_latency"], d["sum_log_latency2"], d["prior_log_latency"])
-    cost_mu, cost_kappa, cost_alpha, cost_beta = _nig(d["n_cost_positive"], d["sum_log_cost"], d["sum_log_cost2"], d["prior_log_cost"])
+    level = registry.learning.credible_level
+    quality = BetaQuality.from_totals(d["n"], d["sum_q"], prior_mean=d["prior_mean"], prior_count=k, validate=False)
+    latency = NormalInverseGammaLog.from_totals(
+        d["n_latency"], d["sum_log_latency"], d["sum_log_latency2"], typical_log=d["prior_log_latency"], validate=False)
     # Share of calls that cost anything; the prior (list prices) says all, worth k observations.
     charged = (d["n_cost_positive"] + k) / (d["n_cost"] + k)
-
-    def lognormal_mean(mu, alpha, beta):
-        return np.exp(mu + (beta / (alpha - 1)) / 2)
-
-    def lognormal_ci(mu, kappa, alpha, beta, q):
-        scale = np.sqrt(beta / (alpha * kappa))
-        return np.exp(sps.t.ppf(q, 2 * alpha, loc=mu, scale=scale) + (beta / (alpha - 1)) / 2)
-
-    dirichlet = np.stack([
-        d["prior_mean"] * k / 2 + d["n_success"] + 0.5,
-        np.full_like(a, 0.5) + d["n_partial"],
-        (1 - d["prior_mean"]) * k / 2 + d["n_failure"] + 0.5,
-    ])
-    dirichlet_mean = dirichlet / dirichlet.sum(axis=0)
+    cost = NormalInverseGammaLog.from_totals(
+        d["n_cost_positive"], d["sum_log_cost"], d["sum_log_cost2"], typical_log=d["prior_log_cost"], scale=charged, validate=False)
+    outcomes = DirichletOutcomes.from_totals(
+        d["n_success"], d["n_partial"], d["n_failure"], prior_mean=d["prior_mean"], prior_count=k, validate=False)
     tokens = np.where(d["n_tokens"] > 0, (d["sum_tokens"] + d["prior_tokens"]) / (d["n_tokens"] + 1), d["prior_tokens"])
-    cost_mean = charged * lognormal_mean(cost_mu, cost_alpha, cost_beta)
+    cost_mean = cost.mean
+
+    def estimate(name: str, family, unit: str = "") -> dict[str, np.ndarray]:
+        low, high = family.interval(level)
+        return {f"{name}_mean{unit}": family.mean, f"{name}_ci_low{unit}": low, f"{name}_ci_high{unit}": high}
+
+    outcome_low, outcome_high = outcomes.interval(level)
+    outcome_columns = {}
+    for i, outcome in enumerate(OUTCOMES):
+        outcome_columns |= {
+            f"p_{outcome}": outcomes.mean[i], f"p_{outcome}_ci_low": outcome_low[i], f"p_{outcome}_ci_high": outcome_high[i],
+        }
+    columns = {
+        "n_effective": d["n"],
+        **quality.columns("quality"), **estimate("quality", quality),
+        **outcome_columns,
+        **latency.columns("latency"), **estimate("latency", latency, "_ms"),
+        **cost.columns("cost"), **estimate("cost", cost, "_usd"),
+        "cost_charged_share": charged,
+        "tokens_mean": tokens,
+        **{f"cost_per_1k{suffix}_usd": values / np.maximum(tokens, 1.0) * 1000.0
+           for suffix, values in zip(("", "_ci_low", "_ci_high"), (cost_mean, *cost.interval(level)))},
+    }
     return frame.select("model_id", "task_type", "is_specialized", "is_enabled", "prior_quality", "prior_mean", "n_raw", "n").with_columns(
-        pl.Series("n_effective", d["n"]),
-        pl.Series("quality_alpha", a), pl.Series("quality_beta", b),
-        pl.Series("quality_mean", a / (a + b)),
-        pl.Series("quality_ci_low", sps.beta.ppf(tail, a, b)), pl.Series("quality_ci_high", sps.beta.ppf(1 - tail, a, b)),
-        pl.Series("p_success", dirichlet_mean[0]), pl.Series("p_partial", dirichlet_mean[1]), pl.Series("p_failure", dirichlet_mean[2]),
-        pl.Series("latency_mu", lat_mu), pl.Series("latency_kappa", lat_kappa),
-        pl.Series("latency_alpha", lat_alpha), pl.Series("latency_beta", lat_beta),
-        pl.Series("latency_mean_ms", lognormal_mean(lat_mu, lat_alpha, lat_beta)),
-        pl.Series("latency_ci_low_ms", lognormal_ci(lat_mu, lat_kappa, lat_alpha, lat_beta, tail)),
-        pl.Series("latency_ci_high_ms", lognormal_ci(lat_mu, lat_kappa, lat_alpha, lat_beta, 1 - tail)),
-        pl.Series("cost_mu", cost_mu), pl.Series("cost_kappa", cost_kappa),
-        pl.Series("cost_alpha", cost_alpha), pl.Series("cost_beta", cost_beta),
-        pl.Series("cost_mean_usd", cost_mean),
-        pl.Series("cost_charged_share", charged),
-        pl.Series("cost_ci_low_usd", charged * lognormal_ci(cost_mu, cost_kappa, cost_alpha, cost_beta, tail)),
-        pl.Series("cost_ci_high_usd", charged * lognormal_ci(cost_mu, cost_kappa, cost_alpha, cost_beta, 1 - tail)),
-        pl.Series("tokens_mean", tokens),
-        pl.Series("cost_per_1k_usd", cost_mean / np.maximum(tokens, 1.0) * 1000.0),
+        pl.Series(name, values) for name, values in columns.items()
     ).drop("n").sort("task_type", "model_id")
 
 
@@ -159,9 +161,8 @@ def specialist_comparison(posteriors: pl.DataFrame, draws: int = 4000, seed: int
         spec, gen = best[True], best[False]
         p_better = None
         if spec and gen:
-            p_better = float(np.mean(
-                rng.beta(spec["quality_alpha"], spec["quality_beta"], draws) > rng.beta(gen["quality_alpha"], gen["quality_beta"], draws)
-            ))
+            spec_q, gen_q = (BetaQuality.from_frame(row, "quality") for row in (spec, gen))
+            p_better = float(np.mean(spec_q.sample(rng, draws) > gen_q.sample(rng, draws)))
         rows.append({
             "task_type": task.value,
             "best_specialist": spec["model_id"] if spec else None,

@@ -19,7 +19,10 @@ def traffic_share_plot(result: SimulationResult, path: Path) -> Path:
     models = sorted({m for day in result.days for (_, _, m) in day.traffic})
     colours = {m: plt.get_cmap("tab10")(i % 10) for i, m in enumerate(models)}
     days = [d.day for d in result.days]
-    fig, axes = plt.subplots(2, 4, figsize=(18, 8), sharex=True, sharey=True)
+    rows = -(-len(TaskType) // 4)  # four panels a row, as many rows as the task types need
+    fig, axes = plt.subplots(rows, 4, figsize=(18, 4 * rows), sharex=True, sharey=True, squeeze=False)
+    for ax in axes.flat[len(TaskType):]:
+        ax.set_visible(False)
     for ax, task in zip(axes.flat, TaskType):
         totals = [sum(n for (t, _, _), n in d.traffic.items() if t is task) or 1 for d in result.days]
         bottom = [0.0] * len(days)
@@ -32,7 +35,7 @@ def traffic_share_plot(result: SimulationResult, path: Path) -> Path:
             ax.axvline(event.day - 0.5, color="black", linestyle="--", linewidth=1)
         ax.set_title(task.value)
         ax.set_ylim(0, 1)
-    for ax in axes[1]:
+    for ax in axes[-1]:
         ax.set_xlabel("simulated day")
     for ax in axes[:, 0]:
         ax.set_ylabel("share of the task's requests")

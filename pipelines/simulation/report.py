@@ -10,10 +10,9 @@ from pathlib import Path
 from routing_pipelines.simulation.simulator import SimulationResult, true_best, true_cost
 from routing_runtime.registry import ModelRegistry
 from routing_runtime.rules import build_rules, registry_estimates
-from routing_runtime.types import RoutingPreference, TaskType
+from routing_runtime.types import Cell, all_cells
 
-Cell = tuple[TaskType, RoutingPreference]
-CELLS: list[Cell] = [(t, p) for t in TaskType for p in RoutingPreference]
+CELLS: list[Cell] = all_cells()
 
 
 @dataclass
@@ -36,7 +35,7 @@ def static_policy(registry: ModelRegistry) -> dict[Cell, dict[str, float]]:
     policy: dict[Cell, dict[str, float]] = {}
     for row in build_rules(registry_estimates(registry), registry):
         if row.selection_probability > 0:
-            policy.setdefault((row.task_type, row.preference), {})[row.model_id] = row.selection_probability
+            policy.setdefault(Cell(row.task_type, row.preference), {})[row.model_id] = row.selection_probability
     return policy
 
 
@@ -48,7 +47,7 @@ def day_figures(result: SimulationResult) -> list[DayFigures]:
         by_id = {m.id: m for m in registry.models}
         cell_requests = Counter()
         for (task, pref, _), n in day.traffic.items():
-            cell_requests[(task, pref)] += n
+            cell_requests[Cell(task, pref)] += n
         router_to_best = static_q = static_c = static_best = oracle_q = oracle_c = 0.0
         for (task, pref), n in cell_requests.items():
             best = true_best(registry, truth, task, pref)

@@ -20,7 +20,7 @@ from pathlib import Path
 from routing_runtime import ModelRouter, RoutingPreference, TaskType
 from routing_runtime.admin import initialise
 from routing_runtime.registry import ModelConfig, ModelRegistry
-from routing_runtime.rules import preference_score
+from routing_runtime.rules import NO_ELIGIBLE_FALLBACK, PREFERENCES, meets_thresholds
 
 EVENT_KINDS = ("quality_drop", "add_model", "price_change", "disable_model")
 
@@ -111,21 +111,17 @@ def true_best(registry: ModelRegistry, truth: dict[str, ModelTruth], task: TaskT
     policy = registry.policy(task)
     enabled = [m for m in registry.models if m.enabled and m.id in truth]
 
-    def score(m: ModelConfig) -> float:
+    def score(preference: RoutingPreference, m: ModelConfig) -> float:
         t = truth[m.id]
-        return preference_score(preference, t.quality[task], true_cost(registry, t, m, task), t.latency_ms)
+        return PREFERENCES[preference].objective(t.quality[task], true_cost(registry, t, m, task), t.latency_ms)
 
     eligible = [
         m for m in enabled
-        if preference is RoutingPreference.QUALITY or (
-            truth[m.id].quality[task] >= policy.min_quality_score
-            and (policy.max_cost_per_1k is None
-                 or true_cost(registry, truth[m.id], m, task) / policy.typical_tokens * 1000 <= policy.max_cost_per_1k)
-        )
+        if not PREFERENCES[preference].uses_thresholds
+        or meets_thresholds(policy, truth[m.id].quality[task], true_cost(registry, truth[m.id], m, task) / policy.typical_tokens * 1000)
     ]
     pool = eligible or enabled
-    key = score if eligible else (lambda m: truth[m.id].quality[task])
-    return max(pool, key=key).id
+    return max(pool, key=lambda m: score(preference if eligible else NO_ELIGIBLE_FALLBACK, m)).id
 
 
 def _apply(event: Event, registry: ModelRegistry, truth: dict[str, ModelTruth]) -> ModelRegistry:
