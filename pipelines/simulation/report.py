@@ -180,7 +180,7 @@ def _reaction_lines(result: SimulationResult) -> list[str]:
     """Markdown: a heading per event, then a table of the cells whose true best it moved."""
     events = reactions(result)
     if not events:
-        return [f"No events in the {len(result.days)} simulated days."]
+        return [f"No events in the {len(result.days)} simulated days.", ""]
     lines = []
     for event in events:
         lines += [f"### Day {event['day']}: {event['event']}", "", f"Router: {_reacted(event)}.", ""]
