@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Check `routing ui` end to end in a real headless browser, and keep a screenshot of it.
+"""Check `routing ui` end to end in a real headless browser, and keep screenshots of it.
 
 What it does, in a temporary folder that it deletes afterwards:
 
@@ -9,16 +9,22 @@ What it does, in a temporary folder that it deletes afterwards:
    scheduler healthy;
 4. in headless Chromium, driven through chromedriver's W3C WebDriver HTTP API (standard
    library only, no Selenium), the global asset lineage page: every asset drawn with its full
-   name, ``model_routing_rules`` materialised; a PNG screenshot of it (``--screenshot``);
+   name, ``model_routing_rules`` materialised (screenshot ``ui-asset-graph.png``);
 5. the same page filtered to ``+key:"model_routing_rules"`` (the rules and everything
    upstream): the learning chain and the ``model_performance`` log;
 6. the demo report attached to ``model_routing_rules`` (``demo_report``, "Routing demo: ...");
-7. SIGTERM to ``routing ui``: it must exit 0 and leave no process of its session running.
+7. the job page of ``nightly_learning``: it lists the runs `routing learn` made for the demo
+   (screenshot ``ui-job-runs.png``);
+8. **Materialize** clicked on the page of ``model_routing_rules``: the run it launches succeeds,
+   publishes the next rule set, and the asset's newest event shows that ``rule_set_version``
+   in its metadata (screenshot ``ui-rules-materialized.png``);
+9. SIGTERM to ``routing ui``: it must exit 0 and leave no process of its session running.
 
+Steps 4-8 each run even when an earlier one failed, so one run names every broken page.
 Needs ``chromium`` and ``chromedriver`` on PATH (Debian: ``apt-get install chromium
-chromium-driver``). Prints every check; exits 1 with the reason on the first failure.
+chromium-driver``). Prints every check; exits 1 naming each failure.
 
-    .venv/bin/python scripts/check_ui.py [--screenshot docs/ui-asset-graph.png]
+    .venv/bin/python scripts/check_ui.py [--screenshots docs]
 """
 
 from __future__ import annotations
@@ -44,7 +50,9 @@ from pathlib import Path
 from typing import IO, Any, TypeVar
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_SCREENSHOT = PROJECT_ROOT / "docs" / "ui-asset-graph.png"
+DEFAULT_SCREENSHOTS = PROJECT_ROOT / "docs"
+#: What each screenshot shows, by file name (written into ``--screenshots``).
+GRAPH_PNG, JOB_RUNS_PNG, MATERIALIZED_PNG = "ui-asset-graph.png", "ui-job-runs.png", "ui-rules-materialized.png"
 
 RULES = "model_routing_rules"
 LOGS = ("routing_decisions", "model_performance")
@@ -53,6 +61,7 @@ ALL_ASSETS = (*LOGS, "daily_model_stats", "model_posteriors", "candidate_routing
 UPSTREAM_OF_RULES = ("model_performance", "routing_decisions", "daily_model_stats", "model_posteriors",
                      "candidate_routing_rules", "policy_evaluation")
 SCHEDULE = "nightly_learning_0200_utc"
+JOB = "nightly_learning"
 
 #: CSS pixels of the page. With the navigation and the asset sidebar hidden, the whole graph
 #: fits at a zoom above Dagster's "minimal" threshold (0.6) under which nodes
@@ -68,6 +77,7 @@ CHROMIUM_FLAGS = [
 
 UI_START_TIMEOUT = 90.0
 PAGE_TIMEOUT = 45.0
+RUN_TIMEOUT = 120.0  # a run launched from the UI: a fresh process imports Dagster, then learns
 
 T = TypeVar("T")
 STARTED = time.monotonic()
@@ -435,13 +445,17 @@ def check_asset_graph(browser: Browser, base: str, assets: dict[str, tuple[str, 
     by_group = "; ".join(f"{g}: {', '.join(a for a in ALL_ASSETS if assets[a][0] == g)}" for g in groups)
     log(f"ok   {url}\n         draws all {len(ALL_ASSETS)} assets by group ({by_group});"
         f" {RULES} shows 'Materialized'")
+    save_screenshot(browser, screenshot, "the asset graph")
+    return url
+
+
+def save_screenshot(browser: Browser, path: Path, what: str) -> None:
     png = browser.screenshot()
     if png[:8] != b"\x89PNG\r\n\x1a\n" or len(png) < 20_000:
-        raise CheckFailed(f"the screenshot is not a plausible PNG ({len(png)} bytes)")
-    screenshot.parent.mkdir(parents=True, exist_ok=True)
-    screenshot.write_bytes(png)
-    log(f"ok   screenshot of the asset graph: {screenshot} ({len(png) // 1024} KiB)")
-    return url
+        raise CheckFailed(f"the screenshot of {what} is not a plausible PNG ({len(png)} bytes)")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(png)
+    log(f"ok   screenshot of {what}: {path} ({len(png) // 1024} KiB)")
 
 
 def check_upstream(browser: Browser, base: str, assets: dict[str, tuple[str, str, str]]) -> str:
@@ -485,7 +499,187 @@ def check_demo_report(browser: Browser, base: str) -> None:
     log(f"ok   {url}\n         the demo_report observation opens the report: '{heading.strip()}'")
 
 
-def run_checks(screenshot: Path, chromium: str, chromedriver: str, workdir: Path) -> None:
+def location_address(assets: dict[str, tuple[str, str, str]]) -> str:
+    """How the UI's URLs name the code location of the rules: ``LOCATION`` for Dagster's implicit
+    ``__repository__`` (a bare ``Definitions``), else ``REPO@LOCATION``."""
+    _group, repo, location = assets[RULES]
+    return location if repo == "__repository__" else f"{repo}@{location}"
+
+
+JOB_RUNS_QUERY = """query ($job: String!) {
+  runsOrError(filter: {pipelineName: $job}, limit: 50) { __typename ... on Runs { results { runId status } } }
+}"""
+PAGE_TEXT_JS = """return document.body ? document.body.innerText : "";"""
+
+
+def check_job_runs(browser: Browser, base: str, assets: dict[str, tuple[str, str, str]], screenshot: Path) -> None:
+    """The job page of the nightly job lists the runs `routing learn` made (the demo learned each
+    night): a run recorded outside the UI must not be invisible from the job it ran."""
+    data = http_json(f"{base}/graphql", {"query": JOB_RUNS_QUERY, "variables": {"job": JOB}})
+    runs = data["data"]["runsOrError"].get("results") or []
+    if not runs:
+        raise CheckFailed(f"the instance has no run of {JOB}: `routing demo` learned each night with `routing learn`,"
+                          " so its runs should be recorded under that job")
+    wanted = [r["runId"][:8] for r in runs]  # the job page shows a run by the first 8 characters of its id
+    url = f"{base}/locations/{urllib.parse.quote(location_address(assets), safe='@:')}/jobs/{JOB}/runs"
+    browser.get(url)
+    last = {"text": ""}
+
+    def listed() -> bool | None:
+        last["text"] = browser.js(PAGE_TEXT_JS) or ""
+        return True if all(run_id in last["text"] for run_id in wanted) else None
+
+    try:
+        wait_for(f"the job page to list the {len(wanted)} runs of {JOB}", listed, PAGE_TIMEOUT, 0.5)
+    except CheckFailed as exc:
+        shown = [run_id for run_id in wanted if run_id in last["text"]]
+        empty = " ('No runs found')" if "No runs found" in last["text"] else ""
+        raise CheckFailed(f"{exc}: {url} lists {len(shown)} of the {len(wanted)} runs `routing learn` recorded"
+                          f" ({', '.join(wanted)}){empty}") from None
+    time.sleep(0.5)
+    log(f"ok   {url}\n         lists all {len(wanted)} runs of {JOB} made by `routing learn`: {', '.join(wanted)}")
+    save_screenshot(browser, screenshot, f"the job page of {JOB}")
+
+
+RULES_EVENTS_QUERY = """query ($path: [String!]!) {
+  assetOrError(assetKey: {path: $path}) { __typename ... on Asset { assetMaterializations(limit: 1) {
+    runId timestamp metadataEntries { label __typename ... on IntMetadataEntry { intValue } ... on TextMetadataEntry { text } } } } }
+  runsOrError(limit: 20) { __typename ... on Runs { results { runId status jobName } } }
+}"""
+RUN_QUERY = """query ($id: ID!) {
+  runOrError(runId: $id) { __typename ... on Run { runId status jobName eventConnection { events { __typename
+    ... on ExecutionStepFailureEvent { stepKey error { message cause { message cause { message } } } }
+    ... on RunFailureEvent { message } } } } }
+}"""
+#: Click the asset page's Materialize button, or the launch button of a dialog it opened (run
+#: config, partitions); report the toast that names the launched run.
+MATERIALIZE_JS = """
+const toast = Array.from(document.querySelectorAll("[class*=Toast], [class*=toast]")).map(t => t.innerText)
+  .find(t => /Launched run/.test(t));
+if (toast) return {toast: toast};
+const clickable = (root, names) => Array.from(root.querySelectorAll("button"))
+  .find(b => names.includes(b.innerText.trim()) && !b.disabled);
+const dialog = document.querySelector("[role=dialog]");
+if (dialog) {
+  const launch = clickable(dialog, ["Materialize", "Launch run", "Launch 1 run", "Materialize selected"]);
+  if (launch && arguments[0]) { launch.click(); return {clicked: "dialog: " + launch.innerText.trim()}; }
+  return {dialog: dialog.innerText.slice(0, 400)};
+}
+const button = clickable(document, ["Materialize"]);
+if (button && arguments[1]) { button.click(); return {clicked: "Materialize"}; }
+return null;
+"""
+METADATA_ROW_JS = """
+for (const row of document.querySelectorAll("tr")) {
+  const cells = row.querySelectorAll("td");
+  if (cells.length > 1 && cells[0].innerText.trim() === arguments[0]) return cells[1].innerText.trim();
+}
+return null;
+"""
+
+
+def published_version(home: Path) -> int | None:
+    """The rule set in force, as `routing rules --json` reports it: what the UI must show."""
+    argv = [*routing_command(), "rules", "--home", str(home), "--json"]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+    if done.returncode != 0:
+        raise CheckFailed(f"`{' '.join(argv)}` exited {done.returncode}: {done.stderr[-500:]}")
+    version = json.loads(done.stdout).get("rule_set_version")
+    return int(version) if version is not None else None
+
+
+def run_failure(base: str, run_id: str) -> str:
+    """Why a run failed: each failed step with the innermost cause (the exception the asset raised)."""
+    data = http_json(f"{base}/graphql", {"query": RUN_QUERY, "variables": {"id": run_id}})["data"]["runOrError"]
+    reasons = []
+    for event in data.get("eventConnection", {}).get("events", []):
+        if event["__typename"] == "ExecutionStepFailureEvent":
+            error = event["error"] or {}
+            while error.get("cause"):
+                error = error["cause"]
+            reasons.append(f"step {event['stepKey']}: {(error.get('message') or '').strip()}")
+        elif event["__typename"] == "RunFailureEvent" and not reasons:
+            reasons.append(event.get("message") or "")
+    return "; ".join(reasons)[:800] or "no failure event recorded"
+
+
+def check_materialize_from_ui(browser: Browser, base: str, home: Path, screenshot: Path) -> None:
+    """Click **Materialize** on the rules asset as an analyst would: the run must succeed, publish
+    the next rule set, and the asset's newest event must carry that version in its metadata."""
+    def state() -> dict[str, Any]:
+        return dict(http_json(f"{base}/graphql", {"query": RULES_EVENTS_QUERY, "variables": {"path": [RULES]}})["data"])
+
+    before = state()
+    runs_before = {r["runId"] for r in before["runsOrError"]["results"]}
+    version_before = published_version(home)
+    url = f"{base}/assets/{RULES}"
+    browser.get(url)
+    clicked: list[str] = []
+    seen: dict[str, Any] = {}
+
+    def launched() -> str | None:
+        # Click Materialize once, then the dialog's launch button (if one opens) once.
+        result = browser.js(MATERIALIZE_JS, len(clicked) == 1, not clicked) or {}
+        seen.update(result)
+        if "clicked" in result:
+            clicked.append(result["clicked"])
+            return None
+        return result.get("toast")
+
+    try:
+        toast = wait_for(f"{url} to launch a run from its Materialize button", launched, PAGE_TIMEOUT, 0.5)
+    except CheckFailed as exc:
+        raise CheckFailed(f"{exc}; clicked: {clicked or 'nothing (no enabled Materialize button)'}"
+                          + (f"; the dialog says {seen['dialog']!r}" if "dialog" in seen else "")) from None
+    prefix = toast.split("Launched run", 1)[1].split()[0].strip() if "Launched run" in toast else ""
+
+    def new_run() -> dict[str, Any] | None:
+        return next((r for r in state()["runsOrError"]["results"]
+                     if r["runId"] not in runs_before and r["runId"].startswith(prefix)), None)
+
+    run = wait_for(f"run {prefix} in the instance", new_run, 30, 0.5)
+
+    def finished() -> dict[str, Any] | None:
+        current = next(r for r in state()["runsOrError"]["results"] if r["runId"] == run["runId"])
+        return current if current["status"] in ("SUCCESS", "FAILURE", "CANCELED") else None
+
+    started = time.monotonic()
+    ended = wait_for(f"run {prefix} ({run['jobName']}) launched from the UI to finish", finished, RUN_TIMEOUT, 1.0)
+    if ended["status"] != "SUCCESS":
+        raise CheckFailed(f"clicked {' then '.join(clicked)} on {url}: run {run['runId']} ended {ended['status']}:"
+                          f" {run_failure(base, run['runId'])}")
+    log(f"ok   {url}: clicked {' then '.join(clicked)}, launched run {prefix}: SUCCESS after"
+        f" {time.monotonic() - started:.1f}s")
+
+    version = published_version(home)
+    if version is None or (version_before is not None and version <= version_before):
+        raise CheckFailed(f"run {prefix} succeeded but published no new rule set: v{version_before} before, v{version} after")
+    newest = (state()["assetOrError"].get("assetMaterializations") or [None])[0]
+    if not newest or newest["runId"] != run["runId"]:
+        raise CheckFailed(f"the newest materialization of {RULES} is from run {newest and newest['runId']}, not {run['runId']}")
+    labels = {e["label"]: e.get("intValue", e.get("text")) for e in newest["metadataEntries"]}
+    if labels.get("rule_set_version") != version:
+        raise CheckFailed(f"the new event's rule_set_version is {labels.get('rule_set_version')!r}, but"
+                          f" `routing rules` serves v{version} (metadata: {sorted(labels)})")
+    events_url = f"{base}/assets/{RULES}?view=events"
+    browser.get(events_url)
+    last: dict[str, Any] = {"value": None}
+
+    def shown() -> str | None:
+        last["value"] = browser.js(METADATA_ROW_JS, "rule_set_version")
+        return last["value"] if last["value"] == str(version) else None
+
+    try:
+        wait_for(f"{events_url} to show rule_set_version {version} on the newest event", shown, PAGE_TIMEOUT, 0.5)
+    except CheckFailed as exc:
+        raise CheckFailed(f"{exc} (shows {last['value']!r})") from None
+    time.sleep(0.5)
+    log(f"ok   {events_url}\n         the new event (run {prefix}) shows rule_set_version {version} (was v{version_before});"
+        f" as_of {labels.get('as_of')}")
+    save_screenshot(browser, screenshot, f"the new event of {RULES}")
+
+
+def run_checks(screenshots: Path, chromium: str, chromedriver: str, workdir: Path) -> None:
     home = workdir / "home"
     log(f"demo: routing demo --days 2 --requests-per-day 200 --home {home}")
     make_demo_home(home)
@@ -515,12 +709,26 @@ def run_checks(screenshot: Path, chromium: str, chromedriver: str, workdir: Path
             browser.get(f"{base}/server_info")
             browser.js("localStorage.setItem('communityNux', JSON.stringify('1'));"
                        "localStorage.setItem('dagster-nav-collapsed', 'true');")
-            check_asset_graph(browser, base, assets, screenshot)
-            check_upstream(browser, base, assets)
-            check_demo_report(browser, base)
+            # The demo report first: it is the newest event of the rules until Materialize adds one.
+            page_checks: list[tuple[str, Callable[[], object]]] = [
+                ("the asset graph", lambda: check_asset_graph(browser, base, assets, screenshots / GRAPH_PNG)),
+                (f"the upstream graph of {RULES}", lambda: check_upstream(browser, base, assets)),
+                ("the demo report", lambda: check_demo_report(browser, base)),
+                (f"the job page of {JOB}", lambda: check_job_runs(browser, base, assets, screenshots / JOB_RUNS_PNG)),
+                (f"Materialize on {RULES}", lambda: check_materialize_from_ui(browser, base, home, screenshots / MATERIALIZED_PNG)),
+            ]
+            failures = []
+            for name, check in page_checks:
+                try:
+                    check()
+                except CheckFailed as exc:
+                    log(f"FAIL {name}: {exc}")
+                    failures.append(f"{name}: {exc}")
         finally:
             browser.close()
         stop_ui(ui)
+        if failures:
+            raise CheckFailed(f"{len(failures)} of {len(page_checks)} page checks failed:\n  " + "\n  ".join(failures))
     except BaseException:
         tail = (workdir / "ui.log").read_bytes()[-3000:].decode(errors="replace")
         print(f"--- routing ui output (last 3000 bytes) ---\n{tail}", file=sys.stderr)
@@ -541,9 +749,9 @@ def run_checks(screenshot: Path, chromium: str, chromedriver: str, workdir: Path
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
-    default = DEFAULT_SCREENSHOT.relative_to(PROJECT_ROOT)
-    parser.add_argument("--screenshot", type=Path, default=DEFAULT_SCREENSHOT,
-                        help=f"where to write the PNG of the asset graph (default: {default})")
+    default = DEFAULT_SCREENSHOTS.relative_to(PROJECT_ROOT)
+    parser.add_argument("--screenshots", type=Path, default=DEFAULT_SCREENSHOTS,
+                        help=f"the folder to write {GRAPH_PNG}, {JOB_RUNS_PNG} and {MATERIALIZED_PNG} into (default: {default})")
     args = parser.parse_args(argv)
     chromium, chromedriver = shutil.which("chromium"), shutil.which("chromedriver")
     if not chromium or not chromedriver:
@@ -552,14 +760,15 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         with tempfile.TemporaryDirectory(prefix="check-ui-") as workdir:
-            run_checks(args.screenshot.resolve(), chromium, chromedriver, Path(workdir))
+            run_checks(args.screenshots.resolve(), chromium, chromedriver, Path(workdir))
     except CheckFailed as exc:
         print(f"FAIL: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    log("PASS: routing ui serves the asset graph, the schedule runs, and it stops cleanly")
+    log("PASS: routing ui serves the asset graph, the job's runs and the demo report, materializes the rules,"
+        " the schedule runs, and it stops cleanly")
     return 0
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import shutil
 import sys
@@ -10,7 +11,7 @@ from pathlib import Path
 
 from routing_pipelines.simulation import plots, report
 from routing_pipelines.simulation.scenarios import load_scenario
-from routing_pipelines.simulation.simulator import DayResult, simulate
+from routing_pipelines.simulation.simulator import DayResult, SimulationResult, simulate
 
 DEFAULT_HOME = ".routing-demo"
 #: Written into every home the demo creates: the demo replaces only homes that carry it.
@@ -33,17 +34,24 @@ def _replace_demo_home(home: Path) -> None:
     (home / DEMO_MARKER).write_text("created by `routing demo`, which deletes and recreates this folder on each run\n")
 
 
-def attach_report(home: Path, markdown: str, summary: str) -> None:
-    """Show the report on the rules asset in the Dagster UI, as an observation of it."""
+def attach_report(home: Path, result: SimulationResult, figures: list[report.DayFigures], images: list[Path]) -> None:
+    """Show the report on the rules asset in the Dagster UI, as an observation of it: the headline
+    figures inline, the summary and the whole report (its plots embedded, the UI cannot reach the
+    home's files) as Markdown."""
     import dagster as dg
 
     from routing_pipelines.assets import names
     from routing_pipelines.learn import dagster_instance
 
+    embedded = {p.name: "data:image/png;base64," + base64.b64encode(p.read_bytes()).decode("ascii") for p in images}
     with dagster_instance(home) as instance:
         instance.report_runless_asset_event(dg.AssetObservation(
             asset_key=names.MODEL_ROUTING_RULES,
-            metadata={"demo_report": dg.MetadataValue.md(markdown), "summary": dg.MetadataValue.text(summary)},
+            metadata={
+                **report.headline(result, figures),
+                "summary": dg.MetadataValue.md(report.render_summary(result, figures)),
+                "demo_report": dg.MetadataValue.md(report.render_markdown(result, figures, embedded)),
+            },
         ))
 
 
@@ -81,9 +89,8 @@ def run_demo(scenario_name: str = "stationary", *, days: int | None = None, requ
         plots.traffic_share_plot(result, home_path / "traffic_share.png"),
         plots.regret_plot(result, figures, home_path / "regret.png"),
     ]
-    markdown = report.render_markdown(result, figures, [str(p) for p in images])
-    (home_path / "report.md").write_text(markdown)
-    attach_report(home_path, markdown, report.print_summary(result, figures))
+    (home_path / "report.md").write_text(report.render_markdown(result, figures, {p.name: p.name for p in images}))
+    attach_report(home_path, result, figures, images)
     print(report.print_summary(result, figures))
     print(f"\nreport: {home_path / 'report.md'}; plots: {', '.join(str(p) for p in images)}")
     print(f"see the runs in the Dagster UI: routing ui --home {home_path}")
