@@ -18,6 +18,9 @@ NIGHTLY_JOB = "nightly_learning"
 NIGHTLY_SCHEDULE = "nightly_learning_0200_utc"
 #: Every step of the learning graph is in this pool; the instance allows one run in it at a time.
 LEARNING_POOL = "routing_home"
-#: The module `routing ui` serves as its code location; Dagster names the location after it, and
-#: runs of `routing learn` are labelled with that name so the UI lists them with the job.
-CODE_LOCATION = "routing_pipelines.definitions"
+#: The code location `routing ui` and workspace.yaml serve (module and attribute), under a name
+#: of ours: runs of `routing learn` are labelled with it so the UI lists them with the job.
+CODE_MODULE = "routing_pipelines.definitions"
+CODE_LOCATION = "routing"
+#: Dagster's label of the one repository of that location (``repository@location``).
+REPOSITORY_LABEL = f"__repository__@{CODE_LOCATION}"

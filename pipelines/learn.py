@@ -200,7 +200,7 @@ def _run_job(home: Path, planned: plan.LearningPlan, *, quiet: bool) -> dg.Execu
         return job.execute_in_process(
             instance=instance, raise_on_error=False,
             tags={**partition_range_tags(planned.start, planned.end), RUNNER_TAG: "routing learn",
-                  REPOSITORY_LABEL_TAG: f"__repository__@{names.CODE_LOCATION}"},
+                  REPOSITORY_LABEL_TAG: names.REPOSITORY_LABEL},
             run_config={**run_config(planned.end),
                         "loggers": {"console": {"config": {"log_level": "CRITICAL" if quiet else "ERROR"}}}},
         )

@@ -13,7 +13,21 @@ from routing_pipelines.assets import names
 from routing_pipelines.learn import dagster_folder, dagster_instance
 from routing_runtime.home import NotInitialisedError, db_path, resolve_home
 
-CODE_LOCATION = ["-m", names.CODE_LOCATION, "-a", "defs"]
+WORKSPACE = f"""\
+load_from:
+  - python_module:
+      module_name: {names.CODE_MODULE}
+      attribute: defs
+      location_name: {names.CODE_LOCATION}
+"""
+
+
+def workspace_file(home: Path) -> Path:
+    """The workspace `routing ui` serves: the code location under the name runs of `routing learn`
+    are labelled with (``-m`` alone would name it after the module and attribute)."""
+    path = Path(dagster_folder(home)) / "workspace.yaml"
+    path.write_text(WORKSPACE, encoding="utf-8")
+    return path
 
 
 def ui_environment(home: Path) -> dict[str, str]:
@@ -30,9 +44,10 @@ def run_ui(home: str | None, port: int, *, daemon: bool = True) -> int:
         raise NotInitialisedError(f"{home_path} is not initialised: run `routing init --home {home_path}`")
     env = ui_environment(home_path)
     bin_dir = Path(sys.executable).parent
-    processes = [subprocess.Popen([str(bin_dir / "dagster-webserver"), "-h", "127.0.0.1", "-p", str(port), *CODE_LOCATION], env=env)]
+    workspace = ["-w", str(workspace_file(home_path))]
+    processes = [subprocess.Popen([str(bin_dir / "dagster-webserver"), "-h", "127.0.0.1", "-p", str(port), *workspace], env=env)]
     if daemon:
-        processes.append(subprocess.Popen([str(bin_dir / "dagster-daemon"), "run", *CODE_LOCATION], env=env))
+        processes.append(subprocess.Popen([str(bin_dir / "dagster-daemon"), "run", *workspace], env=env))
     # `kill` and service managers send SIGTERM: stop the children as on Ctrl-C.
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     print(f"Dagster UI for {home_path} on http://127.0.0.1:{port} (daemon {'on' if daemon else 'off'}); Ctrl-C stops it", file=sys.stderr)

@@ -176,12 +176,13 @@ def test_runs_of_routing_learn_are_listed_with_the_job_of_the_ui_code_location(h
     result = learn(home, D3, quiet=True)
     with dagster_instance(home) as instance:
         runs = instance.get_runs(filters=dg.RunsFilter(
-            job_name=names.NIGHTLY_JOB, tags={REPOSITORY_LABEL_TAG: f"__repository__@{names.CODE_LOCATION}"},
+            job_name=names.NIGHTLY_JOB, tags={REPOSITORY_LABEL_TAG: names.REPOSITORY_LABEL},
         ))
     assert [r.run_id for r in runs] == [result.run_id]
-    from routing_pipelines.ui import CODE_LOCATION
+    from routing_pipelines.ui import workspace_file
 
-    assert CODE_LOCATION[1] == names.CODE_LOCATION  # the module `routing ui` serves names the location
+    # The location `routing ui` serves has the name the runs are labelled with.
+    assert f"location_name: {names.CODE_LOCATION}" in workspace_file(home).read_text()
 
 
 def _paused_dagster_run(home: Path) -> subprocess.Popen:
