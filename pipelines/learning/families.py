@@ -24,7 +24,9 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
-from scipy import stats as sps
+# scipy.special, not scipy.stats: the same quantiles, and it imports in a third of the time
+# (every `routing learn` pays for the import).
+from scipy import special
 
 
 def _array(name: str, value, *, low: float | None = 0.0, high: float | None = None, strict: bool = False,
@@ -108,7 +110,7 @@ class BetaQuality(_Family):
 
     def interval(self, level: float) -> tuple[np.ndarray, np.ndarray]:
         low, high = _check_level(level)
-        return sps.beta.ppf(low, self.alpha, self.beta), sps.beta.ppf(high, self.alpha, self.beta)
+        return special.betaincinv(self.alpha, self.beta, low), special.betaincinv(self.alpha, self.beta, high)
 
     def sample(self, rng: np.random.Generator, n: int) -> np.ndarray:
         return rng.beta(self.alpha, self.beta, size=(n, len(self.alpha)))
@@ -183,7 +185,7 @@ class NormalInverseGammaLog(_Family):
     def interval(self, level: float) -> tuple[np.ndarray, np.ndarray]:
         low, high = _check_level(level)
         t_scale = np.sqrt(self.beta / (self.alpha * self.kappa))
-        bound = lambda q: self.scale * np.exp(sps.t.ppf(q, 2 * self.alpha, loc=self.mu, scale=t_scale) + self._half_variance)  # noqa: E731
+        bound = lambda q: self.scale * np.exp(self.mu + t_scale * special.stdtrit(2 * self.alpha, q) + self._half_variance)  # noqa: E731
         return bound(low), bound(high)
 
     def sample(self, rng: np.random.Generator, n: int) -> np.ndarray:
@@ -238,7 +240,7 @@ class DirichletOutcomes(_Family):
         """Shape (3, len) each: each share's marginal Beta(a_i, a_0 − a_i) interval."""
         low, high = _check_level(level)
         rest = self.concentration.sum(axis=0) - self.concentration
-        return sps.beta.ppf(low, self.concentration, rest), sps.beta.ppf(high, self.concentration, rest)
+        return special.betaincinv(self.concentration, rest, low), special.betaincinv(self.concentration, rest, high)
 
     def sample(self, rng: np.random.Generator, n: int) -> np.ndarray:
         """Shape (n, 3, len): normalised Gamma draws, a Dirichlet draw per column."""
