@@ -56,7 +56,9 @@ def model_posteriors(context: dg.AssetExecutionContext, config: LearningDay, rou
             _markdown(recent.with_columns(pl.col("before", "after").round(4))) if recent.height else "none in the last 14 days"
         ),
         "dagster/row_count": frame.height, "outcomes_seen": value.outcomes_seen,
-        "posteriors": dg.MetadataValue.md("Posterior mean [95% credible interval] per cell.\n\n" + _markdown(preview)),
+        "posteriors": dg.MetadataValue.md(
+            f"Posterior mean [{registry.learning.credible_level:.0%} credible interval] per cell.\n\n" + _markdown(preview)
+        ),
     })
 
 

@@ -14,7 +14,7 @@ from itertools import accumulate
 from collections import namedtuple
 
 from routing_runtime.home import NotInitialisedError
-from routing_runtime.rules import RuleRow, build_rules, registry_estimates
+from routing_runtime.rules import PREFERENCES, RuleRow, build_rules, registry_estimates
 from routing_runtime.types import Cell as RuleKey, RoutingPreference, TaskType, all_cells
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing
@@ -24,14 +24,6 @@ if TYPE_CHECKING:
     from routing_runtime.registry import ModelRegistry
 
 CODE_VERSION = "routing_runtime 0.1.0"
-
-_OBJECTIVE = {
-    RoutingPreference.QUALITY: "highest expected quality",
-    RoutingPreference.COST_EFFICIENT: "lowest expected cost",
-    RoutingPreference.BALANCED: "highest expected quality per dollar",
-    RoutingPreference.LATENCY: "lowest expected latency",
-}
-
 
 class RuleSet(namedtuple("RuleSet", "version created_at as_of source inputs rows")):
     """One published version of ``model_routing_rules``: its ``version``, ``created_at``,
@@ -289,7 +281,7 @@ class _Slot(namedtuple("_Slot", "task preference provenance candidates last_reso
             reason = f"{pref}: fallback, best remaining of {len(pool)} candidates by priority"
         elif index == 0:
             reason = (
-                f"{pref}: {_OBJECTIVE[self.preference]} of {len(pool)} candidates"
+                f"{pref}: {PREFERENCES[self.preference].summary} of {len(pool)} candidates"
                 f" (quality {chosen.expected_quality:.2f}, ${chosen.expected_cost_usd:.5f}/request,"
                 f" {chosen.expected_latency_ms:.0f} ms); p={propensity:.3f}"
             )
