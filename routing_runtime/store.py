@@ -21,7 +21,6 @@ import time
 from collections import namedtuple
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timezone
-from pathlib import Path
 
 from routing_runtime import safe_fs
 from routing_runtime.compiled_rules import (
@@ -33,6 +32,8 @@ from routing_runtime.rules import RuleRow
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from routing_runtime.registry import ModelRegistry
 
 __all__ = ["DB_NAME", "SCHEMA_VERSION", "Store", "StoreError", "utc_timestamp"]
@@ -272,6 +273,8 @@ class Store:
         """Open (read-write: create) the database file at ``path``, with no schema check: for
         ``routing init`` (which migrates it), ``routing status`` (which reports any version) and
         reads of a database already checked; everything else uses :meth:`open_home`."""
+        from pathlib import Path  # here, not at import: keeps `import routing_runtime` cheap
+
         return cls(_connect_readonly(path) if read_only else connect(path), Path(path))
 
     @classmethod
@@ -720,6 +723,8 @@ def _connect_readonly(path: str | os.PathLike) -> sqlite3.Connection:
     The path goes into a ``file:`` URI percent-encoded, so any home name works. Where SQLite
     cannot create its WAL index (a read-only folder), the file is opened as immutable.
     """
+    from pathlib import Path
+
     uri = Path(path).resolve().as_uri()
     conn = sqlite3.connect(f"{uri}?mode=ro", uri=True, timeout=BUSY_TIMEOUT_MS / 1000, check_same_thread=False, isolation_level=None)
     try:
