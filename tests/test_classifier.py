@@ -47,6 +47,8 @@ def test_labelled_prompts_accuracy_per_task_type():
         else:
             confusions[(row["task_type"], predicted)] += 1
 
+    unlabelled = [t.value for t in TaskType if not total[t.value]]
+    assert not unlabelled, f"no labelled prompts for {unlabelled}: add some to tests/data/labelled_prompts.jsonl"
     overall = sum(correct.values()) / len(rows)
     per_type = {t.value: correct[t.value] / total[t.value] for t in TaskType}
     print(f"\n{'task type':<16} {'n':>4} {'correct':>7} {'accuracy':>8}")

@@ -13,6 +13,7 @@ sps = pytest.importorskip("scipy.stats")
 
 from routing_pipelines.learning import posteriors, statistics  # noqa: E402
 from routing_runtime.registry import LearningSettings, ModelRegistry  # noqa: E402
+from routing_runtime.types import TaskType  # noqa: E402
 
 REGISTRY = ModelRegistry.from_toml("""
 [learning]
@@ -140,7 +141,7 @@ def test_latency_posterior_matches_the_normal_inverse_gamma_update():
 def test_without_evidence_the_posterior_is_the_registry_prior():
     empty = totals_for({})
     post = posteriors.compute_posteriors(empty, REGISTRY)
-    assert post.height == 2 * 8
+    assert post.height == 2 * len(TaskType)
     b_math = post.filter((pl.col("model_id") == "b") & (pl.col("task_type") == "math")).row(0, named=True)
     assert b_math["quality_mean"] == pytest.approx(0.9) and b_math["n_raw"] == 0
     assert b_math["is_specialized"] is True
