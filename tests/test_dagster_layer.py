@@ -199,7 +199,7 @@ def _paused_dagster_run(home: Path) -> subprocess.Popen:
         "    r = job.execute_in_process(instance=instance, run_config=run_config(dt.date(2026, 6, 3)), partition_key='2026-06-03')\n"
         "    print('ok' if r.success else 'failed')\n"
     )
-    env = {**os.environ, "ROUTING_PAUSE_AT": "model_posteriors:after_write", "ROUTING_PAUSE_SECONDS": "20"}
+    env = {**os.environ, "ROUTING_PAUSE_AT": "model_posteriors:after_write", "ROUTING_PAUSE_SECONDS": "10"}
     return subprocess.Popen([sys.executable, "-c", code, str(home)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -224,7 +224,7 @@ def test_routing_learn_refuses_while_a_daemon_launched_run_holds_the_home(home: 
 
 
 def test_a_dagster_run_fails_at_once_while_routing_learn_holds_the_home(home: Path):
-    env = {**os.environ, "ROUTING_PAUSE_AT": "model_posteriors:after_write", "ROUTING_PAUSE_SECONDS": "20"}
+    env = {**os.environ, "ROUTING_PAUSE_AT": "model_posteriors:after_write", "ROUTING_PAUSE_SECONDS": "10"}
     cli = subprocess.Popen([sys.executable, "-m", "routing_runtime.cli", "learn", "--home", str(home), "--as-of", str(D3), "--json"],
                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
