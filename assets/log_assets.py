@@ -71,23 +71,22 @@ def daily_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinitio
             "path": dg.MetadataValue.path(str(routing_home.lake.table_dir(table))),
         })
 
-    @dg.asset(
-        name=names.ROUTING_DECISIONS, partitions_def=partitions, backfill_policy=_SINGLE_RUN, deps=[names.INBOX],
-        kinds={"sqlite", "parquet", "polars"}, group_name="logs", pool=POOL,
-    )
-    def routing_decisions(context: dg.AssetExecutionContext, routing_home: RoutingHome) -> dg.MaterializeResult:
-        """Every routing decision of the day (from routing.db and staged inbox drops), validated, as
-        Parquet in lake/routing_decisions/day=…; rows that fail validation go to lake/quarantine with a reason."""
-        return ingest(context, routing_home, logs.DECISIONS)
+    def log_asset(table: str, rows: str) -> dg.AssetsDefinition:
+        @dg.asset(
+            name=table, partitions_def=partitions, backfill_policy=_SINGLE_RUN, deps=[names.INBOX],
+            kinds={"sqlite", "parquet", "polars"}, group_name="logs", pool=POOL,
+            description=(
+                f"Every {rows} of the day (from routing.db and staged inbox drops), validated, as Parquet in"
+                f" lake/{table}/day=…; rows that fail validation go to lake/quarantine with a reason."
+            ),
+        )
+        def log(context: dg.AssetExecutionContext, routing_home: RoutingHome) -> dg.MaterializeResult:
+            return ingest(context, routing_home, table)
 
-    @dg.asset(
-        name=names.MODEL_PERFORMANCE, partitions_def=partitions, backfill_policy=_SINGLE_RUN, deps=[names.INBOX],
-        kinds={"sqlite", "parquet", "polars"}, group_name="logs", pool=POOL,
-    )
-    def model_performance(context: dg.AssetExecutionContext, routing_home: RoutingHome) -> dg.MaterializeResult:
-        """Every reported outcome of the day (from routing.db and staged inbox drops), validated, as
-        Parquet in lake/model_performance/day=…; rows that fail validation go to lake/quarantine with a reason."""
-        return ingest(context, routing_home, logs.PERFORMANCE)
+        return log
+
+    routing_decisions = log_asset(logs.DECISIONS, "routing decision")
+    model_performance = log_asset(logs.PERFORMANCE, "reported outcome")
 
     @dg.asset(
         name=names.DAILY_MODEL_STATS, partitions_def=partitions, backfill_policy=_SINGLE_RUN, deps=[names.MODEL_PERFORMANCE],

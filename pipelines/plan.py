@@ -96,7 +96,10 @@ def plan_run(
                 " (a backfill), then a plain `routing learn` brings the rules up to date"
             )
         start = earliest
-    return LearningPlan(start=max(start, first), end=as_of, nothing_new=nothing_new, problems=problems)
+    start = max(start, first)
+    evidence = _first_day(home, set(sources))  # pending days are keys of sources already
+    return LearningPlan(start=start, end=as_of, nothing_new=nothing_new, problems=problems,
+                        first_day=min(evidence or start, start))
 
 
 def learning_range(home: Path, as_of: dt.date, *, explicit: bool = False, first_day: dt.date | None = None) -> LearningPlan:
@@ -107,7 +110,6 @@ def learning_range(home: Path, as_of: dt.date, *, explicit: bool = False, first_
     with Store.open_home(home, read_only=True, needed_by="learning") as store:
         pending = logs.pending_days(home)
         planned = plan_run(home, store, as_of, store.learned_through(), explicit=explicit, pending=pending)
-        planned.first_day = min(first_evidence_day(home, store, pending) or planned.start, planned.start)
     if first_day is not None and planned.start < first_day:
         planned.problems.append(
             f"days before {first_day} gained evidence after the code location was loaded: reload it"
@@ -141,8 +143,11 @@ def unlearned_days(home: Path, store: Store, as_of: dt.date) -> list[dt.date]:
 
 def first_evidence_day(home: Path, store: Store, pending: set[dt.date] | frozenset[dt.date] = frozenset()) -> dt.date | None:
     """The first UTC day with evidence: database rows, staged or waiting drops, lake partitions."""
+    return _first_day(home, set(logs.source_fingerprints(store)) | set(pending))
+
+
+def _first_day(home: Path, days: set[dt.date]) -> dt.date | None:
     lake = Lake(home)
-    days = set(logs.source_fingerprints(store)) | set(pending)
     for table in logs.TABLES:
         days |= set(lake.partition_days(table))
     return min(days) if days else None

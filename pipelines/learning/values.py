@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-from typing import ClassVar
 
 import polars as pl
 
@@ -29,8 +28,6 @@ class LakeValue:
 
     as_of: dt.date
     frame: pl.DataFrame
-    #: What the value is, in error messages.
-    label: ClassVar[str] = "value"
 
     def to_frame(self) -> pl.DataFrame:
         return self.frame
@@ -46,7 +43,6 @@ class LakeValue:
 class Posteriors(LakeValue):
     """Posteriors per (model, task type) as of a day (columns: see :mod:`.posteriors`)."""
 
-    label = "posteriors"
 
     @property
     def outcomes_seen(self) -> int:
@@ -56,13 +52,11 @@ class Posteriors(LakeValue):
 class SpecialistComparison(LakeValue):
     """Per task type: the best specialist against the best generalist."""
 
-    label = "specialist comparison"
 
 
 class PolicyEvaluation(LakeValue):
     """Off-policy estimates of the candidate rules on the logged traffic (see :mod:`.evaluation`)."""
 
-    label = "policy evaluation"
 
     def overall(self) -> dict | None:
         """The ``all`` row, or None when no logged decision could be evaluated."""
@@ -80,7 +74,6 @@ class CandidateRules(LakeValue):
 
     rows: tuple[RuleRow, ...] = ()
     registry_fingerprint: str = ""
-    label: ClassVar[str] = "candidate rules"
 
     @classmethod
     def build(cls, as_of: dt.date, rows: list[RuleRow], registry_fingerprint: str) -> CandidateRules:
