@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import socket
+import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -13,7 +15,8 @@ from routing_runtime.home import LAKE_DIR, NotInitialisedError, db_path, resolve
 from routing_runtime.registry import ModelRegistry
 from routing_runtime.rules import ModelEstimate, build_rules, registry_estimates
 from routing_runtime.compiled_rules import RuleSet
-from routing_runtime.store import DB_NAME, Store
+from routing_runtime.hub import Hub
+from routing_runtime.store import DB_NAME, Store, utc_timestamp
 from routing_runtime.types import RoutingPreference, TaskType
 
 #: Folders inside ROUTING_HOME.
@@ -30,10 +33,13 @@ class InitResult:
     published: bool
     registry_source: str = ""
     registry_kept: bool = False  # no --registry: the one last applied to this home stays
+    hub: str | None = None
+    host_id: str | None = None
 
 
 def initialise(
     home: str | os.PathLike | None = None, registry_path: str | os.PathLike | None = None, *, group_access: bool = False,
+    hub: str | None = None,
 ) -> InitResult:
     """Create or upgrade ``home``; upsert the registry; publish rules when none are usable or the
     registry changed what they are built from. Idempotent; never deletes logs or history.
@@ -47,9 +53,16 @@ def initialise(
     A new home is private (``0700``; files ``0600``) whatever the umask; ``group_access`` makes
     it ``2770`` (files ``0660``) for a team that shares it: everything created in it then
     follows the home's mode.
+
+    ``hub`` ties the home to a hub (``s3://bucket/prefix`` or an absolute path, see
+    :mod:`routing_runtime.hub`): the hub is checked first (this home is registered there, and
+    read back), so a hub that is down or refuses the credentials changes nothing. The home's
+    host id, its name on the hub, is made once and kept.
     """
     given = ModelRegistry.load(Path(registry_path)) if registry_path else None
+    hub_ref = Hub.parse(hub) if hub is not None else None
     home_path = resolve_home(home)
+    host_id = _register_on_hub(home_path, hub_ref) if hub_ref is not None else None
     _create_home(home_path, group_access)
     for table in INBOX_TABLES:
         safe_fs.ensure_dir(home_path, "inbox", table)
@@ -68,7 +81,32 @@ def initialise(
         effective = db.registry()
         rule_set_version, published = _publish_if_changed(db, effective)
         count = db.model_counts()[1]
-    return InitResult(home_path, version, previous, count, rule_set_version, published, effective.source, kept)
+        if hub_ref is not None and host_id is not None:
+            db.tie_to_hub(hub_ref.url, host_id)
+        tie = db.hub_tie()
+    return InitResult(home_path, version, previous, count, rule_set_version, published, effective.source, kept,
+                      *(tie or (None, None)))
+
+
+def _register_on_hub(home: Path, hub: Hub) -> str:
+    """Write this home's entry on ``hub`` before anything local changes: a hub that is down or
+    refuses the credentials fails ``routing init`` with nothing written. Returns the host id
+    (the home's own when it already has one)."""
+    tie = None
+    if db_path(home).exists():
+        with Store.open(db_path(home), read_only=True) as db:
+            tie = db.hub_tie() if db.schema_version() else None
+    host_id = tie[1] if tie else new_host_id()
+    hub.register_host(host_id, {"host_id": host_id, "hostname": socket.gethostname(), "home": str(home),
+                                "registered_at": utc_timestamp()})
+    return host_id
+
+
+def new_host_id() -> str:
+    """A home's name on a hub: the machine's name (readable in the hub's listing) and a random
+    suffix (two homes on one machine, or cloned containers, never share a name)."""
+    name = "".join(c if c.isalnum() or c in "-_" else "-" for c in socket.gethostname())[:40].strip("-") or "host"
+    return f"{name}-{uuid.uuid4().hex[:8]}"
 
 
 def _create_home(home: Path, group_access: bool) -> None:
@@ -177,6 +215,7 @@ def home_status(home: str | os.PathLike | None = None) -> dict:
         "rule_set": {"version": rule_set.version, "source": rule_set.source, "as_of": rule_set.as_of,
                      "created_at": rule_set.created_at, "note": note},
         "learned_through": settings.get("learned_through"),
+        "hub": {"url": settings["hub_url"], "host_id": settings.get("host_id")} if "hub_url" in settings else None,
         "models": {"enabled": enabled, "disabled": total - enabled},
         "logs": logs, "inbox": inbox,
         "last_learn": None if last_learn is None else {

@@ -28,6 +28,11 @@ def _parser() -> argparse.ArgumentParser:
         "--group-access", action="store_true",
         help="let the home's group read and write it (mode 2770, files 0660); default: private to you (0700)",
     )
+    init.add_argument(
+        "--hub", metavar="URL",
+        help="tie the home to a fleet's hub: s3://bucket/prefix (AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,"
+             " AWS_REGION, AWS_ALLOW_HTTP) or an absolute path of a shared folder; extra [hub] for s3",
+    )
 
     select = commands.add_parser("select", parents=[home], help="choose a model for a prompt and record the decision")
     select.add_argument("text", metavar="TEXT", help="the prompt (classified unless --task is given)")
@@ -117,7 +122,7 @@ def _private_files(args) -> None:
 def _init(args) -> int:
     from routing_runtime.admin import initialise
 
-    result = initialise(args.home, args.registry, group_access=args.group_access)
+    result = initialise(args.home, args.registry, group_access=args.group_access, hub=args.hub)
     upgraded = (
         f"schema upgraded {result.previous_schema_version} -> {result.schema_version}"
         if result.previous_schema_version != result.schema_version else f"schema {result.schema_version}"
@@ -125,6 +130,8 @@ def _init(args) -> int:
     published = "published" if result.published else "unchanged"
     registry = f"registry kept ({result.registry_source})" if result.registry_kept else f"registry {result.registry_source} applied"
     print(f"{result.home}: {upgraded}; {result.models} models; {registry}; rule set v{result.rule_set_version} {published}")
+    if result.hub:
+        print(f"tied to hub {result.hub} as host {result.host_id}: `routing sync` ships logs there and pulls rule sets")
     return 0
 
 
@@ -220,6 +227,8 @@ def _status(args) -> int:
     if rules["note"]:
         print(f"                   served instead of the newest: {rules['note']}")
     print(f"learned through:   {status['learned_through'] or 'never learned'}")
+    if status["hub"]:
+        print(f"hub:               {status['hub']['url']} (this home is host {status['hub']['host_id']})")
     print(f"models:            {status['models']['enabled']} enabled, {status['models']['disabled']} disabled")
     for table, counts in status["logs"].items():
         print(f"{table + ':':<19}{counts['rows']} rows, last at {counts['last'] or '-'}")

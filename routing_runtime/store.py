@@ -182,6 +182,9 @@ SCHEMA_VERSION = len(MIGRATIONS)
 #: Keys of the ``settings`` table the learning run writes.
 LEARNED_THROUGH = "learned_through"
 LAST_LEARN = "last_learn"
+#: Keys ``routing init --hub`` writes: the hub's URL and this home's name on it.
+HUB_URL = "hub_url"
+HOST_ID = "host_id"
 #: The log tables and the column that dates their rows.
 TIME_COLUMN = {"routing_decisions": "created_at", "model_performance": "recorded_at"}
 #: Versions far above any real count (a poisoned row near 2**63) are stepped over, not added to.
@@ -572,6 +575,20 @@ class Store:
     def last_learn(self) -> dict | None:
         row = self._execute("SELECT value FROM settings WHERE key = ?", (LAST_LEARN,)).fetchone()
         return None if row is None else json.loads(row[0])
+
+    # ------------------------------------------------------------------ the hub
+
+    def hub_tie(self) -> tuple[str, str] | None:
+        """(hub URL, this home's host id) when ``routing init --hub`` tied the home to a hub."""
+        settings = self.settings()
+        if HUB_URL not in settings:
+            return None
+        return settings[HUB_URL], settings[HOST_ID]
+
+    def tie_to_hub(self, url: str, host_id: str) -> None:
+        """Tie the home to the hub at ``url`` under ``host_id`` (kept when the hub changes)."""
+        with self.transaction():
+            self._conn.executemany(_UPSERT_SETTING, [(HUB_URL, url), (HOST_ID, host_id)])
 
     # ------------------------------------------------------------------ the learning ledger
 
