@@ -178,7 +178,7 @@ def push_rule_sets(home: Path, hub: Hub, store: Store) -> list[int]:
         )
     if current:
         mine = store.rule_set_document(current)
-        if mine is None or not _same_rules(mine, _fetch(hub, current)):
+        if mine is None or not _same_rules(mine, _fetch(hub, current), created_at_too=True):
             raise SyncError(
                 f"the hub {hub.url}'s rule set v{current} is not this home's v{current}: another learner publishes"
                 f" to this hub. One learner per hub: stop the other, or tie {home} to another hub"
@@ -244,15 +244,18 @@ def _is_hub_copy(document: dict, hub: Hub) -> bool:
     return isinstance(inputs, dict) and inputs.get("hub") == hub.url
 
 
-def _same_rules(mine: dict, theirs: dict) -> bool:
-    """Whether two rule-set documents hold the same rules (their creation times aside: two homes
-    built the same registry set each on their own)."""
+def _same_rules(mine: dict, theirs: dict, *, created_at_too: bool = False) -> bool:
+    """Whether two rule-set documents hold the same rules; their creation times aside unless
+    ``created_at_too`` (a host and the learner build the same registry set each on their own; a
+    learner's sets on the hub are its own, to the microsecond)."""
     def rows(document: dict) -> list[tuple]:
         raw = document.get("rows")
         listed = [r for r in raw if isinstance(r, dict)] if isinstance(raw, list) else []
         keyed = [(tuple(str(r.get(f)) for f in STORED_RULE_FIELDS[:3]), tuple(r.get(f) for f in STORED_RULE_FIELDS)) for r in listed]
         return sorted(keyed, key=lambda pair: pair[0])
 
+    if created_at_too and mine.get("created_at") != theirs.get("created_at"):
+        return False
     return mine.get("source") == theirs.get("source") and rows(mine) == rows(theirs)
 
 
