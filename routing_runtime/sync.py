@@ -217,9 +217,6 @@ def _checked(document: dict, version: int, hub: Hub, store: Store) -> RuleSet:
     """The hub's ``document`` as a rule set this home's routers can serve, or SyncError saying why not."""
     import json
 
-    where = f"{hub.url}/{rule_set_key(version)}"
-    served = store.load_usable_rule_set()[0].version
-    keeps = f"not imported; this home keeps serving {f'v{served}' if served is not None else 'registry order'}"
     try:
         if document.get("version") != version:
             raise UnusableRuleSet(f"version={document.get('version')!r} is not {version}")
@@ -234,7 +231,11 @@ def _checked(document: dict, version: int, hub: Hub, store: Store) -> RuleSet:
         rule_set = parse_rule_set(version, meta, [(f"{i}", *(r.get(f) for f in STORED_RULE_FIELDS)) for i, r in enumerate(rows)])
         check_usable(with_registry(rule_set, {m.id: int(m.enabled) for m in store.registry().models}))
     except (UnusableRuleSet, ValueError, TypeError) as exc:
-        raise SyncError(f"{where} is not a usable rule set ({exc}): {keeps}") from None
+        served = store.load_usable_rule_set()[0].version
+        keeps = f"v{served}" if served is not None else "registry order"
+        raise SyncError(
+            f"{hub.url}/{rule_set_key(version)} is not a usable rule set ({exc}): not imported; this home keeps serving {keeps}"
+        ) from None
     return rule_set
 
 

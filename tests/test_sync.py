@@ -477,6 +477,9 @@ def test_sync_through_s3_and_a_hub_stopped_mid_sync(seaweed, tmp_path, monkeypat
     initialise(learner, hub=url)
     hub = Hub.parse(url)
     make_traffic(host, 20, 15)
+    refused = routing("sync", "--home", str(host), env={"AWS_SECRET_ACCESS_KEY": "not-the-secret"})
+    assert refused.returncode == 1 and refused.stderr.count("\n") == 1, refused.stderr
+    assert "refused our credentials" in refused.stderr and "AWS_SECRET_ACCESS_KEY" in refused.stderr
     assert sync_json(host) == {"shipped": {"routing_decisions": 20, "model_performance": 15}, "rule_set_version": 1}
     assert learner_publishes(learner, hub) == 2
     make_traffic(host, 6, 6, seed=11)
