@@ -9,7 +9,8 @@ the rule sets it took from there, and what ``routing status`` shows. Nothing
 outside this module imports ``sqlite3`` or writes SQL, so another store (a hub) replaces one module.
 
 Schema version 1 is the user's story as written (three tables); version 2 adds what the
-design needs; 3 to 5 add the excluded models, the learning ledger and the hub's segments. ``migrate`` brings any older database up to date in place without losing rows.
+design needs; 3 to 5 add the excluded models, the learning ledger and the hub's segments.
+``migrate`` brings any older database up to date in place without losing rows.
 """
 
 from __future__ import annotations
