@@ -200,7 +200,8 @@ def _current_version(hub: Hub) -> int | None:
     version = pointer.get("version")
     if not isinstance(version, int) or isinstance(version, bool) or version < 1:
         raise SyncError(
-            f"{hub.url}/{CURRENT_RULES}: version={version!r} is not a positive integer: the learner's next publication rewrites it"
+            f"{hub.url}/{CURRENT_RULES}: version={version!r} is not a positive integer: write"
+            ' {"version": N} there, N the newest rules/v<N>.json on the hub'
         )
     return version
 
@@ -304,12 +305,9 @@ def sync(home: str | os.PathLike | None = None, *, every: float | None = None, a
 
 def _preflight(home: Path) -> None:
     """What no retry can fix, checked once before the first sync."""
-    import importlib.util
-
     with Store.open_home(home, read_only=True, needed_by="`routing sync`") as store:
         _tie(home, store)
-    if importlib.util.find_spec("pyarrow") is None:
-        raise SyncError(SYNC_EXTRA_HINT)
+    _pyarrow()
 
 
 def _report(home: Path, as_json: bool) -> bool:

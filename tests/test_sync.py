@@ -188,6 +188,13 @@ def test_a_home_not_tied_to_a_hub_is_told_how(tmp_path):
     assert "Traceback" not in result.stderr
 
 
+def test_without_the_hub_extra_the_sync_names_it(host):
+    without_pyarrow = "import sys; sys.modules['pyarrow'] = None; from routing_runtime.cli import main; sys.exit(main(sys.argv[1:]))"
+    result = subprocess.run([sys.executable, "-c", without_pyarrow, "sync", "--home", str(host)], capture_output=True, text=True)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "needs the [hub] extra" in result.stderr and "pip install 'routing-runtime[hub]'" in result.stderr
+
+
 @pytest.mark.parametrize("point", SHIP_POINTS + PULL_POINTS)
 def test_a_sync_killed_anywhere_loses_and_doubles_nothing(point, host, learner, hub_dir):
     hub = Hub.parse(str(hub_dir))
