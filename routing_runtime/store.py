@@ -190,6 +190,9 @@ CREATE TABLE hub_segments (
     shipped_at TEXT,                         -- NULL until the hub holds it
     PRIMARY KEY (table_name, name)
 );
+-- A sync every second makes a segment a second: each sync reads the last one and the unshipped ones by index.
+CREATE INDEX hub_segments_by_last_rowid ON hub_segments (table_name, last_rowid);
+CREATE INDEX hub_segments_unshipped ON hub_segments (table_name, first_rowid) WHERE shipped_at IS NULL;
 """
 
 #: Migration ``i`` brings a database from user_version ``i`` to ``i + 1``.
