@@ -369,19 +369,19 @@ def _missing_drops(home: Path, store: Store, table: str) -> list[tuple[str, str]
 
 def _days_not_staged(lake: Lake, table: str, stem: str, days: list[str]) -> list[str]:
     """The days of a recorded drop (``inbox_drops.days``) whose staged file is gone."""
-    return [d for d in days if not safe_fs.is_regular_file(lake.staged_file(table, d, stem))]
+    return [d for d in days if not lake.has_staged(table, d, stem)]
 
 
 def read_staged_day(lake: Lake, table: str, day: dt.date, stems: list[str]) -> pl.DataFrame:
     """The staged rows of ``day`` from exactly the drops ``stems`` (what the fingerprint says)."""
-    files = [lake.staged_file(table, day, stem) for stem in stems]
-    missing = [f.name for f in files if not safe_fs.is_regular_file(f)]
-    if missing:
+    try:
+        staged = lake.read_staged(table, day, stems)
+    except FileNotFoundError as exc:
         raise FileNotFoundError(
-            f"staged rows of {table} for {day} are missing ({', '.join(missing[:3])}): run `routing learn` again to stage them"
+            f"staged rows of {table} for {day} are missing ({exc}): run `routing learn` again to stage them"
             " from inbox/<table>/ingested"
-        )
-    return pl.read_parquet(files).cast(SCHEMAS[table]) if files else empty(table)
+        ) from None
+    return staged.cast(SCHEMAS[table]) if staged is not None else empty(table)
 
 
 # ----------------------------------------------------------------------------- what is stale
