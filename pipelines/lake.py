@@ -4,7 +4,8 @@ the learner's machine.
 
 Layout (every path of the lake is built here and nowhere else; the same under a hub):
 
-* ``lake/<table>/day=YYYY-MM-DD/part-0.parquet``: a daily partition (area ``MAIN``);
+* ``lake/<table>/day=YYYY-MM-DD/part-0.parquet``: a daily partition (area ``MAIN``), and
+  ``lake/_built_from/<table>/day=YYYY-MM-DD.json``: what it was built from, with its files' sizes;
 * ``lake/quarantine/<table>/day=…/`` and ``lake/quarantine/<table>/undated/``: rows that failed;
 * ``lake/_staged/<table>/day=…/<drop>.parquet``: inbox drops split by day, before ingestion;
 * ``lake/<asset>/as_of=YYYY-MM-DD.parquet``: a learning step's value as of a day, and
@@ -45,7 +46,7 @@ MAIN = ""
 QUARANTINE = "quarantine"
 STAGED = "_staged"
 UNDATED = "undated"
-BUILT_FROM = "_built_from.json"
+BUILT_FROM = "_built_from"
 PART = "part-0.parquet"
 CURRENT = "current.json"
 _LEFTOVER_PREFIXES = (".tmp-", ".old-")
@@ -107,10 +108,21 @@ class Lake:
     ) -> Path | str:
         """Replace the partition ``day`` of ``table`` with ``frame`` (an empty frame clears it).
 
-        ``built_from`` (a fingerprint of the inputs) is stored inside the partition with the sizes
-        of its files, so a partition whose files are not the ones recorded is never trusted.
+        ``built_from`` (a fingerprint of the inputs) is recorded beside the partition with the sizes
+        of its files, so a partition whose files are not the ones recorded is never trusted. The
+        record is removed first and written last: a partition a killed run left half-replaced
+        has none, and is built again. (Beside, not inside: a partition folder holds only Parquet
+        files, so ``polars.scan_parquet(<lake>/<table>, hive_partitioning=True)`` reads the table.)
         """
-        return self._files.write_partition((*self._parts(area, table), f"day={day}"), frame, built_from)
+        record = self._record_parts(table, day, area)
+        self._files.remove(record)
+        location, files = self._files.write_partition((*self._parts(area, table), f"day={day}"), frame)
+        if built_from is not None:
+            self._files.write(record, json.dumps({"built_from": built_from, "files": files}, sort_keys=True).encode())
+        return location
+
+    def _record_parts(self, table: str, day: dt.date | str, area: str) -> tuple[str, ...]:
+        return (BUILT_FROM, *self._parts(area, table), f"day={day}.json")
 
     def has_partition(self, table: str, day: dt.date | str, area: str = MAIN) -> bool:
         return self._files.has_folder((*self._parts(area, table), f"day={day}"))
@@ -121,7 +133,7 @@ class Lake:
         partition is built again, never read as if its evidence were complete."""
         folder = (*self._parts(area, table), f"day={day}")
         try:
-            record = json.loads(self._files.read((*folder, BUILT_FROM)))
+            record = json.loads(self._files.read(self._record_parts(table, day, area)))
             files = record["files"]
             sizes = self._files.file_sizes(folder, (".parquet",))
         except (OSError, ValueError, KeyError, TypeError, AttributeError):
@@ -290,7 +302,8 @@ class _Folder:
         for parts in found:
             safe_fs.ensure_dir(self.anchor, LAKE_DIR, *parts)
 
-    def write_partition(self, parts: tuple[str, ...], frame: pl.DataFrame, built_from: str | None) -> Path:
+    def write_partition(self, parts: tuple[str, ...], frame: pl.DataFrame) -> tuple[Path, dict[str, int]]:
+        """Replace the folder ``parts`` by one holding ``frame`` in one rename; its files' sizes."""
         *folders, name = parts
         parent = safe_fs.ensure_dir(self.anchor, LAKE_DIR, *folders)
         target = parent / name
@@ -301,9 +314,6 @@ class _Folder:
             if frame.height:
                 self._write(frame, staging / PART, statistics=True)
                 files[PART] = os.path.getsize(staging / PART)
-            if built_from is not None:
-                record = {"built_from": built_from, "files": files}
-                (staging / BUILT_FROM).write_text(json.dumps(record, sort_keys=True), encoding="utf-8")
             old = None
             info = _lstat(target)
             if info is not None:
@@ -319,7 +329,12 @@ class _Folder:
             raise
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
-        return target
+        return target, files
+
+    def remove(self, parts: tuple[str, ...]) -> None:
+        path = self.source(parts)
+        if safe_fs.is_regular_file(path):
+            path.unlink()
 
     def has_folder(self, parts: tuple[str, ...]) -> bool:
         info = _lstat(self.source(parts))
@@ -394,10 +409,8 @@ class _ObjectStore:
     def prepare(self) -> None:
         """Nothing: an object store has no folders to make and no links to follow."""
 
-    def write_partition(self, parts: tuple[str, ...], frame: pl.DataFrame, built_from: str | None) -> str:
-        # The record goes first and comes back last: a partition caught half-replaced has none,
-        # so it is built again.
-        self.hub.delete(self._key((*parts, BUILT_FROM)))
+    def write_partition(self, parts: tuple[str, ...], frame: pl.DataFrame) -> tuple[str, dict[str, int]]:
+        """Replace the objects below ``parts`` by one holding ``frame``; their sizes."""
         files = {}
         if frame.height:
             data = _frame_bytes(frame, statistics=True)
@@ -407,9 +420,10 @@ class _ObjectStore:
             if name not in files:
                 self.hub.delete(self._key((*parts, name)))
         crashpoint("lake:partition_moved_aside")
-        if built_from is not None:
-            self.hub.put_json(self._key((*parts, BUILT_FROM)), {"built_from": built_from, "files": files})
-        return self.source(parts)
+        return self.source(parts), files
+
+    def remove(self, parts: tuple[str, ...]) -> None:
+        self.hub.delete(self._key(parts))
 
     def has_folder(self, parts: tuple[str, ...]) -> bool:
         return bool(self.hub.list(self._key(parts)))
