@@ -68,7 +68,7 @@ def daily_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinitio
             "quarantine_reasons": dg.MetadataValue.json(dict(reasons.most_common())),
             "problems": dg.MetadataValue.json(safe_fs.drain_set_aside()),
             "days": dg.MetadataValue.md(table_md),
-            "path": dg.MetadataValue.path(str(routing_home.lake.table_dir(table))),
+            "path": dg.MetadataValue.path(routing_home.lake.location(table)),
         })
 
     def log_asset(table: str, rows: str) -> dg.AssetsDefinition:

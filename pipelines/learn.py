@@ -255,9 +255,7 @@ def _sweep_layout(home: Path) -> None:
     safe_fs.sweep_links(home, INBOX_DIR, LAKE_DIR, DAGSTER_DIR)
     for table in TABLES:
         safe_fs.ensure_dir(home, "inbox", table, "ingested")
-    lake = Lake(home)
-    for folder in lake.folders():
-        safe_fs.ensure_dir(home, *folder)
+    Lake(home).prepare()
 
 
 def _unique(problems: list[str]) -> list[str]:

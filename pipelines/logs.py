@@ -26,6 +26,7 @@ import polars as pl
 from routing_pipelines.lake import QUARANTINE, STAGED, Lake
 from routing_runtime import safe_fs
 from routing_runtime.faults import crashpoint
+from routing_runtime.hub import INBOX, Hub
 from routing_runtime.store import DB_NAME, LOG_COLUMNS, TIME_COLUMN, Store
 from routing_runtime.types import OUTCOME_LIMITS, Outcome, RoutingPreference, TaskType
 
@@ -280,7 +281,72 @@ def stage_inbox(home: Path, store: Store, table: str) -> StagingReport:
             report.problems.append(f"{label}: the same name and content as a drop ingested before, counted once")
         os.replace(path, done / ingested_name)
         os.chmod(done / ingested_name, safe_fs.file_mode(home))
+    hub = _hub(store)
+    if hub is not None:
+        _stage_segments(hub, store, lake, table, report)
     return report
+
+
+# What a staged segment's ``ingested_name`` starts with: it stays on the hub, where it is read again
+# if its staged rows are lost.
+HUB_SOURCE = "hub:"
+
+
+def _hub(store: Store) -> tuple[Hub, str] | None:
+    """The hub this home learns from and its own host id (its own segments are its database's
+    rows, ingested from there), or None for a home of its own."""
+    tie = store.hub_tie()
+    return (Hub.parse(tie[0]), tie[1]) if tie else None
+
+
+def _new_segments(hub: tuple[Hub, str], store: Store, table: str) -> list[tuple[str, str]]:
+    """(hub key, stem) of every segment of ``table`` the hosts shipped that is not staged yet.
+
+    A segment's name says which rows it holds and is never reused for other rows (hosts plan a
+    segment before they ship it), so a segment shipped twice is staged once, by name, without
+    reading it again."""
+    client, own_host = hub
+    found = []
+    for obj in client.list(INBOX):
+        parts = obj.key.split("/")
+        if len(parts) != 4 or parts[2] != table or not parts[3].endswith(".parquet") or parts[1] == own_host:
+            continue
+        # The table is in the stem: stems are unique across tables, and hosts may name a
+        # decisions segment and an outcomes segment alike.
+        stem = f"hub-{safe_fs.safe_name(parts[1], 90)}-{table}-{safe_fs.safe_name(parts[3][: -len('.parquet')], 90)}"
+        if not store.has_inbox_drop(stem):
+            found.append((obj.key, stem))
+    return found
+
+
+def _stage_segments(hub: tuple[Hub, str], store: Store, lake: Lake, table: str, report: StagingReport) -> None:
+    """Stage every new segment of ``table`` on the hub, as :func:`stage_inbox` does a drop."""
+    for key, stem in _new_segments(hub, store, table):
+        content = hub[0].get(key)
+        by_day, quarantined = _split_drop(content, key, table, hashlib.sha1(content).hexdigest()[:16])
+        _write_staged(lake, table, stem, by_day, quarantined)
+        crashpoint("stage:after_staged_segment")
+        reasons = Counter(dict(quarantined["reason"].value_counts().rows())) if quarantined.height else Counter()
+        rows = sum(part.height for part in by_day.values())
+        store.record_inbox_drop(
+            stem=stem, table=table, original_name=key, ingested_name=HUB_SOURCE + key,
+            days=[str(d) for d in by_day], rows=rows, quarantined=quarantined.height, reasons=reasons,
+        )
+        report.files += 1
+        report.rows += rows
+        report.quarantined += quarantined.height
+        report.reasons += reasons
+
+
+def _drop_content(home: Path, store: Store, table: str, ingested_name: str) -> bytes:
+    """A recorded drop's bytes, from ``inbox/<table>/ingested`` or, for a segment, the hub.
+    :class:`FileNotFoundError` (an :class:`OSError`) when it is gone."""
+    if ingested_name.startswith(HUB_SOURCE):
+        hub = _hub(store)
+        if hub is None:
+            raise FileNotFoundError(f"{ingested_name}: the home is no longer tied to a hub")
+        return hub[0].get(ingested_name[len(HUB_SOURCE):])
+    return safe_fs.read_bytes(home / "inbox" / table / "ingested" / ingested_name)
 
 
 def pending_days(home: Path) -> set[dt.date]:
@@ -288,9 +354,9 @@ def pending_days(home: Path) -> set[dt.date]:
     moving anything (the schedule plans a run with it; the run's first step stages them).
     Unreadable, linked or oversized drops add no day: staging reports them."""
     days: set[dt.date] = set()
-    if home / "inbox" not in safe_fs.list_dirs(home, "inbox"):
-        return days  # no inbox, or a link in its place: staging sets it aside, nothing is read through it
-    for table in TABLES:
+    # No inbox, or a link in its place: staging sets it aside, nothing is read through it.
+    local_inbox = home / "inbox" in safe_fs.list_dirs(home, "inbox")
+    for table in TABLES if local_inbox else ():
         for path in safe_fs.list_files(home, home / "inbox" / table, DROP_SUFFIXES, set_aside_links=False):
             try:
                 if path.lstat().st_size > MAX_DROP_BYTES:
@@ -299,6 +365,12 @@ def pending_days(home: Path) -> set[dt.date]:
             except OSError:
                 continue
             days |= drop_days(content, path.name, table)
+    with Store.open_home(home, read_only=True, needed_by="learning") as store:
+        hub = _hub(store)
+        if hub is not None:
+            for table in TABLES:
+                for key, _stem in _new_segments(hub, store, table):
+                    days |= drop_days(hub[0].get(key), key, table)
     return days
 
 
@@ -329,9 +401,8 @@ def restage_missing(home: Path, store: Store, table: str) -> list[str]:
         missing = _days_not_staged(lake, table, stem, days)
         if not missing:
             continue
-        source = home / "inbox" / table / "ingested" / ingested_name
         try:
-            content = safe_fs.read_bytes(source)
+            content = _drop_content(home, store, table, ingested_name)
         except OSError:
             problems.append(
                 f"inbox drop {original!r} ({table}) is missing: its rows for {', '.join(missing)} are neither in"
@@ -358,26 +429,34 @@ def _missing_drops(home: Path, store: Store, table: str) -> list[tuple[str, str]
     lake = Lake(home)
     missing = []
     for stem, _table, original, ingested_name, days in store.inbox_drops(table):
-        if _days_not_staged(lake, table, stem, days) and not safe_fs.is_regular_file(home / "inbox" / table / "ingested" / ingested_name):
+        if _days_not_staged(lake, table, stem, days) and not _drop_exists(home, store, table, ingested_name):
             missing.append((f"forgot inbox drop {original!r} ({table}): its evidence was lost", stem))
     return missing
 
 
+def _drop_exists(home: Path, store: Store, table: str, ingested_name: str) -> bool:
+    try:
+        _drop_content(home, store, table, ingested_name)
+    except OSError:
+        return False
+    return True
+
+
 def _days_not_staged(lake: Lake, table: str, stem: str, days: list[str]) -> list[str]:
     """The days of a recorded drop (``inbox_drops.days``) whose staged file is gone."""
-    return [d for d in days if not safe_fs.is_regular_file(lake.staged_file(table, d, stem))]
+    return [d for d in days if not lake.has_staged(table, d, stem)]
 
 
 def read_staged_day(lake: Lake, table: str, day: dt.date, stems: list[str]) -> pl.DataFrame:
     """The staged rows of ``day`` from exactly the drops ``stems`` (what the fingerprint says)."""
-    files = [lake.staged_file(table, day, stem) for stem in stems]
-    missing = [f.name for f in files if not safe_fs.is_regular_file(f)]
-    if missing:
+    try:
+        staged = lake.read_staged(table, day, stems)
+    except FileNotFoundError as exc:
         raise FileNotFoundError(
-            f"staged rows of {table} for {day} are missing ({', '.join(missing[:3])}): run `routing learn` again to stage them"
+            f"staged rows of {table} for {day} are missing ({exc}): run `routing learn` again to stage them"
             " from inbox/<table>/ingested"
-        )
-    return pl.read_parquet(files).cast(SCHEMAS[table]) if files else empty(table)
+        ) from None
+    return staged.cast(SCHEMAS[table]) if staged is not None else empty(table)
 
 
 # ----------------------------------------------------------------------------- what is stale

@@ -165,12 +165,7 @@ def learned_days(home: Path, keys: list[str]) -> list[LearnedDay]:
             continue
         stats = lake.built_from(DAILY_MODEL_STATS, key)
         held = json.loads(stats).get("held") if stats else None
-        quarantined = [_height(lake.partition_files(t, key, QUARANTINE)) for t in logs.TABLES]
+        quarantined = [lake.partition_rows(t, key, QUARANTINE) for t in logs.TABLES]
         rows.append(LearnedDay(key, learned_fingerprint(built[logs.DECISIONS], built[logs.PERFORMANCE]), *quarantined, held))
     return rows
 
-
-def _height(files: list[Path]) -> int:
-    import polars as pl
-
-    return int(pl.scan_parquet(files).select(pl.len()).collect().item()) if files else 0

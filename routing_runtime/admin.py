@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from routing_runtime import safe_fs
-from routing_runtime.home import LAKE_DIR, NotInitialisedError, db_path, resolve_home
+from routing_runtime.home import NotInitialisedError, db_path, resolve_home
 from routing_runtime.registry import ModelRegistry
 from routing_runtime.rules import ModelEstimate, build_rules, registry_estimates
 from routing_runtime.compiled_rules import RuleSet
@@ -66,7 +66,6 @@ def initialise(
     _create_home(home_path, group_access)
     for table in INBOX_TABLES:
         safe_fs.ensure_dir(home_path, "inbox", table)
-    safe_fs.ensure_dir(home_path, LAKE_DIR)
     safe_fs.refuse_linked_database(home_path, DB_NAME)
     safe_fs.create_private_file(home_path, db_path(home_path))
 

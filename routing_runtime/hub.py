@@ -8,8 +8,8 @@ Every key under the hub is built in this module:
 * ``inbox/<host>/<table>/<segment>.parquet``: sealed segments a host shipped. A segment's name
   says which rows it holds, and a name is never written with other rows, so shipping again after
   a kill writes the same object (at-least-once delivery, exactly-once effect);
-* ``lake/<table>/day=YYYY-MM-DD/*.parquet`` and the rest of the learner's lake, laid out as a
-  local lake (:class:`routing_pipelines.lake.Lake` builds the keys below ``lake/``);
+* the learner's lake below ``lake/`` (:data:`routing_runtime.home.LAKE_DIR`), laid out as a local
+  lake: :class:`routing_pipelines.lake.Lake` builds the keys below it;
 * ``rules/v<N>.json``: published rule set ``N`` (header and rows), and ``rules/current.json``:
   ``{"version": N}``, written last, so a reader sees a whole version or the one before.
 
@@ -39,18 +39,18 @@ import uuid
 from collections import namedtuple
 
 from routing_runtime import safe_fs
+from routing_runtime.home import LAKE_DIR
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing
 if TYPE_CHECKING:
     from collections.abc import Mapping
     from pathlib import Path
 
-__all__ = ["HUB_EXTRA_HINT", "Hub", "HubError", "HubObject", "inbox_key", "rule_set_key"]
+__all__ = ["HUB_EXTRA_HINT", "LAKE_DIR", "Hub", "HubError", "HubObject", "inbox_key", "rule_set_key"]
 
 HUB_EXTRA_HINT = "an s3:// hub needs the [hub] extra: pip install 'routing-runtime[hub]'"
 HOSTS = "hosts"
 INBOX = "inbox"
-LAKE = "lake"
 RULES = "rules"
 CURRENT_RULES = f"{RULES}/current.json"
 
