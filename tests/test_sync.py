@@ -515,3 +515,31 @@ def test_sync_through_s3_and_a_hub_stopped_mid_sync(seaweed, tmp_path, monkeypat
     assert_hub_holds_exactly(hub, host)
     assert len(hub_ids(hub, "routing_decisions")) == 26 and len(hub_ids(hub, "model_performance")) == 21
     assert sync_json(host)["shipped"] == {"routing_decisions": 0, "model_performance": 0}
+
+
+def test_a_learner_learns_what_routing_sync_shipped_and_hosts_serve_its_rules(tmp_path, host, learner, hub_dir):
+    """Host → hub → learner → hub → host, with the real pieces: the learner ingests the host's
+    segments as shipped (every row once, also after a second sync) and the host serves the
+    version the learner pushed."""
+    import datetime as dt
+
+    pytest.importorskip("dagster")
+    from routing_pipelines.learn import learn
+
+    day = dt.date(2026, 5, 1)
+    with ModelRouter.open(host, seed=3) as router:
+        for i in range(24):
+            at = dt.datetime.combine(day, dt.time(9)) + dt.timedelta(minutes=5 * i)
+            d = router.select_model(("math", "general")[i % 2], "balanced", at=at)
+            router.record_performance(d.decision_id, "success", quality_score=0.8, latency_ms=900, tokens_used=1000,
+                                      cost_usd=0.001, at=at + dt.timedelta(seconds=3))
+    sync_json(host)
+    result = learn(learner, day, quiet=True)
+    assert result.status == "published", result.problems
+    assert result.tables["routing_decisions"]["ingested"] == 24 and result.tables["model_performance"]["ingested"] == 24
+    hub = Hub.parse(str(hub_dir))
+    with Store.open_home(learner) as store:
+        pushed = push_rule_sets(learner, hub, store)
+    assert pushed[-1] == result.rule_set_version
+    assert sync_json(host) == {"shipped": {"routing_decisions": 0, "model_performance": 0},
+                               "rule_set_version": result.rule_set_version}
