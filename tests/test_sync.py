@@ -10,17 +10,11 @@ from __future__ import annotations
 import io
 import json
 import os
-import shutil
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
-import tempfile
 import time
-import urllib.error
-import urllib.request
-import uuid
 from pathlib import Path
 
 import pytest
@@ -365,116 +359,6 @@ def test_every_syncs_until_sigterm_and_rides_out_a_hub_outage(host, hub_dir, tmp
 
 # ---------------------------------------------------------------------- a real S3 server
 #
-# TEMPORARY, for the lead to replace: a private SeaweedFS fixture until the shared `seaweed`
-# fixture (tests/servers.py, tests/conftest.py) is on main. It has the same name and the
-# attributes the test uses (`env`, `new_bucket_url()`, `stop()`, `start()`); once conftest has
-# it, delete everything from here to `def test_sync_through_s3`.
-
-
-def _free_port() -> int:
-    """A loopback port below 55535 whose +10000 (SeaweedFS's gRPC port) is free too."""
-    for _ in range(200):
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            port = probe.getsockname()[1]
-        if port >= 55535:
-            continue
-        with socket.socket() as grpc:
-            try:
-                grpc.bind(("127.0.0.1", port + 10000))
-            except OSError:
-                continue
-        return port
-    raise RuntimeError("no free loopback port pair")
-
-
-class _PrivateSeaweed:
-    access_key, secret_key = "k", "s"
-
-    def __init__(self) -> None:
-        binary = Path(sys.executable).parent / "weed"
-        if not binary.exists():
-            binary = Path(shutil.which("weed") or "weed")
-        self.root = Path(tempfile.mkdtemp(prefix="routing-sync-s3-"))
-        (self.root / "data").mkdir()
-        (self.root / "s3.json").write_text(json.dumps({"identities": [{
-            "name": "fleet", "credentials": [{"accessKey": self.access_key, "secretKey": self.secret_key}],
-            "actions": ["Admin", "Read", "Write", "List", "Tagging"],
-        }]}))
-        master, volume, filer, s3 = (_free_port() for _ in range(4))
-        self.master = master
-        self.endpoint = f"http://127.0.0.1:{s3}"
-        self.env = {"AWS_ENDPOINT_URL": self.endpoint, "AWS_ACCESS_KEY_ID": self.access_key,
-                    "AWS_SECRET_ACCESS_KEY": self.secret_key, "AWS_REGION": "us-east-1", "AWS_ALLOW_HTTP": "true"}
-        self.command = [
-            str(binary), "server", f"-dir={self.root / 'data'}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
-            f"-master.port={master}", f"-volume.port={volume}", f"-filer.port={filer}", "-s3", f"-s3.port={s3}",
-            f"-s3.config={self.root / 's3.json'}", "-s3.port.iceberg=0", "-s3.port.lance=0",
-            f"-filer.localSocket={self.root / 'filer.sock'}", "-master.volumeSizeLimitMB=64", "-volume.max=100",
-            "-master.electionTimeout=1s",
-        ]
-        self.process: subprocess.Popen | None = None
-
-    def start(self) -> _PrivateSeaweed:
-        if self.process is not None and self.process.poll() is None:
-            return self
-        with open(self.root / "weed.log", "ab") as log:
-            self.process = subprocess.Popen(self.command, stdout=log, stderr=subprocess.STDOUT, cwd=self.root)
-        deadline = time.monotonic() + 60
-        while not self._ready():
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"weed server did not start: {(self.root / 'weed.log').read_text()[-2000:]}")
-            time.sleep(0.2)
-        return self
-
-    def _ready(self) -> bool:
-        try:
-            urllib.request.urlopen(self.endpoint + "/", timeout=2)
-        except urllib.error.HTTPError as exc:
-            if exc.code != 403:
-                return False
-        except OSError:
-            return False
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.master}/dir/assign", timeout=5) as answer:
-                return "fid" in json.loads(answer.read())
-        except (OSError, ValueError):
-            return False
-
-    def stop(self) -> None:
-        """Kill it (SeaweedFS takes 25 s to stop on SIGTERM); its data stays for ``start()``."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait()
-        self.process = None
-
-    def new_bucket_url(self) -> str:
-        from pyarrow import fs
-
-        bucket = f"sync-{uuid.uuid4().hex[:10]}"
-        fs.S3FileSystem(access_key=self.access_key, secret_key=self.secret_key, endpoint_override=self.endpoint,
-                        scheme="http", region="us-east-1", allow_bucket_creation=True).create_dir(bucket)
-        return f"s3://{bucket}/fleet"
-
-
-@pytest.fixture(scope="module")
-def _private_seaweed():
-    server = _PrivateSeaweed()
-    try:
-        yield server.start()
-    finally:
-        server.stop()
-        shutil.rmtree(server.root, ignore_errors=True)
-
-
-@pytest.fixture
-def seaweed(_private_seaweed):
-    return _private_seaweed.start()
-
-
-# ---------------------------------------------------------------------- (end of the temporary fixture)
-
-
 def test_sync_through_s3_and_a_hub_stopped_mid_sync(seaweed, tmp_path, monkeypatch):
     for key, value in seaweed.env.items():
         monkeypatch.setenv(key, value)
