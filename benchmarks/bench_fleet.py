@@ -201,7 +201,8 @@ def main(argv: list[str] | None = None) -> int:
         print("\n## Shipping and publication\n")
         print("| figure | value |")
         print("|---|---|")
-        print(f"| one `routing sync` shipping a backlog | {ship_rows} rows in {ship_seconds:.2f} s = {ship_rows / ship_seconds:,.0f} rows/s |")
+        rate = f"{ship_rows / ship_seconds:,.0f} rows/s"
+        print(f"| one `routing sync` shipping a backlog | {ship_rows} rows in {ship_seconds:.2f} s = {rate} |")
         median_delay = f"{result['publication']['delay_s_median']:.2f} s" if reached else "—"
         max_delay = f"{result['publication']['delay_s_max']:.2f} s" if reached else "—"
         print(f"| publication on the hub (v{new_version}) to serving, median over hosts | {median_delay} |")
