@@ -26,7 +26,8 @@ from routing_runtime.faults import CRASH_EXIT_CODE
 from routing_runtime.store import Store
 
 DAYS = [dt.date(2026, 5, 1) + dt.timedelta(days=i) for i in range(3)]
-CRASH_POINTS = ("sync:after_plan", "sync:after_put", "sync:after_mark", "sync:pull_after_fetch", "sync:after_import")
+SHIP_POINTS = ("sync:after_plan", "sync:after_put", "sync:after_mark")
+PULL_POINTS = ("sync:pull_after_fetch", "sync:after_import")
 ROUTING = [sys.executable, "-m", "routing_runtime.cli"]
 
 
@@ -83,9 +84,9 @@ def test_two_hosts_and_a_learner_share_one_hub_with_every_row_once(tmp_path, sea
         fleet.traffic("host-a", day, 160)
         fleet.traffic("host-b", day, 120)
         if index == 1:
-            # Day 2: host-a's sync is killed at each of its five points in turn, each followed
-            # by more traffic, and the next sync delivers it all.
-            for point in CRASH_POINTS:
+            # Day 2: host-a's sync is killed at each point of shipping in turn, each followed by
+            # more traffic, and the next sync delivers it all.
+            for point in SHIP_POINTS:
                 killed = fleet.sync("host-a", env={"ROUTING_CRASH_AT": point}, check=False)
                 assert killed.returncode == CRASH_EXIT_CODE, (point, killed.stderr)
                 fleet.traffic("host-a", day, 7)
@@ -108,6 +109,11 @@ def test_two_hosts_and_a_learner_share_one_hub_with_every_row_once(tmp_path, sea
         result = json.loads(fleet.routing("learn", "--home", str(fleet.homes["learner"]), "--as-of", day.isoformat(), "--json").stdout)
         assert result["status"] == "published", result["problems"]
         published.append(result["rule_set_version"])
+        if index == 1:
+            # ... and at each point of pulling the new rules: the next sync serves them.
+            for point in PULL_POINTS:
+                killed = fleet.sync("host-a", env={"ROUTING_CRASH_AT": point}, check=False)
+                assert killed.returncode == CRASH_EXIT_CODE, (point, killed.stderr)
         for host in ("host-a", "host-b"):
             pulled = json.loads(fleet.sync(host).stdout)
             assert pulled["rule_set_version"] == result["rule_set_version"]
