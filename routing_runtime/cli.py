@@ -28,6 +28,12 @@ def _parser() -> argparse.ArgumentParser:
         "--group-access", action="store_true",
         help="let the home's group read and write it (mode 2770, files 0660); default: private to you (0700)",
     )
+    init.add_argument(
+        "--dagster-postgres", metavar="URL",
+        help="keep the home's Dagster instance (runs, event log, schedules) in PostgreSQL at"
+             " postgresql://USER:PASSWORD@HOST:PORT/DATABASE, checked to answer first (extra [postgres]);"
+             " default: keep what was set, SQLite under dagster_home/ for a new home",
+    )
 
     select = commands.add_parser("select", parents=[home], help="choose a model for a prompt and record the decision")
     select.add_argument("text", metavar="TEXT", help="the prompt (classified unless --task is given)")
@@ -117,14 +123,15 @@ def _private_files(args) -> None:
 def _init(args) -> int:
     from routing_runtime.admin import initialise
 
-    result = initialise(args.home, args.registry, group_access=args.group_access)
+    result = initialise(args.home, args.registry, group_access=args.group_access, dagster_postgres=args.dagster_postgres)
     upgraded = (
         f"schema upgraded {result.previous_schema_version} -> {result.schema_version}"
         if result.previous_schema_version != result.schema_version else f"schema {result.schema_version}"
     )
     published = "published" if result.published else "unchanged"
     registry = f"registry kept ({result.registry_source})" if result.registry_kept else f"registry {result.registry_source} applied"
-    print(f"{result.home}: {upgraded}; {result.models} models; {registry}; rule set v{result.rule_set_version} {published}")
+    dagster = f"; Dagster instance on {result.dagster_postgres}" if result.dagster_postgres else ""
+    print(f"{result.home}: {upgraded}; {result.models} models; {registry}; rule set v{result.rule_set_version} {published}{dagster}")
     return 0
 
 
@@ -221,6 +228,8 @@ def _status(args) -> int:
         print(f"                   served instead of the newest: {rules['note']}")
     print(f"learned through:   {status['learned_through'] or 'never learned'}")
     print(f"models:            {status['models']['enabled']} enabled, {status['models']['disabled']} disabled")
+    storage = status["dagster_storage"]
+    print(f"dagster storage:   {'PostgreSQL ' + storage['url'] if storage['kind'] == 'postgres' else 'SQLite in dagster_home/'}")
     for table, counts in status["logs"].items():
         print(f"{table + ':':<19}{counts['rows']} rows, last at {counts['last'] or '-'}")
     for table, files in status["inbox"].items():
