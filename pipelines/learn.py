@@ -25,6 +25,7 @@ from routing_pipelines.lake import Lake
 from routing_pipelines.logs import FIRST_DAY, TABLES
 from routing_pipelines.run_lock import exclusive
 from routing_runtime import safe_fs
+from routing_runtime.admin import masked_url, postgres_refusal
 from routing_runtime.store import Store, utc_timestamp
 from routing_runtime.home import DAGSTER_DIR, INBOX_DIR, LAKE_DIR, resolve_home
 
@@ -79,6 +80,12 @@ def instance_config(home: Path) -> str:
         url = db.dagster_postgres_url()
     if url is None:
         return INSTANCE_CONFIG
+    reason = postgres_refusal(url)
+    if reason is not None:  # say so at once, rather than after Dagster's retries, with where it is set
+        raise RuntimeError(
+            f"the home's Dagster instance in PostgreSQL ({masked_url(url)}) does not answer ({reason}):"
+            " start that server, or move the instance with `routing init --dagster-postgres URL`"
+        )
     # The driver is named: SQLAlchemy 2.1 reads a bare postgresql:// as psycopg 3, while
     # dagster-postgres installs psycopg2. A JSON string is a YAML double-quoted scalar: the URL's
     # ':', '@', '#' and '%' stay as they are.

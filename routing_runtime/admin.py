@@ -136,19 +136,27 @@ def check_dagster_postgres(value: str) -> str:
     """``value`` parsed (:func:`parse_postgres_url`) and its server shown to answer: it accepts the
     user and password and has the database. One line that names the flag when it does not."""
     url = parse_postgres_url(value)
+    reason = postgres_refusal(url)
+    if reason is not None:
+        raise ValueError(
+            f"--dagster-postgres={masked_url(url)!r}: the server does not answer ({reason}):"
+            " check the host, port, user, password and that the database exists; nothing was changed"
+        )
+    return url
+
+
+def postgres_refusal(url: str) -> str | None:
+    """Why the PostgreSQL server at ``url`` does not take a connection (libpq's reason, which names
+    the host and user but never the password, on one line), or None when it does."""
     try:
-        import psycopg2  # the [postgres] extra's driver: only `routing init --dagster-postgres` loads it
+        import psycopg2  # the [postgres] extra's driver: only a home with a PostgreSQL instance loads it
     except ImportError:
         raise RuntimeError(POSTGRES_EXTRA_HINT) from None
     try:
         psycopg2.connect(url, connect_timeout=10).close()
-    except psycopg2.Error as exc:  # libpq's reason names the host and the user, never the password
-        reason = " ".join(str(exc).split())
-        raise ValueError(
-            f"--dagster-postgres={masked_url(url)!r}: the server does not answer ({reason}):"
-            " check the host, port, user, password and that the database exists; nothing was changed"
-        ) from None
-    return url
+    except psycopg2.Error as exc:
+        return " ".join(str(exc).split())
+    return None
 
 
 def _create_home(home: Path, group_access: bool) -> None:

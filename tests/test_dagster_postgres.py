@@ -226,3 +226,18 @@ def test_plain_init_and_import_load_neither_dagster_nor_psycopg2(tmp_path):
                           env={**os.environ})
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout.strip().splitlines()[-1]) == [0, []]
+
+
+def test_learn_on_a_vanished_instance_database_is_one_line_not_retries_of_an_unnamed_connection(postgres_server, postgres_url, tmp_path):
+    home = tmp_path / "home"
+    assert routing("init", "--home", str(home), "--dagster-postgres", postgres_url).returncode == 0
+    fill(home, D1, 1)
+    postgres_server.superuser(f"DROP DATABASE {postgres_url.rsplit('/', 1)[1]}")
+    proc = routing("learn", "--home", str(home), "--as-of", str(D1))
+    assert proc.returncode == 2
+    (line,) = [x for x in proc.stderr.strip().splitlines() if not x.startswith("learning from ")]
+    assert "Dagster instance in PostgreSQL (postgresql://routing:***@127.0.0.1" in line and "does not exist" in line
+    assert "routing init --dagster-postgres URL" in line and postgres_server.password not in proc.stderr
+    assert json.loads(routing("status", "--home", str(home), "--json").stdout)["learned_through"] is None
+    ui = routing("ui", "--home", str(home), "--port", str(free_port()), "--no-daemon", timeout=60)
+    assert ui.returncode == 2 and "does not answer" in ui.stderr, ui.stderr
