@@ -25,6 +25,7 @@ from routing_pipelines.lake import Lake
 from routing_pipelines.logs import FIRST_DAY, TABLES
 from routing_pipelines.run_lock import exclusive
 from routing_runtime import safe_fs
+from routing_runtime.admin import masked_url, postgres_refusal
 from routing_runtime.store import Store, utc_timestamp
 from routing_runtime.home import DAGSTER_DIR, INBOX_DIR, LAKE_DIR, resolve_home
 
@@ -68,17 +69,43 @@ concurrency:
 """
 
 
+#: SQLAlchemy's name for PostgreSQL through psycopg2, the driver dagster-postgres depends on.
+POSTGRES_DRIVER_SCHEME = "postgresql+psycopg2"
+
+
+def instance_config(home: Path) -> str:
+    """The home's ``dagster.yaml``: INSTANCE_CONFIG, with run, event-log and schedule storage in
+    PostgreSQL once `routing init --dagster-postgres URL` set it (else SQLite in dagster_home/)."""
+    with Store.open_home(home, read_only=True, needed_by="the Dagster instance") as db:
+        url = db.dagster_postgres_url()
+    if url is None:
+        return INSTANCE_CONFIG
+    reason = postgres_refusal(url)
+    if reason is not None:  # say so at once, rather than after Dagster's retries, with where it is set
+        raise RuntimeError(
+            f"the home's Dagster instance in PostgreSQL ({masked_url(url)}) does not answer ({reason}):"
+            " start that server, or move the instance with `routing init --dagster-postgres URL`"
+        )
+    # The driver is named: SQLAlchemy 2.1 reads a bare postgresql:// as psycopg 3, while
+    # dagster-postgres installs psycopg2. A JSON string is a YAML double-quoted scalar: the URL's
+    # ':', '@', '#' and '%' stay as they are.
+    engine_url = POSTGRES_DRIVER_SCHEME + url[url.index("://"):]
+    return INSTANCE_CONFIG + f"storage:\n  postgres:\n    postgres_url: {json.dumps(engine_url)}\n"
+
+
 def dagster_instance(home: Path) -> dg.DagsterInstance:
-    """The Dagster instance under ROUTING_HOME (created on first use), shared with `routing ui`."""
+    """The Dagster instance of ROUTING_HOME (created on first use), shared with `routing ui`: its
+    configuration is rewritten from the home's settings whenever they changed."""
     import dagster as dg
 
     safe_fs.sweep_links(home, "dagster_home")
     folder = dagster_folder(home)
     config = Path(folder) / "dagster.yaml"
-    if not safe_fs.is_regular_file(config) or config.read_text(encoding="utf-8") != INSTANCE_CONFIG:
+    wanted = instance_config(home)
+    if not safe_fs.is_regular_file(config) or config.read_text(encoding="utf-8") != wanted:
         if os.path.lexists(config) and not safe_fs.is_regular_file(config):
             safe_fs.set_aside(home, home / "dagster_home" / "dagster.yaml", "not a regular file")
-        config.write_text(INSTANCE_CONFIG, encoding="utf-8")
+        config.write_text(wanted, encoding="utf-8")
     return dg.DagsterInstance.from_config(folder)
 
 

@@ -35,11 +35,13 @@ class InitResult:
     registry_kept: bool = False  # no --registry: the one last applied to this home stays
     hub: str | None = None
     host_id: str | None = None
+    dagster_postgres: str | None = None  # the Dagster instance's PostgreSQL URL, password masked (None: SQLite)
 
 
 def initialise(
     home: str | os.PathLike | None = None, registry_path: str | os.PathLike | None = None, *, group_access: bool = False,
     hub: str | None = None,
+    dagster_postgres: str | None = None,
 ) -> InitResult:
     """Create or upgrade ``home``; upsert the registry; publish rules when none are usable or the
     registry changed what they are built from. Idempotent; never deletes logs or history.
@@ -58,9 +60,14 @@ def initialise(
     :mod:`routing_runtime.hub`): the hub is checked first (this home is registered there, and
     read back), so a hub that is down or refuses the credentials changes nothing. The home's
     host id, its name on the hub, is made once and kept.
+
+    ``dagster_postgres`` (a ``postgresql://`` URL) moves the home's Dagster instance (runs, event
+    log, schedules) into that database, checked to answer before anything is written; without it
+    the instance stays where it is (SQLite under ``dagster_home/`` unless set before).
     """
     given = ModelRegistry.load(Path(registry_path)) if registry_path else None
     hub_ref = Hub.parse(hub) if hub is not None else None
+    postgres_url = check_dagster_postgres(dagster_postgres) if dagster_postgres is not None else None
     home_path = resolve_home(home)
     host_id = _register_on_hub(home_path, hub_ref) if hub_ref is not None else None
     _create_home(home_path, group_access)
@@ -77,14 +84,18 @@ def initialise(
             kept = given is None and db.has_models()
             if not kept:
                 db.upsert_registry(given or ModelRegistry.load_default())
+            if postgres_url is not None:
+                db.set_dagster_postgres_url(postgres_url)
         effective = db.registry()
         rule_set_version, published = _publish_if_changed(db, effective)
         count = db.model_counts()[1]
         if hub_ref is not None and host_id is not None:
             db.tie_to_hub(hub_ref.url, host_id)
         tie = db.hub_tie()
+        stored_url = db.dagster_postgres_url()
+    masked = masked_url(stored_url) if stored_url else None
     return InitResult(home_path, version, previous, count, rule_set_version, published, effective.source, kept,
-                      *(tie or (None, None)))
+                      *(tie or (None, None)), masked)
 
 
 def _register_on_hub(home: Path, hub: Hub) -> str:
@@ -106,6 +117,83 @@ def new_host_id() -> str:
     suffix (two homes on one machine, or cloned containers, never share a name)."""
     name = "".join(c if c.isalnum() or c in "-_" else "-" for c in socket.gethostname())[:40].strip("-") or "host"
     return f"{name}-{uuid.uuid4().hex[:8]}"
+
+
+#: URL schemes of ``--dagster-postgres`` (SQLAlchemy, under dagster-postgres, knows only the first).
+POSTGRES_SCHEMES = ("postgresql", "postgres")
+POSTGRES_EXTRA_HINT = "--dagster-postgres needs the [postgres] extra: pip install 'routing-runtime[postgres]'"
+
+
+def parse_postgres_url(value: str) -> str:
+    """``--dagster-postgres``'s URL, checked for a scheme, a host and a database name, and spelled
+    ``postgresql://`` (SQLAlchemy refuses ``postgres://``). Errors show the password masked.
+
+    >>> parse_postgres_url("postgres://dagster:pw@db.internal:5432/routing")
+    'postgresql://dagster:pw@db.internal:5432/routing'
+    >>> parse_postgres_url("mysql://u:secret@h/db")
+    Traceback (most recent call last):
+    ...
+    ValueError: --dagster-postgres='mysql://u:***@h/db': the scheme must be postgresql:// (or postgres://)
+    """
+    from urllib.parse import urlsplit
+
+    shown = masked_url(value)
+    try:
+        parts = urlsplit(value)
+        port = parts.port  # raises on a port that is not a number
+    except ValueError as exc:
+        raise ValueError(f"--dagster-postgres={shown!r} is not a URL ({exc}): use postgresql://USER:PASSWORD@HOST:PORT/DATABASE") from None
+    if parts.scheme not in POSTGRES_SCHEMES:
+        raise ValueError(f"--dagster-postgres={shown!r}: the scheme must be postgresql:// (or postgres://)")
+    if not parts.hostname:
+        raise ValueError(f"--dagster-postgres={shown!r} names no host: use postgresql://USER:PASSWORD@HOST:PORT/DATABASE")
+    if not parts.path.strip("/") or "/" in parts.path.strip("/"):
+        raise ValueError(f"--dagster-postgres={shown!r} names no database: end it with /DATABASE")
+    if port == 0:
+        raise ValueError(f"--dagster-postgres={shown!r}: port 0 is not a server's port")
+    return "postgresql" + value[len(parts.scheme):]
+
+
+def masked_url(url: str) -> str:
+    """``url`` with its password replaced by ``***``, for messages and ``routing status``.
+
+    >>> masked_url("postgresql://dagster:s3cret@db:5432/routing")
+    'postgresql://dagster:***@db:5432/routing'
+    >>> masked_url("postgresql://db/routing")
+    'postgresql://db/routing'
+    """
+    scheme, sep, rest = url.partition("://")
+    credentials, at, location = rest.rpartition("@")
+    if not sep or not at or ":" not in credentials:
+        return url
+    return f"{scheme}://{credentials.split(':', 1)[0]}:***@{location}"
+
+
+def check_dagster_postgres(value: str) -> str:
+    """``value`` parsed (:func:`parse_postgres_url`) and its server shown to answer: it accepts the
+    user and password and has the database. One line that names the flag when it does not."""
+    url = parse_postgres_url(value)
+    reason = postgres_refusal(url)
+    if reason is not None:
+        raise ValueError(
+            f"--dagster-postgres={masked_url(url)!r}: the server does not answer ({reason}):"
+            " check the host, port, user, password and that the database exists; nothing was changed"
+        )
+    return url
+
+
+def postgres_refusal(url: str) -> str | None:
+    """Why the PostgreSQL server at ``url`` does not take a connection (libpq's reason, which names
+    the host and user but never the password, on one line), or None when it does."""
+    try:
+        import psycopg2  # the [postgres] extra's driver: only a home with a PostgreSQL instance loads it
+    except ImportError:
+        raise RuntimeError(POSTGRES_EXTRA_HINT) from None
+    try:
+        psycopg2.connect(url, connect_timeout=10).close()
+    except psycopg2.Error as exc:
+        return " ".join(str(exc).split())
+    return None
 
 
 def _create_home(home: Path, group_access: bool) -> None:
@@ -210,6 +298,7 @@ def home_status(home: str | os.PathLike | None = None) -> dict:
         version = db.schema_version()
         quarantined, held = db.quarantine_summary()
         last_learn = db.last_learn()
+        postgres_url = db.dagster_postgres_url()
     inbox = {
         table: len(safe_fs.list_files(home_path, home_path / "inbox" / table, set_aside_links=False))
         for table in INBOX_TABLES
@@ -227,6 +316,8 @@ def home_status(home: str | os.PathLike | None = None) -> dict:
         },
         "quarantined": quarantined,
         "held_days": held,
+        "dagster_storage": {"kind": "postgres", "url": masked_url(postgres_url)} if postgres_url
+        else {"kind": "sqlite", "url": None},
         "set_aside": len(safe_fs.list_files(home_path, home_path / safe_fs.SET_ASIDE, set_aside_links=False))
         + len(safe_fs.list_dirs(home_path / safe_fs.SET_ASIDE)),
     }

@@ -33,6 +33,12 @@ def _parser() -> argparse.ArgumentParser:
         help="tie the home to a fleet's hub: s3://bucket/prefix (AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,"
              " AWS_REGION, AWS_ALLOW_HTTP) or an absolute path of a shared folder; extra [hub] for s3",
     )
+    init.add_argument(
+        "--dagster-postgres", metavar="URL",
+        help="keep the home's Dagster instance (runs, event log, schedules) in PostgreSQL at"
+             " postgresql://USER:PASSWORD@HOST:PORT/DATABASE, checked to answer first (extra [postgres]);"
+             " default: keep what was set, SQLite under dagster_home/ for a new home",
+    )
 
     select = commands.add_parser("select", parents=[home], help="choose a model for a prompt and record the decision")
     select.add_argument("text", metavar="TEXT", help="the prompt (classified unless --task is given)")
@@ -128,14 +134,16 @@ def _private_files(args) -> None:
 def _init(args) -> int:
     from routing_runtime.admin import initialise
 
-    result = initialise(args.home, args.registry, group_access=args.group_access, hub=args.hub)
+    result = initialise(args.home, args.registry, group_access=args.group_access, hub=args.hub,
+                        dagster_postgres=args.dagster_postgres)
     upgraded = (
         f"schema upgraded {result.previous_schema_version} -> {result.schema_version}"
         if result.previous_schema_version != result.schema_version else f"schema {result.schema_version}"
     )
     published = "published" if result.published else "unchanged"
     registry = f"registry kept ({result.registry_source})" if result.registry_kept else f"registry {result.registry_source} applied"
-    print(f"{result.home}: {upgraded}; {result.models} models; {registry}; rule set v{result.rule_set_version} {published}")
+    dagster = f"; Dagster instance on {result.dagster_postgres}" if result.dagster_postgres else ""
+    print(f"{result.home}: {upgraded}; {result.models} models; {registry}; rule set v{result.rule_set_version} {published}{dagster}")
     if result.hub:
         print(f"tied to hub {result.hub} as host {result.host_id}: `routing sync` ships logs there and pulls rule sets")
     return 0
@@ -236,6 +244,8 @@ def _status(args) -> int:
     if status["hub"]:
         print(f"hub:               {status['hub']['url']} (this home is host {status['hub']['host_id']})")
     print(f"models:            {status['models']['enabled']} enabled, {status['models']['disabled']} disabled")
+    storage = status["dagster_storage"]
+    print(f"dagster storage:   {'PostgreSQL ' + storage['url'] if storage['kind'] == 'postgres' else 'SQLite in dagster_home/'}")
     for table, counts in status["logs"].items():
         print(f"{table + ':':<19}{counts['rows']} rows, last at {counts['last'] or '-'}")
     for table, files in status["inbox"].items():

@@ -3,10 +3,11 @@
 :class:`Store` owns a home's database: opening it (read-write or read-only, the schema check,
 versioned migrations) and one method per thing the product stores or asks: decisions and
 outcomes (the router), rule sets (publishing, loading, the publication marker), the registry,
-settings (the learned frontier, the last learn), the learning ledger (inbox drops, learned days,
-accepted quarantine), the rows of a day for ingest, what ``routing sync`` shipped to the hub and
-the rule sets it took from there, and what ``routing status`` shows. Nothing
-outside this module imports ``sqlite3`` or writes SQL, so another store (a hub) replaces one module.
+settings (the learned frontier, the last learn, the Dagster instance's PostgreSQL), the learning
+ledger (inbox drops, learned days, accepted quarantine), the rows of a day for ingest, what
+``routing sync`` shipped to the hub and the rule sets it took from there, and what
+``routing status`` shows. Nothing outside this module imports ``sqlite3`` or writes SQL, so
+another store (a hub) replaces one module.
 
 Schema version 1 is the user's story as written (three tables); version 2 adds what the
 design needs; 3 to 5 add the excluded models, the learning ledger and the hub's segments.
@@ -208,6 +209,9 @@ HUB_URL = "hub_url"
 HOST_ID = "host_id"
 #: Set when a rule set was imported from the hub: from then on the home's versions are the hub's.
 HUB_RULE_SET = "hub_rule_set_version"
+#: Key of the ``settings`` table ``routing init --dagster-postgres`` writes: the Dagster instance's
+#: PostgreSQL URL (absent: the instance keeps SQLite under the home's dagster_home/).
+DAGSTER_POSTGRES_URL = "dagster_postgres_url"
 #: The log tables and the column that dates their rows.
 TIME_COLUMN = {"routing_decisions": "created_at", "model_performance": "recorded_at"}
 #: The columns of each log table that learning reads and ``routing sync`` ships, in order, with the
@@ -680,6 +684,14 @@ class Store:
         row = self._execute("SELECT value FROM settings WHERE key = ?", (LAST_LEARN,)).fetchone()
         return None if row is None else json.loads(row[0])
 
+    def set_dagster_postgres_url(self, url: str) -> None:
+        """Keep the home's Dagster instance in PostgreSQL at ``url`` (checked by the caller)."""
+        self._execute(_UPSERT_SETTING, (DAGSTER_POSTGRES_URL, url))
+
+    def dagster_postgres_url(self) -> str | None:
+        """The PostgreSQL URL of the home's Dagster instance, or None (SQLite in the home)."""
+        row = self._execute("SELECT value FROM settings WHERE key = ?", (DAGSTER_POSTGRES_URL,)).fetchone()
+        return None if row is None else str(row[0])
     # ------------------------------------------------------------------ the hub
 
     def hub_tie(self) -> tuple[str, str] | None:

@@ -105,7 +105,13 @@ class PostgresServer:
         self.data = self.root / "data"
         self.log = self.root / "server.log"
         self.port = free_port()
-        self._owner = pwd.getpwnam("postgres") if os.geteuid() == 0 else None
+        self._owner = None
+        if os.geteuid() == 0:
+            try:
+                self._owner = pwd.getpwnam("postgres")
+            except KeyError:
+                pytest.fail("initdb refuses root and there is no `postgres` user to run it as:"
+                            " `apt-get install postgresql` creates it", pytrace=False)
         self._databases = 0
 
     @property

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-HEAVY = ("dagster", "polars", "pyarrow", "scipy", "numpy", "pandas")
+HEAVY = ("dagster", "polars", "pyarrow", "scipy", "numpy", "pandas", "psycopg2", "sqlalchemy")
 
 PROBE = """
 import json, sys
