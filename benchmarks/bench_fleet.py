@@ -14,14 +14,16 @@ What happens (a real SeaweedFS S3 server on 127.0.0.1, started here: ``tests/ser
    all with the registry of the shipped ``stationary`` scenario.
 2. Selection, without and with sync, ``--rounds`` times alternately: each host runs as its own
    process (``python -m routing_pipelines.simulation.fleet select-loop``), selecting and recording
-   as fast as it can for ``--seconds``; in the "with sync" phase a ``routing sync --every 1``
+   ``--rate`` requests a second (an agent waits seconds on each LLM call; 0 runs flat out, which on
+   2 cores measures CPU sharing, not sync) for ``--seconds``; in the "with sync" phase a ``routing sync --every 1``
    process runs beside each host. Every ``select_model`` call is timed in its host; the figures
    are p50 and p99 over all calls of a phase, and their ratio with sync over without (the median
    of the rounds' ratios: these machines are noisy, so a ratio inside one run is what counts).
 3. Shipping: one host gets ``--ship-requests`` decisions and outcomes (``... fleet traffic``), then
    one ``routing sync`` ships them: rows shipped over the command's wall clock (a new process,
    so its start-up is inside the figure).
-4. Publication to serving: while every host selects with its sync running, the learner runs
+4. Publication to serving: while every host selects with its sync running (until it serves the
+   new version), the learner runs
    ``routing learn`` on what the hosts shipped and puts a new rule set on the hub. This process
    polls ``rules/current.json`` every 50 ms; each host records the wall-clock time its router
    first served the new version. The figure is, per host, that time minus the time the pointer
@@ -81,7 +83,8 @@ class Bench:
             raise RuntimeError(f"{' '.join(command[2:])} exited {done.returncode}: {done.stderr[-1500:]}")
         return done
 
-    def select_phase(self, seconds: float, *, with_sync: bool, label: str) -> list[dict]:
+    def select_phase(self, seconds: float, *, with_sync: bool, label: str, rate: float,
+                     stop_at_version: int | None = None) -> list[dict]:
         syncs = [
             subprocess.Popen([*ROUTING, "sync", "--home", str(h), "--every", "1", "--json"], env=self.env,
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -90,7 +93,8 @@ class Bench:
         time.sleep(1.5 if with_sync else 0)  # every sync process started and past its first sync
         outs = [self.work / f"{label}-{i}.json" for i in range(len(self.hosts))]
         loops = [
-            subprocess.Popen([*FLEET, "select-loop", "--home", str(h), "--seconds", str(seconds), "--seed", str(i), "--out", str(o)],
+            subprocess.Popen([*FLEET, "select-loop", "--home", str(h), "--seconds", str(seconds), "--seed", str(i), "--out", str(o),
+                              "--rate", str(rate), *(["--stop-at-version", str(stop_at_version)] if stop_at_version else [])],
                              env=self.env)
             for i, (h, o) in enumerate(zip(self.hosts, outs))
         ]
@@ -113,6 +117,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--hosts", type=int, default=8)
     parser.add_argument("--seconds", type=float, default=10.0, help="length of each selection phase (default 10)")
     parser.add_argument("--rounds", type=int, default=2, help="alternations of without/with sync (default 2)")
+    parser.add_argument("--rate", type=float, default=200.0,
+                        help="requests per second each host sends (default 200; 0: as fast as it can)")
     parser.add_argument("--ship-requests", type=int, default=20_000, help="requests one host ships in one sync (default 20000)")
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     parser.add_argument("--quick", action="store_true", help="2 hosts, 2 s, 1 round, 500 requests: proves it runs")
@@ -133,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
         for round_ in range(args.rounds):
             figures = {}
             for name, with_sync in (("without sync", False), ("with sync", True)):
-                results = bench.select_phase(args.seconds, with_sync=with_sync, label=f"r{round_}-{with_sync}")
+                results = bench.select_phase(args.seconds, with_sync=with_sync, label=f"r{round_}-{with_sync}", rate=args.rate)
                 calls = [us for r in results for us in r["select_us"]]
                 phases[name] += calls
                 figures[name] = (percentile(calls, 0.5), percentile(calls, 0.99), len(calls))
@@ -153,20 +159,22 @@ def main(argv: list[str] | None = None) -> int:
 
         # Publication to serving: hosts select with their syncs running; the learner publishes.
         before = bench.current_version()
+        # The learner's next version: above its newest (the hub has none before its first learn).
+        expected = json.loads(bench.run([*ROUTING, "rules", "--home", str(bench.learner), "--json"]).stdout)["rule_set_version"] + 1
         appeared: list[float] = []
 
         def watch() -> None:
             while not appeared:
-                if bench.current_version() != before:
+                if (bench.current_version() or 0) >= expected:
                     appeared.append(time.time())
                     return
                 time.sleep(0.05)
 
         watcher = threading.Thread(target=watch, daemon=True)
-        loop_seconds = max(args.seconds, 45.0 if not args.quick else 30.0)
         holder: dict = {}
-        selecting = threading.Thread(target=lambda: holder.setdefault(
-            "results", bench.select_phase(loop_seconds, with_sync=True, label="publication")))
+        # Each host selects until it serves the learner's new version (at most 5 minutes).
+        selecting = threading.Thread(target=lambda: holder.setdefault("results", bench.select_phase(
+            300, with_sync=True, label="publication", rate=args.rate, stop_at_version=expected)))
         selecting.start()
         time.sleep(3)
         watcher.start()
@@ -175,10 +183,11 @@ def main(argv: list[str] | None = None) -> int:
         selecting.join()
         new_version = learned["rule_set_version"]
         delays = []
-        for result in holder["results"]:
+        for result in holder.get("results", []):
             seen = [at for version, at in result["versions"] if version == new_version]
             delays.append(seen[0] - appeared[0] if seen and appeared else float("nan"))
         reached = [d for d in delays if d == d]
+        print(f"DEBUG expected={expected} appeared={appeared} versions={[r['versions'] for r in holder.get('results', [])]}", file=sys.stderr)
 
         without, with_sync = phases["without sync"], phases["with sync"]
         result = {

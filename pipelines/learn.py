@@ -229,7 +229,14 @@ def _catch_up_hub(home: Path) -> list[str]:
             pushed = push_rule_sets(home, Hub.parse(tie[0]), db)
         except (HubError, SyncError) as exc:
             return [f"the hub did not take this home's rule sets: {exc}"]
-    return [f"put rule set(s) {', '.join(f'v{v}' for v in pushed)} on the hub {tie[0]}, which an earlier learn could not"] if pushed else []
+    if pushed and not quiet_first_push(pushed):
+        return [f"put rule set(s) {', '.join(f'v{v}' for v in pushed)} on the hub {tie[0]}: an earlier learn published them here only"]
+    return []
+
+
+def quiet_first_push(pushed: list[int]) -> bool:
+    """The first learn on a hub puts the registry's rule set v1 there: expected, not a problem."""
+    return pushed == [1]
 
 
 def _run_job(home: Path, planned: plan.LearningPlan, *, quiet: bool) -> dg.ExecuteInProcessResult:

@@ -95,7 +95,7 @@ def initialise(
         stored_url = db.dagster_postgres_url()
     masked = masked_url(stored_url) if stored_url else None
     return InitResult(home_path, version, previous, count, rule_set_version, published, effective.source, kept,
-                      *(tie or (None, None)), masked)
+                      hub=tie[0] if tie else None, host_id=tie[1] if tie else None, dagster_postgres=masked)
 
 
 def _register_on_hub(home: Path, hub: Hub) -> str:

@@ -144,4 +144,4 @@ def test_rules_published_here_but_not_on_the_hub_are_put_there_by_the_next_learn
 
     assert result.status == "nothing_new"
     assert hub.get_json("rules/current.json") == {"version": 2}
-    assert any("put rule set(s) v2 on the hub" in p for p in result.problems)
+    assert any("put rule set(s) v2 on the hub" in p and "earlier learn published them here only" in p for p in result.problems)

@@ -42,23 +42,31 @@ def day_of_traffic(home: Path, day: dt.date, requests: int, seed: int, scenario:
     return requests
 
 
-def select_loop(home: Path, seconds: float, seed: int, scenario: Scenario) -> dict:
-    """Select and record for ``seconds``; the latency of every ``select_model`` call (µs) and the
-    rule-set versions served, each with the wall-clock time it was first seen."""
+def select_loop(home: Path, seconds: float, seed: int, scenario: Scenario, *, rate: float = 0.0,
+                stop_at_version: int | None = None) -> dict:
+    """Select and record for ``seconds`` (``rate`` requests a second, 0: as fast as it can; an
+    agent waits seconds for its LLM, so a real host asks far less often), or until it has served
+    ``stop_at_version``; the latency of every ``select_model`` call (µs) and the rule-set
+    versions served, each with the wall-clock time it was first seen."""
     rng = random.Random(seed)
     tasks, task_weights = zip(*scenario.task_mix.items())
     models = {m.id: m for m in scenario.registry.models}
     latencies: list[float] = []
     versions: list[tuple[int | None, float]] = []
     with ModelRouter.open(home, seed=seed) as router:
-        end = time.monotonic() + seconds
+        begin = time.monotonic()
+        end = begin + seconds
         while time.monotonic() < end:
+            if rate:
+                time.sleep(max(0.0, begin + len(latencies) / rate - time.monotonic()))
             task = rng.choices(tasks, task_weights)[0]
             started = time.perf_counter()
             decision = router.select_model(task, "balanced")
             latencies.append((time.perf_counter() - started) * 1e6)
             if not versions or versions[-1][0] != decision.rule_set_version:
                 versions.append((decision.rule_set_version, time.time()))
+                if stop_at_version is not None and (decision.rule_set_version or 0) >= stop_at_version:
+                    break
             drawn = draw_outcome(rng, scenario.registry, scenario.truth, models[decision.model_id], decision.task_type)
             _, latency, cost, tokens, outcome = drawn
             router.record_performance(decision.decision_id, outcome, None, latency, tokens, cost)
@@ -74,6 +82,8 @@ def main(argv: list[str] | None = None) -> int:
     loop = commands.add_parser("select-loop", help="select as fast as possible for a while, timing each call")
     loop.add_argument("--seconds", type=float, default=10.0)
     loop.add_argument("--out", required=True, type=Path)
+    loop.add_argument("--rate", type=float, default=0.0, help="requests per second (default 0: as fast as it can)")
+    loop.add_argument("--stop-at-version", type=int, help="stop once the host serves this rule-set version")
     for command in (traffic, loop):
         command.add_argument("--home", required=True, type=Path)
         command.add_argument("--seed", type=int, default=0)
@@ -83,7 +93,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "traffic":
         print(day_of_traffic(args.home, args.day, args.requests, args.seed, scenario))
     else:
-        args.out.write_text(json.dumps(select_loop(args.home, args.seconds, args.seed, scenario)))
+        result = select_loop(args.home, args.seconds, args.seed, scenario, rate=args.rate, stop_at_version=args.stop_at_version)
+        args.out.write_text(json.dumps(result))
     return 0
 
 
