@@ -6,6 +6,7 @@ import contextlib
 import datetime as dt
 import os
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 import dagster as dg
@@ -20,6 +21,10 @@ from routing_pipelines.run_lock import exclusive
 from routing_runtime.faults import crashpoint
 from routing_runtime.registry import ModelRegistry
 from routing_runtime.store import DB_NAME, Store
+
+
+#: The tag of a run started under a held home lock: the holder's lease (pipelines/run_lock.py).
+LEASE_TAG = "routing/lease"
 
 
 class RoutingHome(dg.ConfigurableResource):
@@ -39,8 +44,11 @@ class RoutingHome(dg.ConfigurableResource):
     def yield_for_execution(self, context: dg.InitResourceContext):
         # Whoever launched the run (the daemon, the UI, `routing learn`), it holds the home for its
         # whole length: two runs never interleave their writes.
-        run = context.run.run_id[:8] if context.run else "?"
-        with exclusive(self.path, f"dagster run {run}", reentrant=True):
+        # The steps of one run in other processes (multiprocess executor) share it: each step is
+        # admitted with its run's lease (pipelines/run_lock.py).
+        run = context.run
+        with exclusive(self.path, f"dagster run {run.run_id[:8] if run else '?'}", reentrant=True,
+                       lease=run_lease(run.run_id, run.tags, run.parent_run_id) if run else None):
             yield self
 
     def open_store(self) -> Store:
@@ -64,6 +72,13 @@ class RoutingHome(dg.ConfigurableResource):
             return None
         with Store.open_home(self.path, read_only=True, needed_by="the pipeline") as db:
             return plan.first_evidence_day(self.path, db, logs.pending_days(self.path))
+
+
+def run_lease(run_id: str, tags: Mapping[str, str], parent_run_id: str | None) -> str:
+    """The lease a run's steps are admitted with: the ``routing/lease`` tag that `routing learn`
+    puts on its run, else the run id. A re-execution (it copies its parent's tags) has its own id:
+    it never shares the lease of the run it re-executes."""
+    return tags.get(LEASE_TAG, run_id) if parent_run_id is None else run_id
 
 
 def progress(context, message: str) -> None:

@@ -66,6 +66,10 @@ def _parser() -> argparse.ArgumentParser:
         help="learn the valid rows of a day held out because most of its rows were quarantined (repeatable)",
     )
     learn.add_argument("--forget-missing", action="store_true", help="learn without inbox drops whose files were lost")
+    learn.add_argument(
+        "--workers", type=int, default=1, metavar="N",
+        help="run the steps in up to N processes, each table's days ingested in N chunks at once (default 1: this process)",
+    )
     demo = commands.add_parser("demo", help="simulate agents and nightly learning on a scenario, then report (extra [pipeline])")
     demo.add_argument("--scenario", default="stationary", help="stationary, drift, new-model, price-change, or a scenario .toml")
     demo.add_argument("--days", type=int, help="simulated days (default: the scenario's)")
@@ -267,7 +271,7 @@ def _learn(args) -> int:
 
     return run_learning(
         home=args.home, as_of=args.as_of, as_json=args.json,
-        accept_quarantine=tuple(args.accept_quarantine), forget_missing=args.forget_missing,
+        accept_quarantine=tuple(args.accept_quarantine), forget_missing=args.forget_missing, workers=args.workers,
     )
 
 
