@@ -217,11 +217,11 @@ def _run_job(home: Path, planned: plan.LearningPlan, *, quiet: bool, workers: in
     from dagster._core.storage.tags import REPOSITORY_LABEL_TAG
 
     from routing_pipelines.definitions import build_definitions, partition_range_tags, run_config
-    from routing_pipelines.resources import LEASE_TAG
 
     tags = {**partition_range_tags(planned.start, planned.end), RUNNER_TAG: "routing learn",
-            REPOSITORY_LABEL_TAG: names.REPOSITORY_LABEL, LEASE_TAG: lease}
+            REPOSITORY_LABEL_TAG: names.REPOSITORY_LABEL}
     config = {**run_config(planned.end, chunks=workers),
+              "resources": {"routing_home": {"config": {"home": str(home), "lease": lease}}},
               "loggers": {"console": {"config": {"log_level": "CRITICAL" if quiet else "ERROR"}}}}
     with dagster_instance(home) as instance:
         _close_abandoned_runs(instance)

@@ -6,7 +6,6 @@ import contextlib
 import datetime as dt
 import os
 import sys
-from collections.abc import Mapping
 from pathlib import Path
 
 import dagster as dg
@@ -23,14 +22,14 @@ from routing_runtime.registry import ModelRegistry
 from routing_runtime.store import DB_NAME, Store
 
 
-#: The tag of a run started under a held home lock: the holder's lease (pipelines/run_lock.py).
-LEASE_TAG = "routing/lease"
-
-
 class RoutingHome(dg.ConfigurableResource):
     """A router's ``ROUTING_HOME``: ``routing.db``, ``inbox/`` and ``lake/``."""
 
     home: str
+    lease: str = Field(default="", description=(
+        "Set by `routing learn` on the run it starts while it holds the home: the lock's lease, which"
+        " admits this run's steps in other processes (pipelines/run_lock.py). Empty: the run id."
+    ))
 
     @property
     def path(self) -> Path:
@@ -48,7 +47,7 @@ class RoutingHome(dg.ConfigurableResource):
         # admitted with its run's lease (pipelines/run_lock.py).
         run = context.run
         with exclusive(self.path, f"dagster run {run.run_id[:8] if run else '?'}", reentrant=True,
-                       lease=run_lease(run.run_id, run.tags, run.parent_run_id) if run else None):
+                       lease=run_lease(run.run_id, self.lease, run.parent_run_id) if run else None):
             yield self
 
     def open_store(self) -> Store:
@@ -74,11 +73,11 @@ class RoutingHome(dg.ConfigurableResource):
             return plan.first_evidence_day(self.path, db, logs.pending_days(self.path))
 
 
-def run_lease(run_id: str, tags: Mapping[str, str], parent_run_id: str | None) -> str:
-    """The lease a run's steps are admitted with: the ``routing/lease`` tag that `routing learn`
-    puts on its run, else the run id. A re-execution (it copies its parent's tags) has its own id:
+def run_lease(run_id: str, lease: str, parent_run_id: str | None) -> str:
+    """The lease a run's steps are admitted with: the ``lease`` that `routing learn` configures on
+    its run, else the run id. A re-execution (it copies its parent's run config) has its own id:
     it never shares the lease of the run it re-executes."""
-    return tags.get(LEASE_TAG, run_id) if parent_run_id is None else run_id
+    return lease or run_id if parent_run_id is None else run_id
 
 
 def progress(context, message: str) -> None:
@@ -95,6 +94,10 @@ class LakeIOManager(dg.ConfigurableIOManager):
     builds a path of another step's output."""
 
     home: str
+    lease: str = Field(default="", description=(
+        "Set by `routing learn` on the run it starts while it holds the home: the lock's lease, which"
+        " admits this run's steps in other processes (pipelines/run_lock.py). Empty: the run id."
+    ))
 
     def _lake(self) -> Lake:
         return Lake(Path(self.home).expanduser().resolve())

@@ -3,8 +3,8 @@ schedule, or **Materialize** in the UI.
 
 The lock is an ``flock`` on ``ROUTING_HOME/.learn.lock``, held for the whole run: the kernel drops
 it when the process dies, so a killed run never wedges the home. Its holder records a *lease*
-beside it (``.learn.holder``): the Dagster run id, or for `routing learn` a token it puts on its
-run as the ``routing/lease`` tag.
+beside it (``.learn.holder``): the Dagster run id, or for `routing learn` a token it configures
+on its run (the ``routing_home`` resource's ``lease``).
 
 Who gets in:
 
@@ -54,7 +54,7 @@ def exclusive(home: Path, who: str = "`routing learn`", *, reentrant: bool = Fal
     ``reentrant``: also succeed when this process holds it already. ``lease``: the caller is a step
     of the run with this lease; it is admitted while that run holds the lock in another process.
     Yields the holder's lease (a new token when ``lease`` is None): a run started under this lock
-    carries it as its ``routing/lease`` tag, so its steps in other processes are admitted."""
+    is configured with it, so its steps in other processes are admitted."""
     home = Path(home)
     key = str(home)
     with _guard:

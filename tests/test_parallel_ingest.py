@@ -20,7 +20,7 @@ pl = pytest.importorskip("polars")
 from routing_pipelines.assets import names  # noqa: E402
 from routing_pipelines.lake import MAIN, QUARANTINE, Lake  # noqa: E402
 from routing_pipelines.learn import dagster_instance, learn  # noqa: E402
-from routing_pipelines.resources import LEASE_TAG, run_lease  # noqa: E402
+from routing_pipelines.resources import run_lease  # noqa: E402
 from routing_pipelines.run_lock import HomeBusyError, exclusive  # noqa: E402
 from routing_runtime import ModelRouter  # noqa: E402
 from routing_runtime.admin import initialise  # noqa: E402
@@ -102,7 +102,7 @@ def test_two_workers_learn_exactly_what_one_worker_learns(days_home: Path, tmp_p
     with dagster_instance(twin) as instance:
         run = instance.get_run_by_id(two["dagster_run_id"])
         assert run.run_config["execution"]["config"]["max_concurrent"] == 2
-        assert run.tags[LEASE_TAG]
+        assert run.run_config["resources"]["routing_home"]["config"]["lease"]
         workers = {e.step_key: e.dagster_event.event_specific_data.metadata["pid"].value
                    for e in instance.all_logs(run.run_id, of_type=dg.DagsterEventType.STEP_WORKER_STARTED)}
     for table in (names.ROUTING_DECISIONS, names.MODEL_PERFORMANCE):
@@ -169,6 +169,6 @@ def test_a_step_left_running_by_a_killed_holder_keeps_the_next_run_out_until_it_
 
 
 def test_a_re_execution_never_shares_the_lease_of_the_run_it_re_executes():
-    assert run_lease("run-1", {LEASE_TAG: "token"}, None) == "token"
-    assert run_lease("run-2", {LEASE_TAG: "token"}, "run-1") == "run-2"
-    assert run_lease("run-3", {}, None) == "run-3"
+    assert run_lease("run-1", "token", None) == "token"
+    assert run_lease("run-2", "token", "run-1") == "run-2"
+    assert run_lease("run-3", "", None) == "run-3"
