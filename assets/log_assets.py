@@ -184,10 +184,18 @@ def ingest_ops(table: str) -> tuple[dg.OpDefinition, dg.OpDefinition, dg.OpDefin
 
 
 def split(items: list, chunks: int) -> list[list]:
-    """``items`` in at most ``chunks`` runs of consecutive items, as even as they come (none empty;
-    one empty chunk when there are no items, so the graph still has its steps)."""
-    size = -(-len(items) // chunks) if items else 1
-    return [items[i:i + size] for i in range(0, len(items), size)] or [[]]
+    """``items`` in at most ``chunks`` runs of consecutive items whose lengths differ by one at most
+    (none empty; one empty chunk when there are no items, so the graph still has its steps)."""
+    if not items:
+        return [[]]
+    count = min(chunks, len(items))
+    size, longer = divmod(len(items), count)
+    runs, start = [], 0
+    for index in range(count):
+        end = start + size + (index < longer)
+        runs.append(items[start:end])
+        start = end
+    return runs
 
 
 def invalid_rows(lake: Lake, day: dt.date) -> int:

@@ -111,6 +111,39 @@ def test_two_workers_learn_exactly_what_one_worker_learns(days_home: Path, tmp_p
         assert str(cli.pid) not in chunks.values() and len(set(chunks.values())) == 2
 
 
+def test_materialize_the_log_tables_in_chunks_ingests_every_day_once(days_home: Path, tmp_path: Path):
+    # In one process: three chunks over four days are steps of 2, 1 and 1 days; the partitions are
+    # those of one chunk.
+    from routing_pipelines.definitions import build_definitions, partition_range_tags
+
+    twin = tmp_path / "twin"
+    shutil.copytree(days_home, twin)
+    tables = (names.ROUTING_DECISIONS, names.MODEL_PERFORMANCE)
+    runs = {}
+    for home, chunks in ((days_home, 1), (twin, 3)):
+        defs = build_definitions(home)
+        result = dg.materialize(
+            [*defs.assets, *defs.asset_checks], selection=[names.INBOX, *tables],
+            resources=defs.resources, tags=partition_range_tags(D1, LAST),
+            run_config={"ops": {t: {"ops": {f"{t}_chunks": {"config": {"chunks": chunks}}}} for t in tables}},
+        )
+        assert result.success
+        runs[chunks] = result
+    plan_step = f"{names.MODEL_PERFORMANCE}.{names.MODEL_PERFORMANCE}_chunks"
+    keys = [e.step_output_data.mapping_key for e in runs[3].all_events
+            if e.event_type_value == "STEP_OUTPUT" and e.step_key == plan_step]
+    assert keys == ["chunk_0", "chunk_1", "chunk_2"]
+    chunk_days = [len(days) for days in runs[3].output_for_node(plan_step).values()]
+    assert chunk_days == [2, 1, 1]
+    for result in runs.values():
+        (summary,) = {e.step_key: e for e in result.all_events if e.event_type_value == "ASSET_MATERIALIZATION"
+                      and e.asset_key.path[-1] == names.MODEL_PERFORMANCE}.values()
+        metadata = summary.event_specific_data.materialization.metadata
+        assert (metadata["dagster/row_count"].value, metadata["quarantined_rows"].value) == (DAYS * 11, DAYS)
+    first, second = lake_contents(days_home), lake_contents(twin)
+    assert first.keys() == second.keys() and all(first[k].equals(second[k]) for k in first)
+
+
 def test_workers_below_one_are_refused_naming_the_option(days_home: Path):
     with pytest.raises(ValueError, match=r"--workers=0: give 1"):
         learn(days_home, LAST, quiet=True, workers=0)
