@@ -7,6 +7,7 @@ checks receive the value they check. The day everything is as of is run config o
 
 import datetime as dt
 import json
+from pathlib import Path
 
 import dagster as dg
 import polars as pl
@@ -18,6 +19,9 @@ from routing_pipelines.learning.values import CandidateRules, PolicyEvaluation, 
 from routing_pipelines.resources import LearningDay, RoutingHome, progress
 from routing_runtime.admin import registry_fingerprint
 from routing_runtime.faults import crashpoint
+from routing_runtime.hub import Hub, HubError
+from routing_runtime.store import Store
+from routing_runtime.sync import SyncError, push_rule_sets
 
 POOL = names.LEARNING_POOL
 
@@ -200,6 +204,7 @@ def model_routing_rules(
         db.close()
     lake.write_rule_set(names.MODEL_ROUTING_RULES, version, candidate.frame)
     crashpoint("publish:after_snapshot")
+    hub = publish_to_hub(routing_home.path, version)
     before = lake.read_value_as_of(names.MODEL_POSTERIORS, dt.date.fromisoformat(previous.as_of)) if previous and previous.as_of else None
     change = rule_changes.change_markdown(previous.rows if previous else None, rows, before, model_posteriors.frame)
     previous_version = previous.version if previous is not None else None
@@ -209,8 +214,26 @@ def model_routing_rules(
         "rule_set_version": version, "previous_version": previous_version, "as_of": str(as_of),
         "dagster/row_count": len(rows), "inputs": dg.MetadataValue.json(json.loads(json.dumps(inputs))),
         "off_policy_snips_quality": round(off_policy["snips_quality"], 4) if off_policy else None,
-        "changes": dg.MetadataValue.md(change),
+        "changes": dg.MetadataValue.md(change), "hub": hub,
     })
+
+
+def publish_to_hub(home: Path, version: int) -> str | None:
+    """Put the rule sets this home published and the hub lacks on the hub the home is tied to
+    (its URL, or None for a home of its own). Hosts pull them from there with `routing sync`.
+    The rules are in force here whatever happens; a hub that fails is retried by the next learn."""
+    with Store.open_home(home, needed_by="the pipeline") as db:
+        tie = db.hub_tie()
+        if tie is None:
+            return None
+        try:
+            push_rule_sets(home, Hub.parse(tie[0]), db)
+        except (HubError, SyncError) as exc:
+            raise dg.Failure(description=(
+                f"published rule set v{version} in {home}, but not on the hub: {exc}. Hosts keep the rules they have;"
+                " the next `routing learn` puts it on the hub"
+            )) from None
+    return tie[0]
 
 
 def _markdown(frame: pl.DataFrame) -> str:

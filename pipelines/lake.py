@@ -437,7 +437,7 @@ class _ObjectStore:
         base = self._key(parts) + "/"
         return {
             obj.key[len(base):]: obj.size for obj in self.hub.list(self._key(parts))
-            if "/" not in obj.key[len(base):] and obj.key.lower().endswith(suffixes)
+            if "/" not in obj.key[len(base):] and (not suffixes or obj.key.lower().endswith(suffixes))
         }
 
     def file_size(self, parts: tuple[str, ...]) -> int | None:

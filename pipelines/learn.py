@@ -187,6 +187,7 @@ def _learn_locked(home: Path, day: dt.date, *, explicit: bool, quiet: bool,
         if forget:
             problems += logs.forget_missing(home, db)
         before = db.published_marker()
+    problems += _catch_up_hub(home)
     planned = plan.learning_range(home, day, explicit=explicit)
     problems += planned.problems + safe_fs.drain_set_aside()
     tables = {t: {"ingested": 0, "quarantined": 0, "reasons": Counter()} for t in TABLES}
@@ -206,6 +207,23 @@ def _learn_locked(home: Path, day: dt.date, *, explicit: bool, quiet: bool,
         status, after[1] if published else before[1], str(day), _finish_tables(tables), _unique(problems), run.run_id,
         start=str(planned.start), partial_day=day >= dt.datetime.now(dt.timezone.utc).date(), dagster_result=run,
     )
+
+
+def _catch_up_hub(home: Path) -> list[str]:
+    """Put on the hub what an earlier learn published here but could not put there (the hub was
+    down): hosts then get it even when nothing is new to learn. A problem, never a stop."""
+    from routing_runtime.hub import Hub, HubError
+    from routing_runtime.sync import SyncError, push_rule_sets
+
+    with Store.open_home(home, needed_by="learning") as db:
+        tie = db.hub_tie()
+        if tie is None:
+            return []
+        try:
+            pushed = push_rule_sets(home, Hub.parse(tie[0]), db)
+        except (HubError, SyncError) as exc:
+            return [f"the hub did not take this home's rule sets: {exc}"]
+    return [f"put rule set(s) {', '.join(f'v{v}' for v in pushed)} on the hub {tie[0]}, which an earlier learn could not"] if pushed else []
 
 
 def _run_job(home: Path, planned: plan.LearningPlan, *, quiet: bool, workers: int, lease: str) -> DagsterResult:

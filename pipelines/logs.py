@@ -27,7 +27,7 @@ from routing_pipelines.lake import QUARANTINE, STAGED, Lake
 from routing_runtime import safe_fs
 from routing_runtime.faults import crashpoint
 from routing_runtime.hub import INBOX, Hub
-from routing_runtime.store import DB_NAME, TIME_COLUMN, Store
+from routing_runtime.store import DB_NAME, LOG_COLUMNS, TIME_COLUMN, Store
 from routing_runtime.types import OUTCOME_LIMITS, Outcome, RoutingPreference, TaskType
 
 DECISIONS = "routing_decisions"
@@ -41,17 +41,13 @@ MAX_DROP_BYTES = 256 << 20
 #: Quarantine reasons that say a row was counted once, not that it was wrong.
 DUPLICATE_PREFIX = "duplicate: "
 
+#: Each log column's Polars type, by the kind ``routing_runtime.store.LOG_COLUMNS`` gives it (the
+#: one list of the columns learning reads and ``routing sync`` ships).
+_KIND_TYPES: dict[str, pl.DataType] = {
+    "text": pl.String, "real": pl.Float64, "integer": pl.Int64, "timestamp": pl.Datetime("us"),
+}
 SCHEMAS: dict[str, dict[str, pl.DataType]] = {
-    DECISIONS: {
-        "id": pl.String, "agent_execution_id": pl.String, "task_type": pl.String, "selected_model": pl.String,
-        "selection_reason": pl.String, "alternatives_considered": pl.String, "created_at": pl.Datetime("us"),
-        "preference": pl.String, "propensity": pl.Float64, "rule_set_version": pl.Int64, "excluded": pl.String,
-    },
-    PERFORMANCE: {
-        "id": pl.String, "model_id": pl.String, "task_type": pl.String, "outcome": pl.String,
-        "quality_score": pl.Float64, "latency_ms": pl.Float64, "tokens_used": pl.Int64, "cost_usd": pl.Float64,
-        "recorded_at": pl.Datetime("us"), "decision_id": pl.String, "preference": pl.String,
-    },
+    table: {column: _KIND_TYPES[kind] for column, kind in columns} for table, columns in LOG_COLUMNS.items()
 }
 QUARANTINE_SCHEMA = {"raw": pl.String, "reason": pl.String}
 _TASKS = [t.value for t in TaskType]

@@ -135,6 +135,11 @@ def _publish_if_changed(db: Store, registry: ModelRegistry) -> tuple[int, bool]:
     fingerprint = registry_fingerprint(registry)
     newest = db.published_marker()  # read first: a publish after it is seen by the precondition below
     usable, note = db.load_usable_rule_set()
+    if db.has_hub_rule_set():
+        # A host that took a rule set from its hub takes every version from there (a local one would
+        # take a number the hub gives to another set); the router applies the registry's enabled
+        # flags to the served set, and falls back to registry order if it cannot serve it.
+        return (usable.version if usable.version is not None else newest[1] or 0), False
     # Registry-order rules (no usable set) are not published ones: publish them.
     current = usable if usable.version is not None else None
     if current is not None and not note and current.inputs.get("registry_fingerprint") == fingerprint:

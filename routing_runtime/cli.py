@@ -1,4 +1,4 @@
-"""The ``routing`` command line: init, select, record, rules, learn."""
+"""The ``routing`` command line: init, select, record, rules, status, learn, sync, demo, ui."""
 
 from __future__ import annotations
 
@@ -70,6 +70,12 @@ def _parser() -> argparse.ArgumentParser:
         "--workers", type=int, default=1, metavar="N",
         help="run the steps in up to N processes, each table's days ingested in N chunks at once (default 1: this process)",
     )
+    sync = commands.add_parser(
+        "sync", parents=[home],
+        help="ship new decisions and outcomes to the hub, take its newest rule set (a home tied by `routing init --hub`)",
+    )
+    sync.add_argument("--every", type=float, metavar="SECONDS", help="sync again every SECONDS until SIGTERM or Ctrl-C")
+    sync.add_argument("--json", action="store_true", help='one JSON line per sync: {"shipped": {table: rows}, "rule_set_version": v}')
     demo = commands.add_parser("demo", help="simulate agents and nightly learning on a scenario, then report (extra [pipeline])")
     demo.add_argument("--scenario", default="stationary", help="stationary, drift, new-model, price-change, or a scenario .toml")
     demo.add_argument("--days", type=int, help="simulated days (default: the scenario's)")
@@ -254,6 +260,12 @@ def _status(args) -> int:
     return 0
 
 
+def _sync(args) -> int:
+    from routing_runtime.sync import sync
+
+    return sync(args.home, every=args.every, as_json=args.json)
+
+
 def _has_pipeline_extra(command: str) -> bool:
     # Found, not imported: `routing learn` on a day with nothing new never pays for importing Dagster.
     import importlib.util
@@ -292,7 +304,8 @@ def _ui(args) -> int:
 
 
 _COMMANDS = {
-    "init": _init, "select": _select, "record": _record, "rules": _rules, "status": _status, "learn": _learn, "demo": _demo, "ui": _ui,
+    "init": _init, "select": _select, "record": _record, "rules": _rules, "status": _status, "learn": _learn, "sync": _sync, "demo": _demo,
+    "ui": _ui,
 }
 
 if __name__ == "__main__":

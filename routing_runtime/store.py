@@ -4,11 +4,13 @@
 versioned migrations) and one method per thing the product stores or asks: decisions and
 outcomes (the router), rule sets (publishing, loading, the publication marker), the registry,
 settings (the learned frontier, the last learn), the learning ledger (inbox drops, learned days,
-accepted quarantine), the rows of a day for ingest, and what ``routing status`` shows. Nothing
+accepted quarantine), the rows of a day for ingest, what ``routing sync`` shipped to the hub and
+the rule sets it took from there, and what ``routing status`` shows. Nothing
 outside this module imports ``sqlite3`` or writes SQL, so another store (a hub) replaces one module.
 
 Schema version 1 is the user's story as written (three tables); version 2 adds what the
-design needs. ``migrate`` brings any older database up to date in place without losing rows.
+design needs; 3 to 5 add the excluded models, the learning ledger and the hub's segments.
+``migrate`` brings any older database up to date in place without losing rows.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ if TYPE_CHECKING:
 
     from routing_runtime.registry import ModelRegistry
 
-__all__ = ["DB_NAME", "SCHEMA_VERSION", "Store", "StoreError", "utc_timestamp"]
+__all__ = ["DB_NAME", "LOG_COLUMNS", "SCHEMA_VERSION", "HubSegment", "Store", "StoreError", "utc_timestamp"]
 
 BUSY_TIMEOUT_MS = 10_000
 #: What a failed database operation raises (locked past the busy timeout, a corrupt or unreadable
@@ -174,8 +176,27 @@ CREATE TABLE accepted_quarantine (
 );
 """
 
+# What `routing sync` shipped to the hub: a segment is planned here (in its own transaction) before
+# its rows are uploaded, and marked once the hub holds it, so a sync killed anywhere in between
+# uploads the same rows under the same name again (at-least-once delivery, exactly-once effect).
+_HUB_SEGMENTS = """
+CREATE TABLE hub_segments (
+    table_name TEXT NOT NULL,
+    name TEXT NOT NULL,                      -- <first rowid>-<last rowid>, zero-padded: its name in the hub inbox
+    first_rowid INTEGER NOT NULL,
+    last_rowid INTEGER NOT NULL,
+    rows INTEGER NOT NULL,
+    planned_at TEXT NOT NULL,
+    shipped_at TEXT,                         -- NULL until the hub holds it
+    PRIMARY KEY (table_name, name)
+);
+-- A sync every second makes a segment a second: each sync reads the last one and the unshipped ones by index.
+CREATE INDEX hub_segments_by_last_rowid ON hub_segments (table_name, last_rowid);
+CREATE INDEX hub_segments_unshipped ON hub_segments (table_name, first_rowid) WHERE shipped_at IS NULL;
+"""
+
 #: Migration ``i`` brings a database from user_version ``i`` to ``i + 1``.
-MIGRATIONS: tuple[str, ...] = (_STORY_SCHEMA, _DESIGN_SCHEMA, _EXCLUDED_COLUMN, _LEARNING_LEDGER)
+MIGRATIONS: tuple[str, ...] = (_STORY_SCHEMA, _DESIGN_SCHEMA, _EXCLUDED_COLUMN, _LEARNING_LEDGER, _HUB_SEGMENTS)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -185,8 +206,25 @@ LAST_LEARN = "last_learn"
 #: Keys ``routing init --hub`` writes: the hub's URL and this home's name on it.
 HUB_URL = "hub_url"
 HOST_ID = "host_id"
+#: Set when a rule set was imported from the hub: from then on the home's versions are the hub's.
+HUB_RULE_SET = "hub_rule_set_version"
 #: The log tables and the column that dates their rows.
 TIME_COLUMN = {"routing_decisions": "created_at", "model_performance": "recorded_at"}
+#: The columns of each log table that learning reads and ``routing sync`` ships, in order, with the
+#: kind of value: ``text``, ``real``, ``integer`` or ``timestamp`` (stored ISO text, see
+#: :func:`utc_timestamp`). ``routing_pipelines.logs.SCHEMAS`` gives each its Polars type.
+LOG_COLUMNS: dict[str, tuple[tuple[str, str], ...]] = {
+    "routing_decisions": (
+        ("id", "text"), ("agent_execution_id", "text"), ("task_type", "text"), ("selected_model", "text"),
+        ("selection_reason", "text"), ("alternatives_considered", "text"), ("created_at", "timestamp"),
+        ("preference", "text"), ("propensity", "real"), ("rule_set_version", "integer"), ("excluded", "text"),
+    ),
+    "model_performance": (
+        ("id", "text"), ("model_id", "text"), ("task_type", "text"), ("outcome", "text"),
+        ("quality_score", "real"), ("latency_ms", "real"), ("tokens_used", "integer"), ("cost_usd", "real"),
+        ("recorded_at", "timestamp"), ("decision_id", "text"), ("preference", "text"),
+    ),
+}
 #: Versions far above any real count (a poisoned row near 2**63) are stepped over, not added to.
 _VERSION_CEILING = 2**62
 
@@ -223,6 +261,13 @@ class StoredDecision(namedtuple(
 
 class StoredOutcome(namedtuple("StoredOutcome", "id outcome quality_score latency_ms tokens_used cost_usd")):
     """The first outcome recorded for a decision, as stored."""
+
+    __slots__ = ()
+
+
+class HubSegment(namedtuple("HubSegment", "table name first_rowid last_rowid rows")):
+    """A planned segment of ``table``'s rows for the hub: rowids ``first_rowid``..``last_rowid``
+    (``rows`` of them), shipped as ``name``."""
 
     __slots__ = ()
 
@@ -401,17 +446,7 @@ class Store:
                 "INSERT INTO rule_sets (version, created_at, as_of, source, inputs, code_version) VALUES (?, ?, ?, ?, ?, ?)",
                 (version, utc_timestamp(), as_of, source, json.dumps(dict(inputs or {}), sort_keys=True, default=str), CODE_VERSION),
             )
-            self._conn.executemany(
-                "INSERT INTO model_routing_rules (id, rule_set_version, " + ", ".join(STORED_RULE_FIELDS) + ")"
-                " VALUES (" + ", ".join("?" * (len(STORED_RULE_FIELDS) + 2)) + ")",
-                [(
-                    f"v{version}:{r.task_type.value}:{r.preference.value}:{r.model_id}", version,
-                    r.task_type.value, r.preference.value, r.model_id, r.priority, int(r.is_specialized),
-                    int(r.is_enabled), int(r.is_eligible), r.min_quality_score, r.max_cost_per_1k,
-                    r.selection_probability, r.expected_quality, r.expected_cost_usd, r.expected_latency_ms,
-                    r.expected_cost_per_1k,
-                ) for r in rows],
-            )
+            self._insert_rule_rows(version, rows)
             if learned_through is not None:
                 self._execute(
                     "INSERT INTO settings (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = MAX(value, excluded.value)",
@@ -426,6 +461,75 @@ class Store:
                 )
         return version
 
+    def _insert_rule_rows(self, version: int, rows: Iterable[RuleRow]) -> None:
+        self._conn.executemany(
+            "INSERT INTO model_routing_rules (id, rule_set_version, " + ", ".join(STORED_RULE_FIELDS) + ")"
+            " VALUES (" + ", ".join("?" * (len(STORED_RULE_FIELDS) + 2)) + ")",
+            [(
+                f"v{version}:{r.task_type.value}:{r.preference.value}:{r.model_id}", version,
+                r.task_type.value, r.preference.value, r.model_id, r.priority, int(r.is_specialized),
+                int(r.is_enabled), int(r.is_eligible), r.min_quality_score, r.max_cost_per_1k,
+                r.selection_probability, r.expected_quality, r.expected_cost_usd, r.expected_latency_ms,
+                r.expected_cost_per_1k,
+            ) for r in rows],
+        )
+
+    def import_rule_set(self, rule_set: RuleSet, *, code_version: str, hub_url: str) -> bool:
+        """Store ``rule_set`` (checked usable by the caller) under its own ``version``, the hub's
+        number, in one transaction; ``inputs`` gain ``"hub": hub_url``. Returns False, storing
+        nothing, when that version is already stored (another sync imported it meanwhile).
+
+        From then on the home takes its versions from the hub (:meth:`has_hub_rule_set`).
+        """
+        version = rule_set.version
+        if not isinstance(version, int) or isinstance(version, bool) or not 0 < version < _VERSION_CEILING:
+            raise ValueError(f"rule_set.version={version!r} must be a positive integer below {_VERSION_CEILING}")
+        with self.transaction():
+            if self._execute(
+                "SELECT EXISTS (SELECT 1 FROM rule_sets WHERE version = ?)"
+                " OR EXISTS (SELECT 1 FROM model_routing_rules WHERE rule_set_version = ?)",
+                (version, version),
+            ).fetchone()[0]:
+                return False
+            self._execute(
+                "INSERT INTO rule_sets (version, created_at, as_of, source, inputs, code_version) VALUES (?, ?, ?, ?, ?, ?)",
+                (version, rule_set.created_at, rule_set.as_of, rule_set.source,
+                 json.dumps({**rule_set.inputs, "hub": hub_url}, sort_keys=True, default=str), code_version),
+            )
+            self._insert_rule_rows(version, rule_set.rows)
+            self._execute(_UPSERT_SETTING, (HUB_RULE_SET, str(version)))
+        return True
+
+    def has_hub_rule_set(self) -> bool:
+        """Whether a rule set was imported from the hub: the home's versions are the hub's since."""
+        return self._execute("SELECT 1 FROM settings WHERE key = ?", (HUB_RULE_SET,)).fetchone() is not None
+
+    def rule_set_document(self, version: int) -> dict | None:
+        """Rule set ``version`` as stored, for the hub (``rules/v<N>.json``): version, created_at,
+        as_of, source, inputs, code_version and ``rows`` (one object of :data:`STORED_RULE_FIELDS`
+        per model and cell); None when it does not exist. Values are not checked here: the
+        host that imports it checks them."""
+        with self.snapshot():
+            meta = self._execute(
+                "SELECT created_at, as_of, source, inputs, code_version FROM rule_sets WHERE version = ?", (version,),
+            ).fetchone()
+            raw = self._execute(
+                "SELECT " + ", ".join(STORED_RULE_FIELDS) + " FROM model_routing_rules WHERE rule_set_version = ?"
+                " ORDER BY task_type, preference, priority, model_id",
+                (version,),
+            ).fetchall()
+        if meta is None:
+            return None
+        created_at, as_of, source, inputs, code_version = meta
+        try:
+            inputs = json.loads(inputs)
+        except (TypeError, ValueError):
+            pass  # kept as stored: the importing host finds it unusable and says so
+        return {
+            "version": version, "created_at": created_at, "as_of": as_of, "source": source, "inputs": inputs,
+            "code_version": code_version, "rows": [dict(zip(STORED_RULE_FIELDS, r)) for r in raw],
+        }
+
     def load_rule_set(self, version: int | None = None, home: object = None) -> RuleSet:
         """The rule set ``version`` (default: the newest published), read in one snapshot.
 
@@ -434,7 +538,7 @@ class Store:
         """
         with self.snapshot():
             if version is None:
-                versions = self._published_versions()
+                versions = self.published_versions()
                 if not versions:
                     raise NotInitialisedError(f"no rule set is published in {home or 'routing.db'}: run `routing init`")
                 version = versions[0]
@@ -458,7 +562,7 @@ class Store:
         problems: list[tuple[int, str]] = []
         with self.snapshot():
             registered = dict(self._execute("SELECT id, enabled FROM models"))
-            for version in self._published_versions():
+            for version in self.published_versions():
                 try:
                     stored = self._read_rule_set(version)  # listed in this same snapshot
                     if stored is None:
@@ -471,7 +575,7 @@ class Store:
         fallback = registry_order(self.registry, home, utc_timestamp())
         return fallback, skipped_note(problems, "registry order") if problems else "no rule set published, registry order"
 
-    def _published_versions(self) -> list[int]:
+    def published_versions(self) -> list[int]:
         """Versions a router may serve (every set but the legacy one), newest first."""
         return [v for (v,) in self._execute(_PUBLISHED_VERSIONS)]
 
@@ -589,6 +693,50 @@ class Store:
         """Tie the home to the hub at ``url`` under ``host_id`` (kept when the hub changes)."""
         with self.transaction():
             self._conn.executemany(_UPSERT_SETTING, [(HUB_URL, url), (HOST_ID, host_id)])
+
+    def plan_hub_segment(self, table: str, max_rows: int) -> HubSegment | None:
+        """Plan the next segment of ``table`` to ship, in its own transaction: the rows above the
+        last planned segment, at most ``max_rows`` of them; None when there are none. Its name
+        follows from its rowids alone, so shipping it again writes the same object."""
+        _time_column(table)
+        with self.transaction():
+            after = self._execute(
+                "SELECT COALESCE(MAX(last_rowid), 0) FROM hub_segments WHERE table_name = ?", (table,),
+            ).fetchone()[0]
+            first, last, rows = self._execute(
+                f"SELECT MIN(rowid), MAX(rowid), COUNT(*) FROM (SELECT rowid FROM {table} WHERE rowid > ? ORDER BY rowid LIMIT ?)",
+                (after, max_rows),
+            ).fetchone()
+            if not rows:
+                return None
+            segment = HubSegment(table, f"{first:012d}-{last:012d}", first, last, rows)
+            self._execute(
+                "INSERT INTO hub_segments (table_name, name, first_rowid, last_rowid, rows, planned_at) VALUES (?, ?, ?, ?, ?, ?)",
+                (table, segment.name, first, last, rows, utc_timestamp()),
+            )
+        return segment
+
+    def unshipped_hub_segments(self, table: str) -> list[HubSegment]:
+        """Segments of ``table`` planned but not yet marked shipped (a sync was cut short), in order."""
+        return [HubSegment(table, *r) for r in self._execute(
+            "SELECT name, first_rowid, last_rowid, rows FROM hub_segments WHERE table_name = ? AND shipped_at IS NULL"
+            " ORDER BY first_rowid", (table,),
+        )]
+
+    def hub_segment_rows(self, segment: HubSegment) -> list[tuple]:
+        """The rows of ``segment`` (their :data:`LOG_COLUMNS`, as stored), in rowid order."""
+        columns = ", ".join(name for name, _ in LOG_COLUMNS[segment.table])
+        return self._execute(
+            f"SELECT {columns} FROM {segment.table} WHERE rowid BETWEEN ? AND ? ORDER BY rowid",
+            (segment.first_rowid, segment.last_rowid),
+        ).fetchall()
+
+    def mark_hub_segment_shipped(self, segment: HubSegment) -> None:
+        """The hub holds ``segment``: the next sync does not ship it again."""
+        self._execute(
+            "UPDATE hub_segments SET shipped_at = ? WHERE table_name = ? AND name = ? AND shipped_at IS NULL",
+            (utc_timestamp(), segment.table, segment.name),
+        )
 
     # ------------------------------------------------------------------ the learning ledger
 

@@ -133,3 +133,54 @@ def count_rows(home: Path, table: str) -> int:
         return conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
     finally:
         conn.close()
+
+
+# ------------------------------------------------------------------ real servers (tests/servers.py)
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """A PostgreSQL 15 cluster on 127.0.0.1 for the whole session (``PostgresServer``: ``url``,
+    ``host``, ``port``, ``user``, ``password``, ``database``, ``new_database()``, ``superuser(sql)``)."""
+    from servers import PostgresServer
+
+    server = PostgresServer()
+    try:
+        yield server.start()
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def postgres_url(postgres_server) -> str:
+    """``postgresql://user:password@127.0.0.1:PORT/db`` of a database of this test alone."""
+    return postgres_server.new_database()
+
+
+@pytest.fixture(scope="session")
+def seaweed_server():
+    """SeaweedFS with its S3 gateway on 127.0.0.1 for the whole session; see ``seaweed``."""
+    from servers import SeaweedServer
+
+    server = SeaweedServer()
+    try:
+        yield server.start()
+    finally:
+        server.remove()
+
+
+@pytest.fixture
+def seaweed(seaweed_server):
+    """The session's SeaweedFS, running (a test that stopped it and failed does not leave it down
+    for the next): ``SeaweedServer`` with ``env`` (the AWS variables), ``endpoint``, ``access_key``,
+    ``secret_key``, ``stop()``, ``start()``, ``new_bucket_url()``, ``storage_options()``, ``filesystem()``."""
+    return seaweed_server.start()
+
+
+@pytest.fixture
+def s3_hub(seaweed, monkeypatch) -> str:
+    """A new ``s3://bucket/prefix`` on the session's SeaweedFS, with its AWS variables set in this
+    test's environment (and so in the subprocesses it starts)."""
+    for key, value in seaweed.env.items():
+        monkeypatch.setenv(key, value)
+    return seaweed.new_bucket_url()

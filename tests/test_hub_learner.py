@@ -11,6 +11,9 @@ from __future__ import annotations
 import datetime as dt
 import io
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -23,6 +26,7 @@ from routing_pipelines.learn import learn
 from routing_pipelines.lake import Lake
 from routing_runtime import ModelRouter
 from routing_runtime.admin import initialise
+from routing_runtime.faults import CRASH_EXIT_CODE
 from routing_runtime.hub import Hub, inbox_key
 
 D1, D2 = dt.date(2026, 5, 1), dt.date(2026, 5, 2)
@@ -122,3 +126,22 @@ def test_lost_staged_segment_is_staged_again_from_the_hub(tmp_path, learner):
     assert result.status == "published", result.problems
     assert Lake(home).read_partition("routing_decisions", D1).height == 24
     assert Lake(home).read_partition("routing_decisions", D2).height == 10
+
+
+def test_rules_published_here_but_not_on_the_hub_are_put_there_by_the_next_learn(tmp_path, learner):
+    # A learner killed between publishing here and putting the rules on the hub: hosts would
+    # never get that version. The next learn puts it there, even with nothing new to learn.
+    home, hub = learner
+    ship(hub, "host-a", "000001-000024", host_rows(tmp_path, "host-a", D1))
+    killed = subprocess.run(
+        [sys.executable, "-m", "routing_runtime.cli", "learn", "--home", str(home), "--as-of", str(D1)],
+        env={**os.environ, "ROUTING_CRASH_AT": "publish:after_snapshot"}, capture_output=True, text=True, timeout=300,
+    )
+    assert killed.returncode == CRASH_EXIT_CODE, killed.stderr
+    assert hub.get_json("rules/current.json") == {"version": 1}  # the registry rules the first learn put there
+
+    result = learn(home, quiet=True)
+
+    assert result.status == "nothing_new"
+    assert hub.get_json("rules/current.json") == {"version": 2}
+    assert any("put rule set(s) v2 on the hub" in p for p in result.problems)

@@ -191,7 +191,7 @@ def simulate(
                 pref = rng.choices(prefs, pref_weights)[0]
                 at = dt.datetime.combine(date, dt.time()) + dt.timedelta(seconds=86_399 * i / scenario.requests_per_day)
                 decision = router.select_model(task, pref, at=at)
-                q, latency, cost, tokens, outcome = _outcome(rng, registry, truth, by_id[decision.model_id], task)
+                q, latency, cost, tokens, outcome = draw_outcome(rng, registry, truth, by_id[decision.model_id], task)
                 router.record_performance(decision.decision_id, outcome, None, latency, tokens, cost, at=at)
                 traffic[(task, pref, decision.model_id)] += 1
                 quality_sum += q
@@ -210,7 +210,7 @@ def simulate(
     return SimulationResult(scenario, days, truths, registries)
 
 
-def _outcome(rng: random.Random, registry: ModelRegistry, truth: dict[str, ModelTruth], model: ModelConfig, task: TaskType):
+def draw_outcome(rng: random.Random, registry: ModelRegistry, truth: dict[str, ModelTruth], model: ModelConfig, task: TaskType):
     t = truth[model.id]
     q = t.quality[task]
     u = rng.random()
