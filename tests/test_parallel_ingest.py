@@ -205,3 +205,25 @@ def test_a_re_execution_never_shares_the_lease_of_the_run_it_re_executes():
     assert run_lease("run-1", "token", None) == "token"
     assert run_lease("run-2", "token", "run-1") == "run-2"
     assert run_lease("run-3", "", None) == "run-3"
+
+
+def test_a_learner_on_a_hub_with_two_workers_ingests_every_hosts_segments_once(tmp_path: Path):
+    # The child steps reach the hub lake as the learner does (here a shared folder).
+    from routing_runtime.hub import Hub
+    from test_hub_learner import host_rows, ship
+
+    (tmp_path / "hub").mkdir()
+    home = tmp_path / "learner"
+    initialise(home, hub=str(tmp_path / "hub"))
+    first, second = host_rows(tmp_path, "host-a", D1), host_rows(tmp_path, "host-b", D1, n=10)
+    hub = Hub.parse(str(tmp_path / "hub"))
+    ship(hub, "host-a", "000001-000024", first)
+    ship(hub, "host-b", "000001-000010", second)
+
+    result = learn(home, D1, quiet=True, workers=2)
+
+    assert result.status == "published", result.problems
+    assert result.tables[names.ROUTING_DECISIONS]["ingested"] == result.tables[names.MODEL_PERFORMANCE]["ingested"] == 34
+    assert not (home / "lake").exists(), "the learner's lake lives on the hub"
+    decisions = pl.scan_parquet(str(tmp_path / "hub" / "lake" / "routing_decisions"), hive_partitioning=True).collect()
+    assert sorted(decisions["id"]) == sorted([*first["routing_decisions"]["id"], *second["routing_decisions"]["id"]])
