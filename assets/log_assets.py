@@ -6,6 +6,7 @@ import warnings
 from collections import Counter
 
 import dagster as dg
+from pydantic import Field
 
 from routing_pipelines import logs, plan
 from routing_pipelines.assets import names
@@ -45,43 +46,21 @@ def inbox(context: dg.AssetExecutionContext, routing_home: RoutingHome) -> dg.Ma
 def daily_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
     """The daily-partitioned assets over ``partitions`` (they start where the home's evidence starts)."""
 
-    def ingest(context: dg.AssetExecutionContext, routing_home: RoutingHome, table: str) -> dg.MaterializeResult:
-        with routing_home.open_store() as db:
-            build = plan.days_to_build(routing_home.path, db, context.partition_keys)
-        known = {m.id for m in routing_home.registry().models}
-        rows = quarantined = 0
-        reasons: Counter = Counter()
-        per_day = []
-        for day, source in build:
-            batch = logs.ingest_day(routing_home.path, table, day, source, known)
-            rows += batch.valid.height
-            quarantined += batch.quarantined.height
-            day_reasons = batch.reasons()
-            reasons += day_reasons
-            top = "; ".join(f"{r} ({n})" for r, n in day_reasons.most_common(3))
-            per_day.append(f"| {day} | {batch.valid.height} | {batch.quarantined.height} | {top} |")
-        progress(context, f"{table}: {len(build)} days with evidence, {rows} rows, {quarantined} quarantined")
-        table_md = "| day | rows | quarantined | top reasons |\n|---|---|---|---|\n" + "\n".join(per_day[-31:])
-        return dg.MaterializeResult(metadata={
-            "dagster/row_count": rows,
-            "quarantined_rows": quarantined,
-            "quarantine_reasons": dg.MetadataValue.json(dict(reasons.most_common())),
-            "problems": dg.MetadataValue.json(safe_fs.drain_set_aside()),
-            "days": dg.MetadataValue.md(table_md),
-            "path": dg.MetadataValue.path(routing_home.lake.location(table)),
-        })
-
     def log_asset(table: str, rows: str) -> dg.AssetsDefinition:
-        @dg.asset(
-            name=table, partitions_def=partitions, backfill_policy=_SINGLE_RUN, deps=[names.INBOX],
-            kinds={"sqlite", "parquet", "polars"}, group_name="logs", pool=POOL,
+        plan_op, ingest_op, summary_op = ingest_ops(table)
+
+        @dg.graph_asset(
+            name=table, partitions_def=partitions, backfill_policy=_SINGLE_RUN,
+            ins={names.INBOX: dg.AssetIn(key=names.INBOX, dagster_type=dg.Nothing)},
+            kinds={"sqlite", "parquet", "polars"}, group_name="logs",
             description=(
                 f"Every {rows} of the day (from routing.db and staged inbox drops), validated, as Parquet in"
-                f" lake/{table}/day=…; rows that fail validation go to lake/quarantine with a reason."
+                f" lake/{table}/day=…; rows that fail validation go to lake/quarantine with a reason. The"
+                " run's days are split into chunks (config `chunks`), each ingested by its own step."
             ),
         )
-        def log(context: dg.AssetExecutionContext, routing_home: RoutingHome) -> dg.MaterializeResult:
-            return ingest(context, routing_home, table)
+        def log(inbox):
+            return summary_op(plan_op(inbox).map(ingest_op).collect())
 
         return log
 
@@ -136,6 +115,87 @@ def daily_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinitio
         )
 
     return [routing_decisions, model_performance, daily_model_stats]
+
+
+class IngestChunks(dg.Config):
+    """How many steps ingest the run's days of one table."""
+
+    chunks: int = Field(default=1, ge=1, description=(
+        "Split the run's days into at most this many chunks of consecutive days, each ingested by its own"
+        " step (steps run at once on the multiprocess, k8s or celery executor). `routing learn --workers N`"
+        " sets N."
+    ))
+
+
+def ingest_ops(table: str) -> tuple[dg.OpDefinition, dg.OpDefinition, dg.OpDefinition]:
+    """The three ops of ``table``'s graph: plan the run's days into chunks, ingest one chunk (mapped:
+    a step per chunk), sum the chunks into the asset's materialization. Days are independent (each
+    writes only its own partitions), so chunks may run in any order or at once."""
+
+    @dg.op(name=f"{table}_chunks", ins={"after": dg.In(dg.Nothing)}, pool=POOL,
+           out=dg.DynamicOut(list, io_manager_key=names.STEP_IO_MANAGER))
+    def plan_chunks(context: dg.OpExecutionContext, config: IngestChunks, routing_home: RoutingHome):
+        """The days of the run that have evidence, as up to ``chunks`` runs of consecutive days."""
+        with routing_home.open_store() as db:
+            build = plan.days_to_build(routing_home.path, db, context.partition_keys)
+        for index, chunk in enumerate(split(build, config.chunks)):
+            yield dg.DynamicOutput([(str(day), source) for day, source in chunk], mapping_key=f"chunk_{index}")
+
+    @dg.op(name=f"{table}_ingest", pool=POOL, out=dg.Out(dict, io_manager_key=names.STEP_IO_MANAGER))
+    def ingest_chunk(context: dg.OpExecutionContext, routing_home: RoutingHome, days: list) -> dict:
+        """Ingest each day of the chunk; its counts for the summary."""
+        known = {m.id for m in routing_home.registry().models}
+        rows = quarantined = 0
+        reasons: Counter = Counter()
+        per_day = []
+        for day, source in days:
+            batch = logs.ingest_day(routing_home.path, table, dt.date.fromisoformat(day), source, known)
+            rows += batch.valid.height
+            quarantined += batch.quarantined.height
+            day_reasons = batch.reasons()
+            reasons += day_reasons
+            top = "; ".join(f"{r} ({n})" for r, n in day_reasons.most_common(3))
+            per_day.append(f"| {day} | {batch.valid.height} | {batch.quarantined.height} | {top} |")
+        return {"days": len(days), "rows": rows, "quarantined": quarantined, "reasons": dict(reasons),
+                "per_day": per_day, "problems": safe_fs.drain_set_aside()}
+
+    @dg.op(name=f"{table}_summary", pool=POOL, out=dg.Out(dg.Nothing))
+    def summary(context: dg.OpExecutionContext, routing_home: RoutingHome, chunks: list) -> dg.Output:
+        """The table's materialization over the run's days: what `routing learn` reads (row counts,
+        quarantine reasons, problems) and what the UI shows."""
+        reasons: Counter = Counter()
+        for chunk in chunks:
+            reasons += Counter(chunk["reasons"])
+        rows, quarantined = sum(c["rows"] for c in chunks), sum(c["quarantined"] for c in chunks)
+        per_day = sorted(line for c in chunks for line in c["per_day"])
+        progress(context, f"{table}: {sum(c['days'] for c in chunks)} days with evidence in {len(chunks)} chunk(s),"
+                          f" {rows} rows, {quarantined} quarantined")
+        table_md = "| day | rows | quarantined | top reasons |\n|---|---|---|---|\n" + "\n".join(per_day[-31:])
+        return dg.Output(None, metadata={
+            "dagster/row_count": rows,
+            "quarantined_rows": quarantined,
+            "quarantine_reasons": dg.MetadataValue.json(dict(reasons.most_common())),
+            "problems": dg.MetadataValue.json([p for c in chunks for p in c["problems"]] + safe_fs.drain_set_aside()),
+            "days": dg.MetadataValue.md(table_md),
+            "path": dg.MetadataValue.path(routing_home.lake.location(table)),
+        })
+
+    return plan_chunks, ingest_chunk, summary
+
+
+def split(items: list, chunks: int) -> list[list]:
+    """``items`` in at most ``chunks`` runs of consecutive items whose lengths differ by one at most
+    (none empty; one empty chunk when there are no items, so the graph still has its steps)."""
+    if not items:
+        return [[]]
+    count = min(chunks, len(items))
+    size, longer = divmod(len(items), count)
+    runs, start = [], 0
+    for index in range(count):
+        end = start + size + (index < longer)
+        runs.append(items[start:end])
+        start = end
+    return runs
 
 
 def invalid_rows(lake: Lake, day: dt.date) -> int:

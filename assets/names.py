@@ -24,3 +24,6 @@ CODE_MODULE = "routing_pipelines.definitions"
 CODE_LOCATION = "routing"
 #: Dagster's label of the one repository of that location (``repository@location``).
 REPOSITORY_LABEL = f"__repository__@{CODE_LOCATION}"
+#: The IO manager of the small values passed between the steps of one run (the day chunks of an
+#: ingest and their counts): pickles under the instance's storage, so steps in other processes read them.
+STEP_IO_MANAGER = "step_io_manager"

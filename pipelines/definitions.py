@@ -26,18 +26,23 @@ def daily_partitions(first_day: dt.date) -> dg.DailyPartitionsDefinition:
     return dg.DailyPartitionsDefinition(start_date=first_day.isoformat(), end_offset=1, timezone="UTC")
 
 
-def nightly_job(assets: list):
-    # One process, steps in order: on a 2-core machine a process per step costs seconds for
-    # steps that take milliseconds.
+def nightly_job(assets: list, executor: dg.ExecutorDefinition = dg.in_process_executor):
+    # By default one process, steps in order: on a 2-core machine a process per step costs seconds
+    # for steps that take milliseconds. `routing learn --workers N` and clusters pass another executor.
     return dg.define_asset_job(
-        names.NIGHTLY_JOB, selection=dg.AssetSelection.assets(*assets), executor_def=dg.in_process_executor,
+        names.NIGHTLY_JOB, selection=dg.AssetSelection.assets(*assets), executor_def=executor,
         description="Stage the inbox, ingest the logs of every day not yet learned, update posteriors, publish new routing rules.",
     )
 
 
-def run_config(as_of: dt.date) -> dict:
-    """The run config of a learning run as of ``as_of``."""
-    return {"ops": {names.MODEL_POSTERIORS: {"config": {"as_of": as_of.isoformat()}}}}
+def run_config(as_of: dt.date, chunks: int = 1) -> dict:
+    """The run config of a learning run as of ``as_of`` whose day ingest is split into ``chunks``
+    steps per table (the ingest graphs' first op: see :func:`routing_pipelines.assets.log_assets.ingest_ops`)."""
+    ops: dict = {names.MODEL_POSTERIORS: {"config": {"as_of": as_of.isoformat()}}}
+    if chunks != 1:
+        for table in (names.ROUTING_DECISIONS, names.MODEL_PERFORMANCE):
+            ops[table] = {"ops": {f"{table}_chunks": {"config": {"chunks": chunks}}}}
+    return {"ops": ops}
 
 
 def partition_range_tags(start: dt.date, end: dt.date) -> dict[str, str]:
@@ -47,16 +52,20 @@ def partition_range_tags(start: dt.date, end: dt.date) -> dict[str, str]:
     return {ASSET_PARTITION_RANGE_START_TAG: start.isoformat(), ASSET_PARTITION_RANGE_END_TAG: end.isoformat()}
 
 
-def build_definitions(home: str | os.PathLike | None = None, first_day: dt.date | None = None) -> dg.Definitions:
+def build_definitions(
+    home: str | os.PathLike | None = None, first_day: dt.date | None = None, *,
+    executor: dg.ExecutorDefinition = dg.in_process_executor,
+) -> dg.Definitions:
     """Definitions for one ROUTING_HOME (default: $ROUTING_HOME, else ./.routing), with partitions
-    from ``first_day`` (default: the home's first day with evidence, else yesterday)."""
+    from ``first_day`` (default: the home's first day with evidence, else yesterday). ``executor``
+    runs the nightly job (README.md, "Parallel ingest": multiprocess, k8s or celery)."""
     home_path = resolve_home(home)
     routing_home = RoutingHome(home=str(home_path))
     if first_day is None:
         first_day = routing_home.first_evidence_day() or dt.datetime.now(dt.timezone.utc).date() - dt.timedelta(days=1)
     daily = daily_assets(daily_partitions(first_day))
     assets = [inbox, *daily, *LEARNING_ASSETS]
-    job = nightly_job(assets)
+    job = nightly_job(assets, executor)
 
     @dg.schedule(
         name=names.NIGHTLY_SCHEDULE, job=job, cron_schedule="0 2 * * *", execution_timezone="UTC",
@@ -77,9 +86,18 @@ def build_definitions(home: str | os.PathLike | None = None, first_day: dt.date 
 
     return dg.Definitions(
         assets=assets, asset_checks=CHECKS, jobs=[job], schedules=[nightly_schedule],
-        resources={"routing_home": routing_home, "io_manager": LakeIOManager(home=str(home_path))},
-        executor=dg.in_process_executor,
+        resources={"routing_home": routing_home, "io_manager": LakeIOManager(home=str(home_path)),
+                   names.STEP_IO_MANAGER: dg.FilesystemIOManager()},
+        executor=executor,
     )
+
+
+def parallel_nightly_job(home: str, first_day: str) -> dg.JobDefinition:
+    """The nightly job of ``home`` on Dagster's multiprocess executor (``max_concurrent`` from the
+    run config): what `routing learn --workers N` runs. Module-level, with string arguments, so
+    each step's process rebuilds the same job (:func:`dagster.build_reconstructable_job`)."""
+    definitions = build_definitions(home, dt.date.fromisoformat(first_day), executor=dg.multiprocess_executor)
+    return definitions.resolve_job_def(names.NIGHTLY_JOB)
 
 
 defs = build_definitions()

@@ -1,4 +1,5 @@
-"""`routing learn`: the nightly job, run in-process and recorded in ROUTING_HOME/dagster_home.
+"""`routing learn`: the nightly job, run in-process (or with ``--workers N``, in N processes) and
+recorded in ROUTING_HOME/dagster_home.
 
 What it promises (README.md, "What it promises"): one run per home at a time; whatever
 interrupted the previous run (a kill, a full disk), this run ends where an uninterrupted run
@@ -32,7 +33,12 @@ from routing_runtime.home import DAGSTER_DIR, INBOX_DIR, LAKE_DIR, resolve_home
 if TYPE_CHECKING:  # Dagster is imported only when there is something to learn (it costs ~1 s)
     import dagster as dg
 
+    DagsterResult = dg.ExecuteInProcessResult | dg.JobExecutionResult
+
 RUNNER_TAG = "routing/runner"
+#: Imported once by the multiprocess executor's fork server, so each step's process starts forked
+#: from it instead of importing Dagster, Polars and the pipelines again (seconds per step).
+PRELOAD = ("dagster", "polars", "routing_pipelines.definitions")
 #: Characters that break the ``sqlite:///`` URLs Dagster builds from its folder.
 _URL_UNSAFE = set("?#%")
 
@@ -137,7 +143,7 @@ class LearnResult:
     run_id: str | None = None
     start: str | None = None
     partial_day: bool = False
-    dagster_result: dg.ExecuteInProcessResult | None = dataclasses.field(default=None, repr=False)
+    dagster_result: DagsterResult | None = dataclasses.field(default=None, repr=False)
 
     @property
     def success(self) -> bool:
@@ -154,12 +160,15 @@ class LearnResult:
 
 def learn(
     home: str | os.PathLike | None = None, as_of: str | dt.date | None = None, *, quiet: bool = False,
-    accept_quarantine: tuple[str, ...] = (), forget_missing: bool = False,
+    accept_quarantine: tuple[str, ...] = (), forget_missing: bool = False, workers: int = 1,
 ) -> LearnResult:
     """Run the nightly learning job for every day not yet learned (or stale) up to ``as_of``
     (default yesterday). ``accept_quarantine`` days learn their valid rows even when most rows
-    were quarantined; ``forget_missing`` learns without drops whose evidence was lost."""
+    were quarantined; ``forget_missing`` learns without drops whose evidence was lost.
+    ``workers`` > 1: the run's steps run in up to that many processes (Dagster's multiprocess
+    executor), each table's days ingested in that many chunks at once; the result is the same."""
     home_path = resolve_home(home)
+    workers = parse_workers(workers)
     explicit = as_of is not None
     day = parse_day(as_of)
     accepted = [parse_accepted_day(d) for d in accept_quarantine]
@@ -169,11 +178,22 @@ def learn(
         # After `--as-of today` the frontier is today: a plain run re-learns it (a fuller day)
         # rather than replacing those rules with ones built on older evidence.
         day = learned
-    with safe_fs.home_umask(home_path), exclusive(home_path):
+    with safe_fs.home_umask(home_path), exclusive(home_path) as lease:
         result = _learn_locked(home_path, day, explicit=explicit or bool(accepted), quiet=quiet,
-                               accepted=accepted, forget=forget_missing)
+                               accepted=accepted, forget=forget_missing, workers=workers, lease=lease)
         _remember(home_path, result)
     return result
+
+
+def parse_workers(value: int | str) -> int:
+    """``--workers``: how many processes run the steps (1: this process alone)."""
+    try:
+        workers = int(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"--workers={value!r} is not a number: give how many processes run the steps (1 or more)") from None
+    if workers < 1:
+        raise ValueError(f"--workers={workers}: give 1 (this process alone) or more processes")
+    return workers
 
 
 def parse_accepted_day(value: str) -> dt.date:
@@ -184,7 +204,7 @@ def parse_accepted_day(value: str) -> dt.date:
 
 
 def _learn_locked(home: Path, day: dt.date, *, explicit: bool, quiet: bool,
-                  accepted: list[dt.date], forget: bool) -> LearnResult:
+                  accepted: list[dt.date], forget: bool, workers: int, lease: str) -> LearnResult:
     problems: list[str] = []
     _sweep_layout(home)
     Lake(home).remove_leftovers()
@@ -201,8 +221,9 @@ def _learn_locked(home: Path, day: dt.date, *, explicit: bool, quiet: bool,
     if planned.nothing_new:
         return LearnResult("nothing_new", before[1], str(day), _finish_tables(tables), problems)
     if not quiet:
-        print(f"learning from {planned.start} to {planned.end} in {home}", file=sys.stderr)
-    run = _run_job(home, planned, quiet=quiet)
+        processes = f" with {workers} worker processes" if workers > 1 else ""
+        print(f"learning from {planned.start} to {planned.end} in {home}{processes}", file=sys.stderr)
+    run = _run_job(home, planned, quiet=quiet, workers=workers, lease=lease)
     with Store.open_home(home, needed_by="learning") as db:
         after = db.published_marker()
     blocked = _read_events(run, tables, problems)
@@ -239,26 +260,35 @@ def quiet_first_push(pushed: list[int]) -> bool:
     return pushed == [1]
 
 
-def _run_job(home: Path, planned: plan.LearningPlan, *, quiet: bool) -> dg.ExecuteInProcessResult:
-    """The nightly job over the plan's days, in this process, recorded in the home's instance and
-    labelled with the UI's code location, so it shows on the job page and the Overview timeline."""
+def _run_job(home: Path, planned: plan.LearningPlan, *, quiet: bool, workers: int, lease: str) -> DagsterResult:
+    """The nightly job over the plan's days, recorded in the home's instance and labelled with the
+    UI's code location, so it shows on the job page and the Overview timeline. One worker: in this
+    process. More: on the multiprocess executor, the job rebuilt in each step's process from the
+    home and the first day; the steps are admitted to the home this process holds by ``lease``."""
+    import dagster as dg
     from dagster._core.storage.tags import REPOSITORY_LABEL_TAG
 
     from routing_pipelines.definitions import build_definitions, partition_range_tags, run_config
 
+    tags = {**partition_range_tags(planned.start, planned.end), RUNNER_TAG: "routing learn",
+            REPOSITORY_LABEL_TAG: names.REPOSITORY_LABEL}
+    config = {**run_config(planned.end, chunks=workers),
+              "resources": {"routing_home": {"config": {"home": str(home), "lease": lease}}},
+              "loggers": {"console": {"config": {"log_level": "CRITICAL" if quiet else "ERROR"}}}}
     with dagster_instance(home) as instance:
         _close_abandoned_runs(instance)
-        job = build_definitions(home, first_day=planned.first_day).resolve_job_def(names.NIGHTLY_JOB)
-        return job.execute_in_process(
-            instance=instance, raise_on_error=False,
-            tags={**partition_range_tags(planned.start, planned.end), RUNNER_TAG: "routing learn",
-                  REPOSITORY_LABEL_TAG: names.REPOSITORY_LABEL},
-            run_config={**run_config(planned.end),
-                        "loggers": {"console": {"config": {"log_level": "CRITICAL" if quiet else "ERROR"}}}},
+        if workers == 1:
+            job = build_definitions(home, first_day=planned.first_day).resolve_job_def(names.NIGHTLY_JOB)
+            return job.execute_in_process(instance=instance, raise_on_error=False, tags=tags, run_config=config)
+        parallel = dg.build_reconstructable_job(
+            "routing_pipelines.definitions", "parallel_nightly_job",
+            reconstructable_args=(str(home), (planned.first_day or planned.start).isoformat()),
         )
+        config["execution"] = {"config": {"max_concurrent": workers, "start_method": {"forkserver": {"preload_modules": list(PRELOAD)}}}}
+        return dg.execute_job(parallel, instance=instance, raise_on_error=False, tags=tags, run_config=config)
 
 
-def _read_events(run: dg.ExecuteInProcessResult, tables: dict, problems: list[str]) -> list[str]:
+def _read_events(run: DagsterResult, tables: dict, problems: list[str]) -> list[str]:
     """Fold the run's materializations into ``tables`` and ``problems``; return the blocking
     check failures."""
     import dagster as dg
@@ -341,7 +371,7 @@ def _remember(home: Path, result: LearnResult) -> None:
 
 
 def run_learning(home: str | None, as_of: str | None, *, as_json: bool = False,
-                 accept_quarantine: tuple[str, ...] = (), forget_missing: bool = False) -> int:
+                 accept_quarantine: tuple[str, ...] = (), forget_missing: bool = False, workers: int = 1) -> int:
     """CLI entry: progress on stderr, a summary (or ``--json``); exit 0 when rules were published
     with no failure, or nothing was new; 1 when blocked, failed, or a step failed after publishing."""
     os.environ["ROUTING_PROGRESS"] = "1" if (sys.stderr.isatty() or os.environ.get("ROUTING_PROGRESS")) and not as_json else ""
@@ -350,7 +380,8 @@ def run_learning(home: str | None, as_of: str | None, *, as_json: bool = False,
     if home_path.is_dir() and safe_fs.is_read_only(home_path):
         raise PermissionError(f"{home_path} is read-only: learning writes the lake and new rules there")
     try:
-        result = learn(home, as_of, quiet=as_json, accept_quarantine=accept_quarantine, forget_missing=forget_missing)
+        result = learn(home, as_of, quiet=as_json, accept_quarantine=accept_quarantine, forget_missing=forget_missing,
+                       workers=workers)
     except (ValueError, RuntimeError, FileNotFoundError):
         raise  # bad arguments, another run (HomeBusyError), no home: the CLI's one-line error, exit 2
     except Exception as exc:  # noqa: BLE001 - a full disk, a broken instance: say so, never a traceback

@@ -26,6 +26,10 @@ class RoutingHome(dg.ConfigurableResource):
     """A router's ``ROUTING_HOME``: ``routing.db``, ``inbox/`` and ``lake/``."""
 
     home: str
+    lease: str = Field(default="", description=(
+        "Set by `routing learn` on the run it starts while it holds the home: the lock's lease, which"
+        " admits this run's steps in other processes (pipelines/run_lock.py). Empty: the run id."
+    ))
 
     @property
     def path(self) -> Path:
@@ -39,8 +43,11 @@ class RoutingHome(dg.ConfigurableResource):
     def yield_for_execution(self, context: dg.InitResourceContext):
         # Whoever launched the run (the daemon, the UI, `routing learn`), it holds the home for its
         # whole length: two runs never interleave their writes.
-        run = context.run.run_id[:8] if context.run else "?"
-        with exclusive(self.path, f"dagster run {run}", reentrant=True):
+        # The steps of one run in other processes (multiprocess executor) share it: each step is
+        # admitted with its run's lease (pipelines/run_lock.py).
+        run = context.run
+        with exclusive(self.path, f"dagster run {run.run_id[:8] if run else '?'}", reentrant=True,
+                       lease=run_lease(run.run_id, self.lease, run.parent_run_id) if run else None):
             yield self
 
     def open_store(self) -> Store:
@@ -66,6 +73,13 @@ class RoutingHome(dg.ConfigurableResource):
             return plan.first_evidence_day(self.path, db, logs.pending_days(self.path))
 
 
+def run_lease(run_id: str, lease: str, parent_run_id: str | None) -> str:
+    """The lease a run's steps are admitted with: the ``lease`` that `routing learn` configures on
+    its run, else the run id. A re-execution (it copies its parent's run config) has its own id:
+    it never shares the lease of the run it re-executes."""
+    return lease or run_id if parent_run_id is None else run_id
+
+
 def progress(context, message: str) -> None:
     """Log to Dagster and, when `routing learn` runs on a terminal, show the line there too."""
     context.log.info(message)
@@ -80,6 +94,10 @@ class LakeIOManager(dg.ConfigurableIOManager):
     builds a path of another step's output."""
 
     home: str
+    lease: str = Field(default="", description=(
+        "Set by `routing learn` on the run it starts while it holds the home: the lock's lease, which"
+        " admits this run's steps in other processes (pipelines/run_lock.py). Empty: the run id."
+    ))
 
     def _lake(self) -> Lake:
         return Lake(Path(self.home).expanduser().resolve())

@@ -72,6 +72,10 @@ def _parser() -> argparse.ArgumentParser:
         help="learn the valid rows of a day held out because most of its rows were quarantined (repeatable)",
     )
     learn.add_argument("--forget-missing", action="store_true", help="learn without inbox drops whose files were lost")
+    learn.add_argument(
+        "--workers", type=int, default=1, metavar="N",
+        help="run the steps in up to N processes, each table's days ingested in N chunks at once (default 1: this process)",
+    )
     sync = commands.add_parser(
         "sync", parents=[home],
         help="ship new decisions and outcomes to the hub, take its newest rule set (a home tied by `routing init --hub`)",
@@ -289,7 +293,7 @@ def _learn(args) -> int:
 
     return run_learning(
         home=args.home, as_of=args.as_of, as_json=args.json,
-        accept_quarantine=tuple(args.accept_quarantine), forget_missing=args.forget_missing,
+        accept_quarantine=tuple(args.accept_quarantine), forget_missing=args.forget_missing, workers=args.workers,
     )
 
 

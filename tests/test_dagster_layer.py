@@ -223,9 +223,13 @@ def test_routing_learn_refuses_while_a_daemon_launched_run_holds_the_home(home: 
     assert out.strip() == "ok", err
 
 
-def test_a_dagster_run_fails_at_once_while_routing_learn_holds_the_home(home: Path):
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_a_dagster_run_fails_at_once_while_routing_learn_holds_the_home(home: Path, workers: str):
+    # With 2 workers the paused step runs in a child process, admitted with the run's lease; the
+    # other run has no such lease and is refused all the same.
     env = {**os.environ, "ROUTING_PAUSE_AT": "model_posteriors:after_write", "ROUTING_PAUSE_SECONDS": "10"}
-    cli = subprocess.Popen([sys.executable, "-m", "routing_runtime.cli", "learn", "--home", str(home), "--as-of", str(D3), "--json"],
+    cli = subprocess.Popen([sys.executable, "-m", "routing_runtime.cli", "learn", "--home", str(home), "--as-of", str(D3), "--json",
+                            "--workers", workers],
                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         _wait_for_value(home, names.MODEL_POSTERIORS)

@@ -82,6 +82,32 @@ def test_the_nightly_job_runs_every_asset_and_check_in_one_process(defs):
     assert job.executor_def.name == "in_process"
 
 
+@pytest.mark.parametrize("table", ["routing_decisions", "model_performance"])
+def test_each_log_table_is_ingested_by_a_graph_that_fans_out_over_chunks_of_days(defs, table: str):
+    # plan -> (one mapped step per chunk of days) -> summary: the summary is the asset, the days
+    # are the range of the run (one run over every partition: single-run backfill).
+    asset = defs.resolve_assets_def(table)
+    graph = asset.node_def
+    assert isinstance(graph, dg.GraphDefinition)
+    chunks, ingest, summary = f"{table}_chunks", f"{table}_ingest", f"{table}_summary"
+    assert {node.name for node in graph.nodes} == {chunks, ingest, summary}
+    assert graph.node_named(chunks).definition.output_defs[0].is_dynamic
+    assert graph.dependency_structure.is_dynamic_mapped(ingest)
+    fan_in = graph.dependency_structure.input_to_upstream_outputs_for_node(summary)
+    assert [o.node.name for outputs in fan_in.values() for o in outputs] == [ingest]
+    assert asset.backfill_policy == dg.BackfillPolicy.single_run()
+    assert isinstance(asset.partitions_def, dg.DailyPartitionsDefinition)
+
+
+def test_the_nightly_job_runs_on_the_executor_the_definitions_are_given(home: Path):
+    # What `routing learn --workers N` rebuilds in each step's process, and what a cluster passes.
+    from routing_pipelines.definitions import parallel_nightly_job
+
+    assert parallel_nightly_job(str(home), "2026-06-01").executor_def.name == "multiprocess"
+    job = build_definitions(home, executor=dg.multiprocess_executor).resolve_job_def(JOB)
+    assert job.executor_def.name == "multiprocess"
+
+
 def test_the_schedule_runs_the_job_at_0200_utc_and_is_on_by_default(defs):
     schedule = defs.resolve_schedule_def(SCHEDULE)
     assert schedule.job_name == JOB

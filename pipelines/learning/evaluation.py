@@ -39,7 +39,7 @@ def off_policy_estimates(feedback: pl.DataFrame, policy: pl.DataFrame) -> pl.Dat
     target = policy.select("task_type", "preference", "model_id", pl.col("selection_probability").alias("target_p"))
     weighted = feedback.join(target, on=["task_type", "preference", "model_id"], how="left").with_columns(
         (pl.col("target_p").fill_null(0.0) / pl.col("propensity")).alias("w"),
-    )
+    ).sort("decision_id")  # a join's row order varies with its threads: sums in one order are the same sums
 
     def summary(frame: pl.LazyFrame | pl.DataFrame, keys: list[str]) -> pl.DataFrame:
         aggregations = [
