@@ -158,7 +158,6 @@ def main(argv: list[str] | None = None) -> int:
         ship_rows = sum(shipped.values())
 
         # Publication to serving: hosts select with their syncs running; the learner publishes.
-        before = bench.current_version()
         # The learner's next version: above its newest (the hub has none before its first learn).
         expected = json.loads(bench.run([*ROUTING, "rules", "--home", str(bench.learner), "--json"]).stdout)["rule_set_version"] + 1
         appeared: list[float] = []
@@ -187,7 +186,6 @@ def main(argv: list[str] | None = None) -> int:
             seen = [at for version, at in result["versions"] if version == new_version]
             delays.append(seen[0] - appeared[0] if seen and appeared else float("nan"))
         reached = [d for d in delays if d == d]
-        print(f"DEBUG expected={expected} appeared={appeared} versions={[r['versions'] for r in holder.get('results', [])]}", file=sys.stderr)
 
         without, with_sync = phases["without sync"], phases["with sync"]
         result = {

@@ -74,6 +74,7 @@ class Lake:
         else:
             self._files = _Folder(Path(hub.uri(LAKE_DIR)).parent)
         self.root = self._files.source(())
+        self._staged: dict[tuple[str, str], set[str]] = {}
 
     @property
     def storage_options(self) -> dict[str, str] | None:
@@ -224,10 +225,20 @@ class Lake:
 
     def write_staged(self, table: str, day: dt.date | str, stem: str, frame: pl.DataFrame) -> Path | str:
         """Stage the rows one inbox drop has on ``day`` (read once, so written fast)."""
-        return self.write_file(STAGED, table, f"day={day}", f"{stem}.parquet", frame=frame, fast=True)
+        location = self.write_file(STAGED, table, f"day={day}", f"{stem}.parquet", frame=frame, fast=True)
+        self._staged.pop((table, str(day)), None)
+        return location
 
     def has_staged(self, table: str, day: dt.date | str, stem: str) -> bool:
-        return self._files.file_size((STAGED, table, f"day={day}", f"{safe_fs.safe_name(stem)}.parquet")) is not None
+        return f"{safe_fs.safe_name(stem)}.parquet" in self._staged_names(table, day)
+
+    def _staged_names(self, table: str, day: dt.date | str) -> set[str]:
+        """The staged files of a day, listed once per lake object (a fleet stages thousands of
+        segments; one listing per question would make planning quadratic on an object store)."""
+        key = (table, str(day))
+        if key not in self._staged:
+            self._staged[key] = set(self._files.file_sizes((STAGED, table, f"day={day}"), (".parquet",)))
+        return self._staged[key]
 
     def read_staged(self, table: str, day: dt.date | str, stems: list[str]) -> pl.DataFrame | None:
         """The staged rows of ``day`` from exactly the drops ``stems``; None when there are none.

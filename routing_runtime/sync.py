@@ -272,12 +272,16 @@ def _tie(home: Path, store: Store) -> tuple[str, str]:
     return tie
 
 
-def sync_once(home: str | os.PathLike | None = None) -> dict:
+def sync_once(home: str | os.PathLike | None = None, *, hubs: dict[str, Hub] | None = None) -> dict:
     """Ship, then pull, once: ``{"shipped": {table: rows}, "rule_set_version": v}`` (v: the
-    version the home serves now, None for registry order). Raises on any failure (nothing lost)."""
+    version the home serves now, None for registry order). Raises on any failure (nothing lost).
+    ``hubs`` keeps the hub clients of a loop across syncs: making an S3 client costs more CPU
+    than a sync of a busy host's last second."""
     home_path = resolve_home(home)
     with Store.open_home(home_path, needed_by="`routing sync`") as store:
-        hub = Hub.parse(_tie(home_path, store)[0])
+        url = _tie(home_path, store)[0]
+        hubs = {} if hubs is None else hubs
+        hub = hubs[url] if url in hubs else hubs.setdefault(url, Hub.parse(url))
         shipped = ship(home_path, hub, store)
         pull(home_path, hub, store)
         served = store.load_usable_rule_set(home_path)[0].version
@@ -310,12 +314,12 @@ def _preflight(home: Path) -> None:
     _pyarrow()
 
 
-def _report(home: Path, as_json: bool) -> bool:
+def _report(home: Path, as_json: bool, hubs: dict[str, Hub] | None = None) -> bool:
     """One sync, reported in one line; False when it failed (the message says why)."""
     import json
 
     try:
-        result = sync_once(home)
+        result = sync_once(home, hubs=hubs)
     except (HubError, SyncError, NotInitialisedError, OSError, StoreError, ValueError) as exc:
         print(f"routing sync: error: {_one_line(exc)}", file=sys.stderr, flush=True)
         return False
@@ -345,11 +349,12 @@ def _loop(home: Path, every: float, as_json: bool) -> int:
         stop.set()
 
     previous = {s: signal.signal(s, request_stop) for s in (signal.SIGTERM, signal.SIGINT)}
+    hubs: dict[str, Hub] = {}
     try:
         while not stop.is_set():
             started = time.monotonic()
             try:
-                _report(home, as_json)
+                _report(home, as_json, hubs)
             except Exception as exc:  # noqa: BLE001 - the loop outlives any one failed sync; the next one retries
                 print(f"routing sync: error: {type(exc).__name__}: {_one_line(exc)}", file=sys.stderr, flush=True)
             stop.wait(max(0.0, every - (time.monotonic() - started)))
