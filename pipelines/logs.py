@@ -320,9 +320,10 @@ def _new_segments(hub: tuple[Hub, str], store: Store, table: str) -> list[tuple[
 
 
 def _stage_segments(hub: tuple[Hub, str], store: Store, lake: Lake, table: str, report: StagingReport) -> None:
-    """Stage every new segment of ``table`` on the hub, as :func:`stage_inbox` does a drop."""
-    for key, stem in _new_segments(hub, store, table):
-        content = hub[0].get(key)
+    """Stage every new segment of ``table`` on the hub, as :func:`stage_inbox` does a drop.
+    Segments are fetched a few at a time while the one before is staged: on an object store a
+    fleet's many small segments cost their round trips, not their bytes."""
+    for (key, stem), content in _fetched(hub[0], _new_segments(hub, store, table)):
         by_day, quarantined = _split_drop(content, key, table, hashlib.sha1(content).hexdigest()[:16])
         _write_staged(lake, table, stem, by_day, quarantined)
         crashpoint("stage:after_staged_segment")
@@ -336,6 +337,17 @@ def _stage_segments(hub: tuple[Hub, str], store: Store, lake: Lake, table: str, 
         report.rows += rows
         report.quarantined += quarantined.height
         report.reasons += reasons
+
+
+def _fetched(hub: Hub, segments: list[tuple[str, str]], ahead: int = 8):
+    """``((key, stem), content)`` of each segment in order, fetched ``ahead`` at a time in threads
+    (the S3 client releases the GIL), never more than ``ahead`` held in memory."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=ahead) as pool:
+        for start in range(0, len(segments), ahead):
+            batch = segments[start:start + ahead]
+            yield from zip(batch, pool.map(lambda segment: hub.get(segment[0]), batch))
 
 
 def _drop_content(home: Path, store: Store, table: str, ingested_name: str) -> bytes:

@@ -81,6 +81,10 @@ def _parser() -> argparse.ArgumentParser:
         help="ship new decisions and outcomes to the hub, take its newest rule set (a home tied by `routing init --hub`)",
     )
     sync.add_argument("--every", type=float, metavar="SECONDS", help="sync again every SECONDS until SIGTERM or Ctrl-C")
+    sync.add_argument(
+        "--ship-every", type=float, metavar="SECONDS",
+        help="with --every: ship logs every SECONDS (default: the larger of --every and 30), pull rule sets every --every",
+    )
     sync.add_argument("--json", action="store_true", help='one JSON line per sync: {"shipped": {table: rows}, "rule_set_version": v}')
     demo = commands.add_parser("demo", help="simulate agents and nightly learning on a scenario, then report (extra [pipeline])")
     demo.add_argument("--scenario", default="stationary", help="stationary, drift, new-model, price-change, or a scenario .toml")
@@ -273,7 +277,7 @@ def _status(args) -> int:
 def _sync(args) -> int:
     from routing_runtime.sync import sync
 
-    return sync(args.home, every=args.every, as_json=args.json)
+    return sync(args.home, every=args.every, ship_every=args.ship_every, as_json=args.json)
 
 
 def _has_pipeline_extra(command: str) -> bool:

@@ -42,6 +42,9 @@ __all__ = ["SEGMENT_ROWS", "SyncError", "pull", "push_rule_sets", "segment_parqu
 
 #: Rows per shipped segment at most: a segment is one object on the hub, read whole by the learner.
 SEGMENT_ROWS = 50_000
+#: How often a ``--every`` loop ships, at the most (seconds): see :func:`sync`.
+SHIP_EVERY = 30.0
+SHIPPED_TABLES = tuple(LOG_COLUMNS)
 SYNC_EXTRA_HINT = "routing sync needs the [hub] extra (pyarrow writes the Parquet segments): pip install 'routing-runtime[hub]'"
 
 
@@ -272,27 +275,34 @@ def _tie(home: Path, store: Store) -> tuple[str, str]:
     return tie
 
 
-def sync_once(home: str | os.PathLike | None = None, *, hubs: dict[str, Hub] | None = None) -> dict:
+def sync_once(home: str | os.PathLike | None = None, *, hubs: dict[str, Hub] | None = None, ship_logs: bool = True) -> dict:
     """Ship, then pull, once: ``{"shipped": {table: rows}, "rule_set_version": v}`` (v: the
     version the home serves now, None for registry order). Raises on any failure (nothing lost).
     ``hubs`` keeps the hub clients of a loop across syncs: making an S3 client costs more CPU
-    than a sync of a busy host's last second."""
+    than a sync of a busy host's last second. ``ship_logs=False`` only pulls (a loop between
+    its shipments)."""
     home_path = resolve_home(home)
     with Store.open_home(home_path, needed_by="`routing sync`") as store:
         url = _tie(home_path, store)[0]
         hubs = {} if hubs is None else hubs
         hub = hubs[url] if url in hubs else hubs.setdefault(url, Hub.parse(url))
-        shipped = ship(home_path, hub, store)
+        shipped = ship(home_path, hub, store) if ship_logs else {table: 0 for table in SHIPPED_TABLES}
         pull(home_path, hub, store)
         served = store.load_usable_rule_set(home_path)[0].version
     return {"shipped": shipped, "rule_set_version": served}
 
 
-def sync(home: str | os.PathLike | None = None, *, every: float | None = None, as_json: bool = False) -> int:
+def sync(home: str | os.PathLike | None = None, *, every: float | None = None, ship_every: float | None = None,
+         as_json: bool = False) -> int:
     """``routing sync``: one sync (or one every ``every`` seconds until SIGTERM/SIGINT), one line
     (``as_json``: one JSON line) per sync. Returns the exit code: 0; 1 when a single sync failed
     (the hub down, credentials refused: the next one delivers); 2 when the home cannot sync at
-    all (not initialised, not tied to a hub, the [hub] extra missing)."""
+    all (not initialised, not tied to a hub, the [hub] extra missing).
+
+    A loop pulls every ``every`` seconds but ships every ``ship_every`` seconds (default: the
+    larger of ``every`` and :data:`SHIP_EVERY`): rule sets reach the host within seconds, while
+    the hub gets one segment per table per period, not one a second (the learner reads each
+    segment once; a busy fleet shipping every second would make it read tens of thousands)."""
     home_path = resolve_home(home)
     try:
         _preflight(home_path)
@@ -304,7 +314,11 @@ def sync(home: str | os.PathLike | None = None, *, every: float | None = None, a
     if not every > 0:
         print(f"routing sync: error: --every={every!r} must be a positive number of seconds", file=sys.stderr)
         return 2
-    return _loop(home_path, every, as_json)
+    ship_period = max(every, SHIP_EVERY) if ship_every is None else ship_every
+    if not ship_period > 0:
+        print(f"routing sync: error: --ship-every={ship_every!r} must be a positive number of seconds", file=sys.stderr)
+        return 2
+    return _loop(home_path, every, ship_period, as_json)
 
 
 def _preflight(home: Path) -> None:
@@ -314,12 +328,12 @@ def _preflight(home: Path) -> None:
     _pyarrow()
 
 
-def _report(home: Path, as_json: bool, hubs: dict[str, Hub] | None = None) -> bool:
+def _report(home: Path, as_json: bool, hubs: dict[str, Hub] | None = None, ship_logs: bool = True) -> bool:
     """One sync, reported in one line; False when it failed (the message says why)."""
     import json
 
     try:
-        result = sync_once(home, hubs=hubs)
+        result = sync_once(home, hubs=hubs, ship_logs=ship_logs)
     except (HubError, SyncError, NotInitialisedError, OSError, StoreError, ValueError) as exc:
         print(f"routing sync: error: {_one_line(exc)}", file=sys.stderr, flush=True)
         return False
@@ -336,7 +350,7 @@ def _report(home: Path, as_json: bool, hubs: dict[str, Hub] | None = None) -> bo
     return True
 
 
-def _loop(home: Path, every: float, as_json: bool) -> int:
+def _loop(home: Path, every: float, ship_every: float, as_json: bool) -> int:
     """Sync every ``every`` seconds until SIGTERM or SIGINT (then exit 0, after the sync under
     way, if any, finished); a failed sync is reported and retried at the next period."""
     import signal
@@ -350,11 +364,14 @@ def _loop(home: Path, every: float, as_json: bool) -> int:
 
     previous = {s: signal.signal(s, request_stop) for s in (signal.SIGTERM, signal.SIGINT)}
     hubs: dict[str, Hub] = {}
+    shipped_at: float | None = None
     try:
         while not stop.is_set():
             started = time.monotonic()
+            ship_logs = shipped_at is None or started - shipped_at >= ship_every - 1e-3
             try:
-                _report(home, as_json, hubs)
+                if _report(home, as_json, hubs, ship_logs) and ship_logs:
+                    shipped_at = started
             except Exception as exc:  # noqa: BLE001 - the loop outlives any one failed sync; the next one retries
                 print(f"routing sync: error: {type(exc).__name__}: {_one_line(exc)}", file=sys.stderr, flush=True)
             stop.wait(max(0.0, every - (time.monotonic() - started)))

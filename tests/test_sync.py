@@ -331,7 +331,7 @@ def test_every_syncs_until_sigterm_and_rides_out_a_hub_outage(host, hub_dir, tmp
     hub = Hub.parse(str(hub_dir))
     make_traffic(host, 4, 4)
     process = subprocess.Popen(
-        [sys.executable, "-m", "routing_runtime.cli", "sync", "--home", str(host), "--every", "0.2", "--json"],
+        [sys.executable, "-m", "routing_runtime.cli", "sync", "--home", str(host), "--every", "0.2", "--ship-every", "0.2", "--json"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     try:
@@ -355,6 +355,28 @@ def test_every_syncs_until_sigterm_and_rides_out_a_hub_outage(host, hub_dir, tmp
             process.kill()
     assert "does not exist" in errors and "Traceback" not in errors
     assert_hub_holds_exactly(hub, host)
+
+
+def test_every_pulls_each_period_but_ships_once_per_ship_period(host, hub_dir):
+    # A loop shipping every second would put tens of thousands of tiny segments a day on the hub
+    # for the learner to read one by one: by default it ships every 30 s and pulls every period.
+    make_traffic(host, 4, 4)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "routing_runtime.cli", "sync", "--home", str(host), "--every", "0.2", "--json"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        assert json.loads(process.stdout.readline())["shipped"] == {"routing_decisions": 4, "model_performance": 4}
+        make_traffic(host, 3, 3, seed=5)
+        later = [json.loads(process.stdout.readline()) for _ in range(4)]
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=10) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert all(line["shipped"] == {"routing_decisions": 0, "model_performance": 0} for line in later)
+    assert json.loads(routing("sync", "--home", str(host), "--json").stdout)["shipped"] == {
+        "routing_decisions": 3, "model_performance": 3}
 
 
 # ---------------------------------------------------------------------- a real S3 server
