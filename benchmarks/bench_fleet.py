@@ -199,7 +199,8 @@ def main(argv: list[str] | None = None) -> int:
                           for name, calls in phases.items()},
             "ratio_over_without_sync": {k: statistics.median(v) for k, v in ratios.items()},
             "ship": {"rows": ship_rows, "seconds": ship_seconds, "rows_per_second": ship_rows / ship_seconds},
-            "publication": {"version": new_version, "learn_status": learned["status"], "learn_seconds": learn_seconds, "hosts_serving": len(reached),
+            "publication": {"version": new_version, "learn_status": learned["status"], "learn_seconds": learn_seconds,
+                            "hosts_serving": len(reached),
                             "delay_s_median": statistics.median(reached) if reached else None,
                             "delay_s_max": max(reached) if reached else None},
         }
