@@ -321,33 +321,36 @@ def _new_segments(hub: tuple[Hub, str], store: Store, table: str) -> list[tuple[
 
 def _stage_segments(hub: tuple[Hub, str], store: Store, lake: Lake, table: str, report: StagingReport) -> None:
     """Stage every new segment of ``table`` on the hub, as :func:`stage_inbox` does a drop.
-    Segments are fetched a few at a time while the one before is staged: on an object store a
-    fleet's many small segments cost their round trips, not their bytes."""
-    for (key, stem), content in _fetched(hub[0], _new_segments(hub, store, table)):
-        by_day, quarantined = _split_drop(content, key, table, hashlib.sha1(content).hexdigest()[:16])
-        _write_staged(lake, table, stem, by_day, quarantined)
-        crashpoint("stage:after_staged_segment")
-        reasons = Counter(dict(quarantined["reason"].value_counts().rows())) if quarantined.height else Counter()
-        rows = sum(part.height for part in by_day.values())
-        store.record_inbox_drop(
-            stem=stem, table=table, original_name=key, ingested_name=HUB_SOURCE + key,
-            days=[str(d) for d in by_day], rows=rows, quarantined=quarantined.height, reasons=reasons,
-        )
-        report.files += 1
-        report.rows += rows
-        report.quarantined += quarantined.height
-        report.reasons += reasons
 
-
-def _fetched(hub: Hub, segments: list[tuple[str, str]], ahead: int = 8):
-    """``((key, stem), content)`` of each segment in order, fetched ``ahead`` at a time in threads
-    (the S3 client releases the GIL), never more than ``ahead`` held in memory."""
+    A fleet ships many small segments, and on an object store each costs its round trips, not
+    its bytes: they go eight at a time, fetched and staged in threads (the S3 client releases
+    the GIL), each recorded only once its staged files are written."""
     from concurrent.futures import ThreadPoolExecutor
 
-    with ThreadPoolExecutor(max_workers=ahead) as pool:
-        for start in range(0, len(segments), ahead):
-            batch = segments[start:start + ahead]
-            yield from zip(batch, pool.map(lambda segment: hub.get(segment[0]), batch))
+    segments = _new_segments(hub, store, table)
+    with ThreadPoolExecutor(max_workers=_AHEAD) as pool:
+        for start in range(0, len(segments), _AHEAD):
+            batch = segments[start:start + _AHEAD]
+            contents = list(pool.map(lambda segment: hub[0].get(segment[0]), batch))
+            split = [_split_drop(content, key, table, hashlib.sha1(content).hexdigest()[:16])
+                     for (key, _stem), content in zip(batch, contents)]
+            list(pool.map(lambda item: _write_staged(lake, table, item[0][1], *item[1]), zip(batch, split)))
+            crashpoint("stage:after_staged_segment")
+            for (key, stem), (by_day, quarantined) in zip(batch, split):
+                reasons = Counter(dict(quarantined["reason"].value_counts().rows())) if quarantined.height else Counter()
+                rows = sum(part.height for part in by_day.values())
+                store.record_inbox_drop(
+                    stem=stem, table=table, original_name=key, ingested_name=HUB_SOURCE + key,
+                    days=[str(d) for d in by_day], rows=rows, quarantined=quarantined.height, reasons=reasons,
+                )
+                report.files += 1
+                report.rows += rows
+                report.quarantined += quarantined.height
+                report.reasons += reasons
+
+
+#: Segments fetched and staged at once.
+_AHEAD = 8
 
 
 def _drop_content(home: Path, store: Store, table: str, ingested_name: str) -> bytes:

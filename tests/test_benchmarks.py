@@ -32,6 +32,8 @@ EXPECTED = {
     "replay": (("polars",), ["| overall |", "router's last rule set"]),
     "scenarios": (("dagster", "polars"), ["| drift | this router", "| drift | plain batched Thompson sampling",
                                           "* drift, day 2:"]),
+    "fleet": (("dagster", "polars", "pyarrow"), ["| with sync shipping every 1 s |", "| one `routing sync` shipping a backlog |",
+                                                 "| hosts serving it before their loop ended | 2 of 2 |"]),
 }
 
 
