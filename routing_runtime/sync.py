@@ -35,7 +35,7 @@ from routing_runtime.store import LOG_COLUMNS, HubSegment, Store, StoreError
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing
 if TYPE_CHECKING:
     import os
-    from collections.abc import Sequence
+    from collections.abc import Callable, Sequence
     from pathlib import Path
 
 __all__ = ["SEGMENT_ROWS", "SyncError", "pull", "push_rule_sets", "segment_parquet", "ship", "sync", "sync_once"]
@@ -275,18 +275,22 @@ def _tie(home: Path, store: Store) -> tuple[str, str]:
     return tie
 
 
-def sync_once(home: str | os.PathLike | None = None, *, hubs: dict[str, Hub] | None = None, ship_logs: bool = True) -> dict:
+def sync_once(home: str | os.PathLike | None = None, *, hubs: dict[str, Hub] | None = None, ship_logs: bool = True,
+              on_shipped: Callable[[], None] | None = None) -> dict:
     """Ship, then pull, once: ``{"shipped": {table: rows}, "rule_set_version": v}`` (v: the
     version the home serves now, None for registry order). Raises on any failure (nothing lost).
     ``hubs`` keeps the hub clients of a loop across syncs: making an S3 client costs more CPU
     than a sync of a busy host's last second. ``ship_logs=False`` only pulls (a loop between
-    its shipments)."""
+    its shipments); ``on_shipped()`` is called once the logs are on the hub, also when the pull
+    after it fails (a loop then waits its ship period, not shipping a new segment each retry)."""
     home_path = resolve_home(home)
     with Store.open_home(home_path, needed_by="`routing sync`") as store:
         url = _tie(home_path, store)[0]
         hubs = {} if hubs is None else hubs
         hub = hubs[url] if url in hubs else hubs.setdefault(url, Hub.parse(url))
         shipped = ship(home_path, hub, store) if ship_logs else {table: 0 for table in SHIPPED_TABLES}
+        if ship_logs and on_shipped is not None:
+            on_shipped()
         pull(home_path, hub, store)
         served = store.load_usable_rule_set(home_path)[0].version
     return {"shipped": shipped, "rule_set_version": served}
@@ -328,12 +332,13 @@ def _preflight(home: Path) -> None:
     _pyarrow()
 
 
-def _report(home: Path, as_json: bool, hubs: dict[str, Hub] | None = None, ship_logs: bool = True) -> bool:
+def _report(home: Path, as_json: bool, hubs: dict[str, Hub] | None = None, ship_logs: bool = True,
+            on_shipped: Callable[[], None] | None = None) -> bool:
     """One sync, reported in one line; False when it failed (the message says why)."""
     import json
 
     try:
-        result = sync_once(home, hubs=hubs, ship_logs=ship_logs)
+        result = sync_once(home, hubs=hubs, ship_logs=ship_logs, on_shipped=on_shipped)
     except (HubError, SyncError, NotInitialisedError, OSError, StoreError, ValueError) as exc:
         print(f"routing sync: error: {_one_line(exc)}", file=sys.stderr, flush=True)
         return False
@@ -364,14 +369,13 @@ def _loop(home: Path, every: float, ship_every: float, as_json: bool) -> int:
 
     previous = {s: signal.signal(s, request_stop) for s in (signal.SIGTERM, signal.SIGINT)}
     hubs: dict[str, Hub] = {}
-    shipped_at: float | None = None
+    shipped_at: list[float] = []
     try:
         while not stop.is_set():
             started = time.monotonic()
-            ship_logs = shipped_at is None or started - shipped_at >= ship_every - 1e-3
+            ship_logs = not shipped_at or started - shipped_at[-1] >= ship_every - 1e-3
             try:
-                if _report(home, as_json, hubs, ship_logs) and ship_logs:
-                    shipped_at = started
+                _report(home, as_json, hubs, ship_logs, on_shipped=lambda at=started: shipped_at.append(at))
             except Exception as exc:  # noqa: BLE001 - the loop outlives any one failed sync; the next one retries
                 print(f"routing sync: error: {type(exc).__name__}: {_one_line(exc)}", file=sys.stderr, flush=True)
             stop.wait(max(0.0, every - (time.monotonic() - started)))

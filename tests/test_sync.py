@@ -450,3 +450,27 @@ def test_a_learner_learns_what_routing_sync_shipped_and_hosts_serve_its_rules(tm
         assert push_rule_sets(learner, hub, store) == []
     assert sync_json(host) == {"shipped": {"routing_decisions": 0, "model_performance": 0},
                                "rule_set_version": result.rule_set_version}
+
+
+def test_every_waits_its_ship_period_when_the_pull_after_a_ship_fails(host, hub_dir):
+    # Found in the fleet benchmark: a pull that failed after a successful ship (a slow hub)
+    # made the loop ship again the next second, a new small segment every second.
+    hub = Hub.parse(str(hub_dir))
+    make_traffic(host, 4, 4)
+    hub.put("rules/current.json", b'{"version": "not a number"}')
+    process = subprocess.Popen(
+        [sys.executable, "-m", "routing_runtime.cli", "sync", "--home", str(host), "--every", "0.2", "--json"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        time.sleep(1.0)
+        make_traffic(host, 3, 3, seed=5)
+        time.sleep(1.5)
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=10) == 0
+        errors = process.stderr.read()
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert "not a positive integer" in errors
+    assert len([o for o in hub.list("inbox") if o.key.endswith(".parquet")]) == 2  # one segment per table
