@@ -358,6 +358,7 @@ def _report(home: Path, as_json: bool, hubs: dict[str, Hub] | None = None, ship_
 def _loop(home: Path, every: float, ship_every: float, as_json: bool) -> int:
     """Sync every ``every`` seconds until SIGTERM or SIGINT (then exit 0, after the sync under
     way, if any, finished); a failed sync is reported and retried at the next period."""
+    import functools
     import signal
     import threading
     import time
@@ -375,7 +376,7 @@ def _loop(home: Path, every: float, ship_every: float, as_json: bool) -> int:
             started = time.monotonic()
             ship_logs = not shipped_at or started - shipped_at[-1] >= ship_every - 1e-3
             try:
-                _report(home, as_json, hubs, ship_logs, on_shipped=lambda at=started: shipped_at.append(at))
+                _report(home, as_json, hubs, ship_logs, on_shipped=functools.partial(shipped_at.append, started))
             except Exception as exc:  # noqa: BLE001 - the loop outlives any one failed sync; the next one retries
                 print(f"routing sync: error: {type(exc).__name__}: {_one_line(exc)}", file=sys.stderr, flush=True)
             stop.wait(max(0.0, every - (time.monotonic() - started)))
