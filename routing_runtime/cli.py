@@ -61,6 +61,17 @@ def _parser() -> argparse.ArgumentParser:
     rules.add_argument("--preference", choices=[p.value for p in RoutingPreference], help=_PREFERENCE_HELP)
     rules.add_argument("--json", action="store_true", help="print the documented JSON shape")
 
+    history = commands.add_parser("history", parents=[home], help="every rule set, newest first, with its gate result")
+    history.add_argument("--json", action="store_true", help='[{"rule_set_version", "as_of", "source", "created_at", "gate"}]')
+    diff = commands.add_parser("diff", parents=[home], help="per task type and preference: the top model and its share in A and B")
+    diff.add_argument("a", type=int, metavar="A", help="a rule set version")
+    diff.add_argument("b", type=int, metavar="B", help="another rule set version")
+    diff.add_argument("--json", action="store_true")
+    rollback = commands.add_parser(
+        "rollback", parents=[home], help="publish a copy of an earlier rule set (running routers switch within a second)",
+    )
+    rollback.add_argument("--to", type=int, required=True, metavar="N", help="the version to copy (see `routing history`)")
+
     status = commands.add_parser("status", parents=[home], help="what the home holds: rules in force, logs, learning state, inbox")
     status.add_argument("--json", action="store_true")
 
@@ -280,6 +291,55 @@ def _sync(args) -> int:
     return sync(args.home, every=args.every, ship_every=args.ship_every, as_json=args.json)
 
 
+def _history(args) -> int:
+    from routing_runtime.history import history
+    from routing_runtime.home import resolve_home
+    from routing_runtime.store import Store
+
+    with Store.open_home(resolve_home(args.home), read_only=True, needed_by="`routing history`") as db:
+        entries = history(db)
+    if args.json:
+        print(json.dumps(entries, indent=2))
+        return 0
+    print(f"{'version':>7}  {'source':<16} {'as of':<10}  {'published (UTC)':<19}  gate")
+    for e in entries:
+        gate = "-" if e["gate"] is None else (e["gate"].get("status", "recorded") if isinstance(e["gate"], dict) else str(e["gate"]))
+        print(f"{e['rule_set_version']:>7}  {e['source']:<16} {e['as_of'] or '-':<10}  {e['created_at'][:19]:<19}  {gate}")
+    return 0
+
+
+def _diff(args) -> int:
+    from routing_runtime.history import diff
+    from routing_runtime.home import resolve_home
+    from routing_runtime.store import Store
+
+    with Store.open_home(resolve_home(args.home), read_only=True, needed_by="`routing diff`") as db:
+        cells = diff(db, args.a, args.b)
+    if args.json:
+        print(json.dumps({"a": args.a, "b": args.b, "cells": cells}, indent=2))
+        return 0
+    print(f"{'task type':<16} {'preference':<15} {'v' + str(args.a):<34} {'v' + str(args.b):<34}")
+    for c in cells:
+        left = f"{c['a']['model_id']} ({c['a']['share']:.2f})" if c["a"]["model_id"] else "-"
+        right = f"{c['b']['model_id']} ({c['b']['share']:.2f})" if c["b"]["model_id"] else "-"
+        print(f"{c['task_type']:<16} {c['preference']:<15} {left:<34} {right:<34}{'  changed' if c['changed'] else ''}")
+    changed = sum(c["changed"] for c in cells)
+    print(f"{changed} of {len(cells)} cells have another top model")
+    return 0
+
+
+def _rollback(args) -> int:
+    from routing_runtime.history import rollback
+    from routing_runtime.home import resolve_home
+    from routing_runtime.store import Store
+
+    home = resolve_home(args.home)
+    with Store.open_home(home, needed_by="`routing rollback`") as db:
+        version = rollback(home, db, args.to)
+    print(f"published rule set v{version}, a copy of v{args.to}: running routers switch to it within a second")
+    return 0
+
+
 def _has_pipeline_extra(command: str) -> bool:
     # Found, not imported: `routing learn` on a day with nothing new never pays for importing Dagster.
     import importlib.util
@@ -318,7 +378,8 @@ def _ui(args) -> int:
 
 
 _COMMANDS = {
-    "init": _init, "select": _select, "record": _record, "rules": _rules, "status": _status, "learn": _learn, "sync": _sync, "demo": _demo,
+    "init": _init, "select": _select, "record": _record, "rules": _rules, "status": _status,
+    "history": _history, "diff": _diff, "rollback": _rollback, "learn": _learn, "sync": _sync, "demo": _demo,
     "ui": _ui,
 }
 

@@ -579,6 +579,13 @@ class Store:
         fallback = registry_order(self.registry, home, utc_timestamp())
         return fallback, skipped_note(problems, "registry order") if problems else "no rule set published, registry order"
 
+    def rule_set_headers(self) -> list[tuple[int, str, str | None, str, str]]:
+        """(version, created_at, as_of, source, inputs JSON text) of every stored rule set, newest
+        first, as stored: ``routing history`` lists also the sets a router would skip."""
+        return self._execute(
+            "SELECT version, created_at, as_of, source, inputs FROM rule_sets ORDER BY version DESC"
+        ).fetchall()
+
     def published_versions(self) -> list[int]:
         """Versions a router may serve (every set but the legacy one), newest first."""
         return [v for (v,) in self._execute(_PUBLISHED_VERSIONS)]
