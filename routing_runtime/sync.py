@@ -286,8 +286,9 @@ def sync_once(home: str | os.PathLike | None = None, *, hubs: dict[str, Hub] | N
     home_path = resolve_home(home)
     with Store.open_home(home_path, needed_by="`routing sync`") as store:
         url = _tie(home_path, store)[0]
-        hubs = {} if hubs is None else hubs
-        hub = hubs[url] if url in hubs else hubs.setdefault(url, Hub.parse(url))
+        hub = hubs[url] if hubs is not None and url in hubs else Hub.parse(url)
+        if hubs is not None:
+            hubs[url] = hub
         shipped = ship(home_path, hub, store) if ship_logs else {table: 0 for table in SHIPPED_TABLES}
         if ship_logs and on_shipped is not None:
             on_shipped()
