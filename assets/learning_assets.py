@@ -6,6 +6,8 @@ checks receive the value they check. The day everything is as of is run config o
 """
 
 import datetime as dt
+import functools
+import hashlib
 import json
 from pathlib import Path
 
@@ -14,12 +16,15 @@ import polars as pl
 
 from routing_pipelines import plan
 from routing_pipelines.assets import names
-from routing_pipelines.learning import candidates, evaluation, posteriors, rule_changes
+from routing_pipelines.learning import candidates, evaluation, gate, posteriors, rule_changes
+from routing_pipelines.learning.candidates import rules_frame
 from routing_pipelines.learning.values import CandidateRules, PolicyEvaluation, Posteriors, SpecialistComparison
-from routing_pipelines.resources import LearningDay, RoutingHome, progress
+from routing_pipelines.resources import LearningDay, PublicationGate, RoutingHome, progress
 from routing_runtime.admin import registry_fingerprint
 from routing_runtime.faults import crashpoint
+from routing_runtime.home import NotInitialisedError
 from routing_runtime.hub import Hub, HubError
+from routing_runtime.compiled_rules import CODE_VERSION
 from routing_runtime.store import Store
 from routing_runtime.sync import SyncError, push_rule_sets
 
@@ -103,14 +108,24 @@ def specialist_vs_generalist(routing_home: RoutingHome, model_posteriors: Poster
 def candidate_routing_rules(routing_home: RoutingHome, model_posteriors: Posteriors) -> dg.Output[CandidateRules]:
     """The next rule set, not yet published: per (task type, preference) the models in priority order
     with the posterior probability of being best (batched Thompson sampling) mixed with the
-    exploration floor."""
+    exploration floor; and the same held to a safe step from the rules in force where a model's
+    evidence is mostly not tied to decisions (what the publication gate publishes)."""
     as_of = model_posteriors.as_of
-    registry = routing_home.registry()
-    rows = candidates.candidate_rules(model_posteriors.frame, registry, seed=_seed(as_of))
+    with routing_home.open_store() as db:
+        registry = db.registry()
+        try:
+            in_force, _note = db.load_usable_rule_set()
+        except NotInitialisedError:  # nothing servable (every model disabled): the coverage check says so
+            in_force = None
+    candidate = candidates.candidate_rules(
+        model_posteriors.frame, registry, seed=_seed(as_of), in_force=list(in_force.rows) if in_force else [],
+    )
     # The registry the rules were built for travels with them: publishing checks it is still the one in force.
-    value = CandidateRules.build(as_of, rows, registry_fingerprint(registry))
+    value = CandidateRules.build(as_of, candidate, registry_fingerprint(registry))
     return dg.Output(value, metadata={
-        "as_of": str(as_of), "dagster/row_count": len(rows), "exploration_floor": registry.learning.exploration_floor,
+        "as_of": str(as_of), "dagster/row_count": len(value.rows), "exploration_floor": registry.learning.exploration_floor,
+        "rules_in_force": in_force.version if in_force else None, "held_models": len(value.holds),
+        "holds": dg.MetadataValue.md(_markdown(pl.DataFrame([h.to_json() for h in value.holds])) if value.holds else "none"),
     })
 
 
@@ -119,37 +134,73 @@ def rules_coverage(candidate_routing_rules: CandidateRules) -> dg.AssetCheckResu
     """Every task type × preference sends all its traffic to enabled models (an eligible one, or the
     explicit highest-quality fallback); disabled models get none. Blocks publication when violated:
     the previous rule set stays in force."""
-    problems = candidates.coverage_problems(list(candidate_routing_rules.rows))
+    problems = [*candidates.coverage_problems(list(candidate_routing_rules.rows)),
+                *candidates.coverage_problems(list(candidate_routing_rules.learned_rows))]
     return dg.AssetCheckResult(passed=not problems, metadata={"problems": len(problems), "examples": "; ".join(problems[:5])})
 
 
 @dg.asset(
     name=names.POLICY_EVALUATION, deps=[names.ROUTING_DECISIONS, names.MODEL_PERFORMANCE],
-    kinds={"polars", "parquet"}, group_name="reports", pool=POOL,
+    kinds={"polars", "scipy", "parquet"}, group_name="learning", pool=POOL,
 )
-def policy_evaluation(routing_home: RoutingHome, candidate_routing_rules: CandidateRules) -> dg.Output[PolicyEvaluation]:
-    """Off-policy evaluation of the candidate rules on the last days of logged decisions (the registry's
-    ``evaluation_window_days``, default 7): the
-    logged policy's mean quality next to IPS and self-normalised IPS estimates of what the candidate
-    rules would have achieved, using the propensity every decision recorded. The publication
-    records the estimate with the rule set."""
+def policy_evaluation(
+    config: PublicationGate, routing_home: RoutingHome, candidate_routing_rules: CandidateRules, model_posteriors: Posteriors,
+) -> dg.Output[PolicyEvaluation]:
+    """Off-policy evaluation of the rules to publish on the last days of logged decisions (the
+    registry's ``evaluation_window_days``, default 7; per task type only the days since its models
+    last changed): per (task type, preference) and per preference over all task types, on that
+    preference's own objective, the logged policy's value next to SNIPS and doubly robust
+    estimates of the candidate with intervals, its relative improvement and the effective sample
+    size; and the publication gate's verdict (checked by ``publication_gate``)."""
     as_of = candidate_routing_rules.as_of
-    since = as_of - dt.timedelta(days=routing_home.registry().learning.evaluation_window_days - 1)
+    settings = routing_home.registry().learning
+    since = as_of - dt.timedelta(days=settings.evaluation_window_days - 1)
+    rows = candidate_routing_rules.rows_to_publish(gated=config.enforce)
     decisions = routing_home.lake.scan_days(names.ROUTING_DECISIONS, as_of)
     performance = routing_home.lake.scan_days(names.MODEL_PERFORMANCE, as_of)
     if decisions is None or performance is None:
         frame = pl.DataFrame(schema=evaluation.EVALUATION_SCHEMA)
     else:
         recent = lambda lf: lf.filter(pl.col("day") >= since)  # noqa: E731
-        feedback = evaluation.logged_feedback(recent(decisions), recent(performance)).collect()
-        frame = evaluation.off_policy_estimates(feedback, candidate_routing_rules.frame)
-    value = PolicyEvaluation(as_of, frame)
-    metadata = {"window": f"{since} .. {as_of}", "dagster/row_count": frame.height,
-                "estimates": dg.MetadataValue.md(_markdown(frame.with_columns(pl.col(pl.Float64).round(4))))}
-    if (row := value.overall()) is not None:
-        metadata |= {"logged_quality": round(row["logged_quality"], 4), "snips_quality": round(row["snips_quality"], 4),
-                     "effective_sample_size": round(row["effective_sample_size"], 1)}
-    return dg.Output(value, metadata=metadata)
+        feedback = evaluation.since_last_change(
+            evaluation.logged_feedback(recent(decisions), recent(performance)).collect(), model_posteriors.frame,
+        )
+        frame = evaluation.off_policy_estimates(feedback, rules_frame(list(rows)), model_posteriors.frame, settings.gate_level)
+    verdict = gate.verdict(frame, list(candidate_routing_rules.holds), settings, enforced=config.enforce)
+    verdict["evaluation_days"] = [str(since), str(as_of)]
+    value = PolicyEvaluation(as_of, frame, verdict)
+    shown = frame.select(
+        "task_type", "preference", "objective", "n", pl.col("effective_sample_size").round(1),
+        *[pl.format("{} [{}, {}]", *(_rounded(pl.col(f"{name}_{part}")) for part in ("value", "low", "high"))).alias(name)
+          for name in ("logged", "snips", "dr", "improvement", "dr_improvement")],
+    )
+    return dg.Output(value, metadata={
+        "window": f"{since} .. {as_of}", "dagster/row_count": frame.height, "gate": verdict["status"],
+        "gate_figures": dg.MetadataValue.json(verdict),
+        "estimates": dg.MetadataValue.md(
+            f"Value [{settings.gate_level:.0%} interval] per cell on its preference's objective; improvement is the"
+            " candidate's relative gain over the logged policy by SNIPS (what the gate judges by), dr_improvement"
+            " the same by doubly robust.\n\n" + _markdown(shown)
+        ),
+    })
+
+
+def _rounded(expression: pl.Expr) -> pl.Expr:
+    return expression.round_sig_figs(4)
+
+
+@dg.asset_check(asset=names.POLICY_EVALUATION, name=names.PUBLICATION_GATE_CHECK, blocking=True)
+def publication_gate(policy_evaluation: PolicyEvaluation) -> dg.AssetCheckResult:
+    """Blocks publication when the rules to publish are worse than the logged policy with
+    confidence in some cell or preference (the rules in force stay); names the cells held to a
+    safe step. Passes, recording what it found, under `routing learn --no-gate`."""
+    verdict = policy_evaluation.gate
+    lines = gate.describe(verdict)
+    return dg.AssetCheckResult(
+        passed=not policy_evaluation.blocked,
+        description=f"gate {verdict['status']}" + (": " + "; ".join(lines[:5]) if lines else ""),
+        metadata={"status": verdict["status"], "examples": "; ".join(lines[:5]), "gate": dg.MetadataValue.json(verdict)},
+    )
 
 
 @dg.asset(name=names.MODEL_ROUTING_RULES, kinds={"sqlite", "parquet"}, group_name="learning", pool=POOL)
@@ -158,11 +209,12 @@ def model_routing_rules(
     policy_evaluation: PolicyEvaluation, model_posteriors: Posteriors,
 ) -> dg.MaterializeResult:
     """The published, versioned model_routing_rules table in routing.db, written in one transaction
-    (routers switch to it within a second), with a Parquet snapshot per version, the off-policy
-    estimate it was published with, and what changed and why."""
+    (routers switch to it within a second), with a Parquet snapshot per version, the gate's
+    verdict and the off-policy estimates it was published with, and what changed and why."""
     candidate = candidate_routing_rules
+    verdict = policy_evaluation.gate
     as_of = candidate.as_of
-    rows = list(candidate.rows)
+    rows = list(candidate.rows_to_publish(gated=verdict["enforced"]))
     lake = routing_home.lake
     db = routing_home.open_store()
     try:
@@ -178,11 +230,13 @@ def model_routing_rules(
                 ))
         learned = plan.unlearned_days(routing_home.path, db, as_of)
         inputs = {
-            "as_of": str(as_of), "dagster_run_id": context.run.run_id,
+            "as_of": str(as_of), "dagster_run_id": context.run.run_id, "code_version": code_version(),
             "outcomes_seen": model_posteriors.outcomes_seen, "registry_source": registry.source,
             # `routing init` republishes only when the registry differs from what these rules used.
             "registry_fingerprint": candidate.registry_fingerprint,
             "days": [str(learned[0]), str(learned[-1])] if learned else [],
+            "evaluation_days": verdict.get("evaluation_days", []),
+            "gate": verdict,
             "off_policy": policy_evaluation.overall(),
         }
         if as_of >= dt.datetime.now(dt.timezone.utc).date():
@@ -202,20 +256,32 @@ def model_routing_rules(
         crashpoint("publish:after_ledger")
     finally:
         db.close()
-    lake.write_rule_set(names.MODEL_ROUTING_RULES, version, candidate.frame)
+    lake.write_rule_set(names.MODEL_ROUTING_RULES, version, rules_frame(rows))
     crashpoint("publish:after_snapshot")
     hub = publish_to_hub(routing_home.path, version)
     before = lake.read_value_as_of(names.MODEL_POSTERIORS, dt.date.fromisoformat(previous.as_of)) if previous and previous.as_of else None
     change = rule_changes.change_markdown(previous.rows if previous else None, rows, before, model_posteriors.frame)
     previous_version = previous.version if previous is not None else None
-    progress(context, f"published rule set v{version} (as of {as_of}; previous v{previous_version})")
-    off_policy = inputs["off_policy"]
+    progress(context, f"published rule set v{version} (as of {as_of}; previous v{previous_version}; gate {verdict['status']})")
+    gate_lines = gate.describe(verdict)
     return dg.MaterializeResult(data_version=dg.DataVersion(f"v{version} as of {as_of}"), metadata={
         "rule_set_version": version, "previous_version": previous_version, "as_of": str(as_of),
         "dagster/row_count": len(rows), "inputs": dg.MetadataValue.json(json.loads(json.dumps(inputs))),
-        "off_policy_snips_quality": round(off_policy["snips_quality"], 4) if off_policy else None,
+        "gate": verdict["status"],
+        "gate_detail": dg.MetadataValue.md("\n".join(f"- {line}" for line in gate_lines) if gate_lines else "nothing blocked or held"),
         "changes": dg.MetadataValue.md(change), "hub": hub,
     })
+
+
+@functools.cache
+def code_version() -> str:
+    """The runtime's version and a digest of the learning code's sources: two rule sets with the
+    same value were learned by the same code."""
+    root = Path(__file__).resolve().parents[1]
+    digest = hashlib.sha256()
+    for source in sorted(root.rglob("*.py")):
+        digest.update(source.relative_to(root).as_posix().encode() + b"\0" + source.read_bytes())
+    return f"{CODE_VERSION}, routing_pipelines {digest.hexdigest()[:12]}"
 
 
 def publish_to_hub(home: Path, version: int) -> str | None:

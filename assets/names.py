@@ -13,6 +13,7 @@ MODEL_ROUTING_RULES = "model_routing_rules"
 LOG_VALIDITY_CHECK = "log_validity"
 POSTERIOR_SANITY_CHECK = "posterior_sanity"
 RULES_COVERAGE_CHECK = "rules_coverage"
+PUBLICATION_GATE_CHECK = "publication_gate"
 
 NIGHTLY_JOB = "nightly_learning"
 NIGHTLY_SCHEDULE = "nightly_learning_0200_utc"

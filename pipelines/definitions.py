@@ -9,8 +9,8 @@ from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PART
 
 from routing_pipelines.assets import names
 from routing_pipelines.assets.learning_assets import (
-    candidate_routing_rules, model_posteriors, model_routing_rules, policy_evaluation, posterior_sanity, rules_coverage,
-    specialist_vs_generalist,
+    candidate_routing_rules, model_posteriors, model_routing_rules, policy_evaluation, posterior_sanity, publication_gate,
+    rules_coverage, specialist_vs_generalist,
 )
 from routing_pipelines.assets.log_assets import daily_assets, inbox
 from routing_pipelines.plan import learning_range
@@ -18,7 +18,7 @@ from routing_pipelines.resources import LakeIOManager, RoutingHome
 from routing_runtime.home import resolve_home
 
 LEARNING_ASSETS = [model_posteriors, specialist_vs_generalist, candidate_routing_rules, policy_evaluation, model_routing_rules]
-CHECKS = [posterior_sanity, rules_coverage]
+CHECKS = [posterior_sanity, rules_coverage, publication_gate]
 
 
 def daily_partitions(first_day: dt.date) -> dg.DailyPartitionsDefinition:
@@ -35,10 +35,12 @@ def nightly_job(assets: list, executor: dg.ExecutorDefinition = dg.in_process_ex
     )
 
 
-def run_config(as_of: dt.date, chunks: int = 1) -> dict:
+def run_config(as_of: dt.date, chunks: int = 1, *, enforce_gate: bool = True) -> dict:
     """The run config of a learning run as of ``as_of`` whose day ingest is split into ``chunks``
-    steps per table (the ingest graphs' first op: see :func:`routing_pipelines.assets.log_assets.ingest_ops`)."""
-    ops: dict = {names.MODEL_POSTERIORS: {"config": {"as_of": as_of.isoformat()}}}
+    steps per table (the ingest graphs' first op: see :func:`routing_pipelines.assets.log_assets.ingest_ops`),
+    with the publication gate binding or not (``--no-gate``)."""
+    ops: dict = {names.MODEL_POSTERIORS: {"config": {"as_of": as_of.isoformat()}},
+                 names.POLICY_EVALUATION: {"config": {"enforce": enforce_gate}}}
     if chunks != 1:
         for table in (names.ROUTING_DECISIONS, names.MODEL_PERFORMANCE):
             ops[table] = {"ops": {f"{table}_chunks": {"config": {"chunks": chunks}}}}

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 from routing_pipelines import logs, plan
 from routing_pipelines.assets import names
 from routing_pipelines.lake import Lake
+from routing_pipelines.learning.gate import describe as describe_gate
 from routing_pipelines.logs import FIRST_DAY, TABLES
 from routing_pipelines.run_lock import exclusive
 from routing_runtime import safe_fs
@@ -143,6 +144,8 @@ class LearnResult:
     run_id: str | None = None
     start: str | None = None
     partial_day: bool = False
+    #: The publication gate's verdict and figures (``routing_pipelines.learning.gate``), when it judged.
+    gate: dict | None = None
     dagster_result: DagsterResult | None = dataclasses.field(default=None, repr=False)
 
     @property
@@ -155,18 +158,21 @@ class LearnResult:
             "status": self.status, "rule_set_version": self.rule_set_version, "as_of": self.as_of,
             "tables": self.tables, "problems": self.problems, "dagster_run_id": self.run_id,
             "days": [self.start, self.as_of] if self.start else [], "partial_day": self.partial_day,
+            "gate": self.gate,
         }
 
 
 def learn(
     home: str | os.PathLike | None = None, as_of: str | dt.date | None = None, *, quiet: bool = False,
-    accept_quarantine: tuple[str, ...] = (), forget_missing: bool = False, workers: int = 1,
+    accept_quarantine: tuple[str, ...] = (), forget_missing: bool = False, workers: int = 1, gate: bool = True,
 ) -> LearnResult:
     """Run the nightly learning job for every day not yet learned (or stale) up to ``as_of``
     (default yesterday). ``accept_quarantine`` days learn their valid rows even when most rows
     were quarantined; ``forget_missing`` learns without drops whose evidence was lost.
     ``workers`` > 1: the run's steps run in up to that many processes (Dagster's multiprocess
-    executor), each table's days ingested in that many chunks at once; the result is the same."""
+    executor), each table's days ingested in that many chunks at once; the result is the same.
+    ``gate`` False (``--no-gate``): publish the candidate as learned, whatever the publication
+    gate finds; the rule set records what it found."""
     home_path = resolve_home(home)
     workers = parse_workers(workers)
     explicit = as_of is not None
@@ -180,7 +186,7 @@ def learn(
         day = learned
     with safe_fs.home_umask(home_path), exclusive(home_path) as lease:
         result = _learn_locked(home_path, day, explicit=explicit or bool(accepted), quiet=quiet,
-                               accepted=accepted, forget=forget_missing, workers=workers, lease=lease)
+                               accepted=accepted, forget=forget_missing, workers=workers, lease=lease, gate=gate)
         _remember(home_path, result)
     return result
 
@@ -204,7 +210,7 @@ def parse_accepted_day(value: str) -> dt.date:
 
 
 def _learn_locked(home: Path, day: dt.date, *, explicit: bool, quiet: bool,
-                  accepted: list[dt.date], forget: bool, workers: int, lease: str) -> LearnResult:
+                  accepted: list[dt.date], forget: bool, workers: int, lease: str, gate: bool) -> LearnResult:
     problems: list[str] = []
     _sweep_layout(home)
     Lake(home).remove_leftovers()
@@ -223,16 +229,18 @@ def _learn_locked(home: Path, day: dt.date, *, explicit: bool, quiet: bool,
     if not quiet:
         processes = f" with {workers} worker processes" if workers > 1 else ""
         print(f"learning from {planned.start} to {planned.end} in {home}{processes}", file=sys.stderr)
-    run = _run_job(home, planned, quiet=quiet, workers=workers, lease=lease)
+    run = _run_job(home, planned, quiet=quiet, workers=workers, lease=lease, gate=gate)
     with Store.open_home(home, needed_by="learning") as db:
         after = db.published_marker()
-    blocked = _read_events(run, tables, problems)
+    verdicts: list[dict] = []
+    blocked = _read_events(run, tables, problems, verdicts)
     problems += blocked + safe_fs.drain_set_aside()
     published = after[0] > before[0]
     status = "published" if published else "blocked" if blocked else "failed" if not run.success else "nothing_new"
     return LearnResult(
         status, after[1] if published else before[1], str(day), _finish_tables(tables), _unique(problems), run.run_id,
-        start=str(planned.start), partial_day=day >= dt.datetime.now(dt.timezone.utc).date(), dagster_result=run,
+        start=str(planned.start), partial_day=day >= dt.datetime.now(dt.timezone.utc).date(),
+        gate=verdicts[-1] if verdicts else None, dagster_result=run,
     )
 
 
@@ -260,7 +268,7 @@ def quiet_first_push(pushed: list[int]) -> bool:
     return pushed == [1]
 
 
-def _run_job(home: Path, planned: plan.LearningPlan, *, quiet: bool, workers: int, lease: str) -> DagsterResult:
+def _run_job(home: Path, planned: plan.LearningPlan, *, quiet: bool, workers: int, lease: str, gate: bool) -> DagsterResult:
     """The nightly job over the plan's days, recorded in the home's instance and labelled with the
     UI's code location, so it shows on the job page and the Overview timeline. One worker: in this
     process. More: on the multiprocess executor, the job rebuilt in each step's process from the
@@ -272,7 +280,7 @@ def _run_job(home: Path, planned: plan.LearningPlan, *, quiet: bool, workers: in
 
     tags = {**partition_range_tags(planned.start, planned.end), RUNNER_TAG: "routing learn",
             REPOSITORY_LABEL_TAG: names.REPOSITORY_LABEL}
-    config = {**run_config(planned.end, chunks=workers),
+    config = {**run_config(planned.end, chunks=workers, enforce_gate=gate),
               "resources": {"routing_home": {"config": {"home": str(home), "lease": lease}}},
               "loggers": {"console": {"config": {"log_level": "CRITICAL" if quiet else "ERROR"}}}}
     with dagster_instance(home) as instance:
@@ -288,9 +296,9 @@ def _run_job(home: Path, planned: plan.LearningPlan, *, quiet: bool, workers: in
         return dg.execute_job(parallel, instance=instance, raise_on_error=False, tags=tags, run_config=config)
 
 
-def _read_events(run: DagsterResult, tables: dict, problems: list[str]) -> list[str]:
-    """Fold the run's materializations into ``tables`` and ``problems``; return the blocking
-    check failures."""
+def _read_events(run: DagsterResult, tables: dict, problems: list[str], verdicts: list[dict]) -> list[str]:
+    """Fold the run's materializations into ``tables`` and ``problems`` and the publication
+    gate's verdict into ``verdicts``; return the blocking check failures."""
     import dagster as dg
 
     blocked = []
@@ -315,6 +323,8 @@ def _read_events(run: DagsterResult, tables: dict, problems: list[str]) -> list[
                 problems += [f"held out of learning: {h}" for h in metadata["held_days"].value]
         elif event.event_type_value == "ASSET_CHECK_EVALUATION":
             data = event.asset_check_evaluation_data
+            if data.check_name == names.PUBLICATION_GATE_CHECK:
+                verdicts.append(data.metadata["gate"].value)
             if not data.passed and data.severity == dg.AssetCheckSeverity.ERROR:
                 blocked.append(f"check {data.check_name} failed: {(data.metadata.get('examples') or dg.MetadataValue.text('')).value}")
         elif event.is_step_failure:
@@ -371,7 +381,8 @@ def _remember(home: Path, result: LearnResult) -> None:
 
 
 def run_learning(home: str | None, as_of: str | None, *, as_json: bool = False,
-                 accept_quarantine: tuple[str, ...] = (), forget_missing: bool = False, workers: int = 1) -> int:
+                 accept_quarantine: tuple[str, ...] = (), forget_missing: bool = False, workers: int = 1,
+                 gate: bool = True) -> int:
     """CLI entry: progress on stderr, a summary (or ``--json``); exit 0 when rules were published
     with no failure, or nothing was new; 1 when blocked, failed, or a step failed after publishing."""
     os.environ["ROUTING_PROGRESS"] = "1" if (sys.stderr.isatty() or os.environ.get("ROUTING_PROGRESS")) and not as_json else ""
@@ -381,7 +392,7 @@ def run_learning(home: str | None, as_of: str | None, *, as_json: bool = False,
         raise PermissionError(f"{home_path} is read-only: learning writes the lake and new rules there")
     try:
         result = learn(home, as_of, quiet=as_json, accept_quarantine=accept_quarantine, forget_missing=forget_missing,
-                       workers=workers)
+                       workers=workers, gate=gate)
     except (ValueError, RuntimeError, FileNotFoundError):
         raise  # bad arguments, another run (HomeBusyError), no home: the CLI's one-line error, exit 2
     except Exception as exc:  # noqa: BLE001 - a full disk, a broken instance: say so, never a traceback
@@ -400,6 +411,10 @@ def run_learning(home: str | None, as_of: str | None, *, as_json: bool = False,
         print(f"{table}: {counts['ingested']} rows ingested, {counts['quarantined']} quarantined" + (f" — {reasons}" if reasons else ""))
     for problem in result.problems:
         print(f"problem: {problem}", file=sys.stderr)
+    if result.gate and result.gate["status"] != "passed":
+        print(f"gate {result.gate['status']}:", file=sys.stderr)
+        for line in describe_gate(result.gate):
+            print(f"  {line}", file=sys.stderr)
     run = f" (dagster run {result.run_id[:8]})" if result.run_id else ""
     partial = " — the UTC day is not over: these rules are built on part of it" if result.partial_day else ""
     if result.status == "published":

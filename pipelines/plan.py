@@ -15,6 +15,7 @@ from pathlib import Path
 
 from routing_pipelines import logs
 from routing_pipelines.lake import QUARANTINE, Lake
+from routing_pipelines.learning.statistics import STATS_VERSION
 from routing_runtime.store import LearnedDay, Store
 from routing_runtime.registry import LearningSettings, RegistryError
 
@@ -34,7 +35,15 @@ class LearningPlan:
 
 
 def stats_fingerprint(performance_built_from: str | None, held: str | None) -> str:
-    return json.dumps({"performance": performance_built_from, "held": held}, sort_keys=True)
+    return json.dumps({"performance": performance_built_from, "held": held, "statistics": STATS_VERSION}, sort_keys=True)
+
+
+def _stats_current(stats_built_from: str | None, performance_built_from: str | None) -> bool:
+    """Daily statistics built from the day's current outcome partition, with today's columns."""
+    if stats_built_from is None:
+        return False
+    record = json.loads(stats_built_from)
+    return record.get("performance") == performance_built_from and record.get("statistics") == STATS_VERSION
 
 
 def learned_fingerprint(decisions: str | None, performance: str | None) -> str:
@@ -49,7 +58,7 @@ def stale_days(home: Path, store: Store, sources: dict[dt.date, dict]) -> list[d
         expected = {t: logs.table_fingerprint(sources.get(day), t) for t in logs.TABLES}
         built = {t: lake.built_from(t, day) for t in logs.TABLES}
         stats = lake.built_from(DAILY_MODEL_STATS, day)
-        stats_ok = stats is not None and json.loads(stats).get("performance") == built[logs.PERFORMANCE]
+        stats_ok = _stats_current(stats, built[logs.PERFORMANCE])
         if (
             built != expected or not stats_ok
             or learned.get(day.isoformat()) != learned_fingerprint(expected[logs.DECISIONS], expected[logs.PERFORMANCE])

@@ -119,6 +119,17 @@ class LakeIOManager(dg.ConfigurableIOManager):
         return value_type.from_frame(as_of, frame)
 
 
+class PublicationGate(dg.Config):
+    """Whether the gate's verdict binds (`routing learn --no-gate` sets ``enforce`` false)."""
+
+    enforce: bool = Field(
+        default=True,
+        description="True: a candidate worse than the logged policy with confidence is not published, and models on"
+        " evidence not tied to decisions are held to the rules in force. False: publish the candidate as learned;"
+        " the rule set records what the gate found.",
+    )
+
+
 class LearningDay(dg.Config):
     """Which day the posteriors (and so the rules) are learned as of."""
 

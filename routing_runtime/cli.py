@@ -87,6 +87,10 @@ def _parser() -> argparse.ArgumentParser:
         "--workers", type=int, default=1, metavar="N",
         help="run the steps in up to N processes, each table's days ingested in N chunks at once (default 1: this process)",
     )
+    learn.add_argument(
+        "--no-gate", action="store_true",
+        help="publish the candidate as learned even when the publication gate would block or hold it (recorded with the rule set)",
+    )
     sync = commands.add_parser(
         "sync", parents=[home],
         help="ship new decisions and outcomes to the hub, take its newest rule set (a home tied by `routing init --hub`)",
@@ -358,6 +362,7 @@ def _learn(args) -> int:
     return run_learning(
         home=args.home, as_of=args.as_of, as_json=args.json,
         accept_quarantine=tuple(args.accept_quarantine), forget_missing=args.forget_missing, workers=args.workers,
+        gate=not args.no_gate,
     )
 
 

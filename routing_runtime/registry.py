@@ -97,6 +97,15 @@ class LearningSettings:
     * ``plausibly_eligible`` (0.05): a model eligible in fewer draws than this share gets no traffic.
     * ``evaluation_window_days`` (7): days of logged decisions the off-policy evaluation reads.
 
+    The publication gate (see ``routing_pipelines.learning.gate``):
+
+    * ``gate_level`` (0.95): the central coverage of every off-policy interval.
+    * ``gate_margin`` (0.05): a cell blocks publication when the candidate is worse than the
+      logged policy by more than this share of the logged value, with ``gate_level`` confidence,
+    * ``gate_min_effective_samples`` (50): and its estimate is worth at least this many rows.
+    * ``gate_max_untied_share`` (0.5): a model whose posterior rests more than this share on
+      outcomes not tied to a decision (prior included) may not gain traffic over the rules in force.
+
     Change points (see ``routing_pipelines.learning.changes``): a day starts a new segment when it
     differs by more than ``change_z_threshold`` (5) standard errors and, practically, quality by
     more than ``change_min_quality_shift`` (0.10) or latency or cost by more than a factor
@@ -128,6 +137,10 @@ class LearningSettings:
     change_discount: float = _setting(0.02, 0.0, 1.0)
     max_run_days: int = _setting(120, 1, 36500)
     max_quarantined_share: float = _setting(0.5, 0.0, 1.0)
+    gate_level: float = _setting(0.95, 0.5, 0.999)
+    gate_margin: float = _setting(0.05, 0.0, 1.0)
+    gate_min_effective_samples: float = _setting(50.0, 1.0)
+    gate_max_untied_share: float = _setting(0.5, 0.0, 1.0)
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):

@@ -132,11 +132,19 @@ def test_learning_publishes_a_new_rule_set_with_its_inputs(home: Path):
     assert result.success
     checks = {e.asset_check_evaluation_data.check_name: e.asset_check_evaluation_data.passed
               for e in result.dagster_result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"}
-    assert checks == {names.LOG_VALIDITY_CHECK: True, names.POSTERIOR_SANITY_CHECK: True, names.RULES_COVERAGE_CHECK: True}
+    assert checks == {names.LOG_VALIDITY_CHECK: True, names.POSTERIOR_SANITY_CHECK: True, names.RULES_COVERAGE_CHECK: True,
+                      names.PUBLICATION_GATE_CHECK: True}
     conn = sqlite3.connect(home / "routing.db")
     version, source, as_of, inputs = conn.execute("SELECT version, source, as_of, inputs FROM rule_sets ORDER BY version DESC").fetchone()
     assert (version, source, as_of) == (2, "learned", DAY.isoformat())
-    assert json.loads(inputs)["outcomes_seen"] == 41
+    recorded = json.loads(inputs)
+    assert recorded["outcomes_seen"] == 41
+    # The inputs name the code, the evidence days and the gate's figures.
+    assert recorded["code_version"].startswith("routing_runtime ") and "routing_pipelines " in recorded["code_version"]
+    assert recorded["days"][-1] == DAY.isoformat() and recorded["evaluation_days"][-1] == DAY.isoformat()
+    assert recorded["gate"]["status"] == "passed" and recorded["gate"]["enforced"] is True
+    assert recorded["gate"]["cells_evaluated"] > len(recorded["off_policy"]) > 0
+    assert result.gate == recorded["gate"]
     assert conn.execute("SELECT value FROM settings WHERE key = 'learned_through'").fetchone()[0] == DAY.isoformat()
     assert (home / "lake" / names.MODEL_ROUTING_RULES / "version=2.parquet").exists()
     # The first learning run starts at the first day with logs.
@@ -148,7 +156,7 @@ def test_learning_publishes_a_new_rule_set_with_its_inputs(home: Path):
     assert "| math | balanced |" in metadata["changes"].value
     evaluation = next(e for e in result.dagster_result.all_events if e.event_type_value == "ASSET_MATERIALIZATION"
                       and e.asset_key == dg.AssetKey(names.POLICY_EVALUATION)).event_specific_data.materialization.metadata
-    assert 0 <= evaluation["snips_quality"].value <= 1 and evaluation["effective_sample_size"].value > 0
+    assert evaluation["gate"].value == "passed" and "| all | balanced | quality_per_usd |" in evaluation["estimates"].value
 
 
 def test_a_failing_blocking_check_keeps_the_previous_rule_set(home: Path):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 import polars as pl
 
@@ -9,7 +11,7 @@ from routing_pipelines.learning.posteriors import families as posterior_families
 from routing_runtime.registry import ModelRegistry
 from routing_runtime.rules import PREFERENCES, ModelEstimate, RuleRow, build_rules, meets_thresholds, registry_estimates
 from routing_runtime.compiled_rules import RuleSet
-from routing_runtime.types import Cell, TaskType, all_cells
+from routing_runtime.types import Cell, RoutingPreference, TaskType, all_cells
 
 
 def estimates_from_posteriors(posteriors: pl.DataFrame) -> dict[TaskType, list[ModelEstimate]]:
@@ -26,10 +28,13 @@ def estimates_from_posteriors(posteriors: pl.DataFrame) -> dict[TaskType, list[M
 
 def best_probabilities(
     posteriors: pl.DataFrame, registry: ModelRegistry, *, draws: int | None = None, seed: int = 0,
+    excluded: frozenset[tuple[str, str]] = frozenset(),
 ) -> dict[Cell, dict[str, float]]:
     """P(model is the best eligible one) per cell, by sampling the posteriors ``draws`` times
     (default: the registry's ``thompson_draws``). A model eligible in fewer draws than the
-    registry's ``plausibly_eligible`` share gets no traffic, not even exploration."""
+    registry's ``plausibly_eligible`` share gets no traffic, not even exploration. The
+    ``excluded`` (task type, model) pairs never win: the probabilities are then those of being
+    best among the others, from the same draws."""
     rng = np.random.default_rng(seed)
     draws = draws or registry.learning.thompson_draws
     plausibly_eligible = registry.learning.plausibly_eligible
@@ -49,23 +54,77 @@ def best_probabilities(
         # Eligibility is judged per draw, so a model whose quality is uncertain near the threshold
         # keeps a chance (and the exploration floor) instead of being cut off by one unlucky day.
         meets_threshold = meets_thresholds(policy, quality, cost_per_1k) & enabled
+        candidates_allowed = np.array([(task.value, m) not in excluded for m in ids])
         for preference, spec in PREFERENCES.items():
             objective = spec.objective(quality, cost, latency)
             eligible = meets_threshold if spec.uses_thresholds else np.broadcast_to(enabled, objective.shape)
             plausible = eligible.mean(axis=0) >= plausibly_eligible
-            usable = eligible & plausible
+            usable = eligible & plausible & candidates_allowed
             draws_with_choice = usable.any(axis=1)
             if not draws_with_choice.any():
                 continue
             winners = np.where(usable, objective, -np.inf)[draws_with_choice].argmax(axis=1)
             wins = np.bincount(winners, minlength=len(ids)) / draws_with_choice.sum()
-            result[Cell(task, preference)] = {m: float(w) for m, w, ok in zip(ids, wins, plausible) if ok}
+            result[Cell(task, preference)] = {
+                m: float(w) for m, w, ok, allowed in zip(ids, wins, plausible, candidates_allowed) if ok and allowed
+            }
     return result
 
 
-def candidate_rules(posteriors: pl.DataFrame, registry: ModelRegistry, *, seed: int = 0) -> list[RuleRow]:
+class Hold(NamedTuple):
+    """A model held to the rules in force in a cell: the candidate as learned gives it more
+    traffic than the rules in force, on evidence mostly not tied to decisions."""
+
+    cell: Cell
+    model_id: str
+    learned_share: float
+    logged_share: float
+    published_share: float
+    untied_share: float
+
+    def to_json(self) -> dict:
+        return {"task_type": self.cell.task_type.value, "preference": self.cell.preference.value, "model_id": self.model_id,
+                **{f: round(getattr(self, f), 6) for f in _HOLD_SHARES}}
+
+    @classmethod
+    def from_json(cls, document: dict) -> Hold:
+        cell = Cell(TaskType(document["task_type"]), RoutingPreference(document["preference"]))
+        return cls(cell, document["model_id"], *(float(document[f]) for f in _HOLD_SHARES))
+
+
+_HOLD_SHARES = ("learned_share", "logged_share", "published_share", "untied_share")
+
+
+class Candidate(NamedTuple):
+    """The next rule set as learned, and held to a safe step (what the gate publishes)."""
+
+    learned: list[RuleRow]
+    gated: list[RuleRow]
+    holds: list[Hold]
+
+
+def untied_shares(posteriors: pl.DataFrame, registry: ModelRegistry) -> dict[tuple[str, str], float]:
+    """Per (task type, model): the share of its posterior's weight (the prior's pseudo-count
+    included) that comes from outcomes not tied to a routing decision, which off-policy
+    evaluation cannot check."""
+    prior = registry.learning.prior_pseudo_count
+    untied = (pl.col("n_effective") - pl.col("n_tied_effective")).clip(0.0)
+    shares = posteriors.select("task_type", "model_id", (untied / (prior + pl.col("n_effective"))).alias("share"))
+    return {(t, m): share for t, m, share in shares.iter_rows()}
+
+
+def candidate_rules(
+    posteriors: pl.DataFrame, registry: ModelRegistry, *, seed: int = 0, in_force: list[RuleRow] | None = None,
+) -> Candidate:
     """The next rule set. A task type without any evidence keeps the registry's rules (its top
-    model and the floor): sampling wide priors would scatter its traffic for no reason."""
+    model and the floor): sampling wide priors would scatter its traffic for no reason.
+
+    The gated rules take a safe step from ``in_force`` (the rules serving the logged traffic),
+    in the manner of safe policy improvement with baseline bootstrapping: a model whose posterior
+    rests mostly on outcomes not tied to decisions (above ``gate_max_untied_share``) keeps at most
+    its share in force; the rest of the cell goes to the others by their probability of being
+    best among themselves.
+    """
     estimates = estimates_from_posteriors(posteriors)
     best = best_probabilities(posteriors, registry, seed=seed)
     seen = dict(posteriors.group_by("task_type").agg(pl.col("n_raw").sum()).iter_rows())
@@ -74,7 +133,53 @@ def candidate_rules(posteriors: pl.DataFrame, registry: ModelRegistry, *, seed: 
         if not seen.get(task.value):
             estimates[task] = priors[task]
             best = {cell: p for cell, p in best.items() if cell.task_type is not task}
-    return build_rules(estimates, registry, best)
+    learned = build_rules(estimates, registry, best)
+    shares = untied_shares(posteriors, registry)
+    unvouched = frozenset(key for key, share in shares.items() if share > registry.learning.gate_max_untied_share)
+    in_force_share = {(Cell(r.task_type, r.preference), r.model_id): r.selection_probability for r in in_force or []}
+    learned_share = {(Cell(r.task_type, r.preference), r.model_id): r.selection_probability for r in learned}
+    pushed = {
+        cell: [m for m, p in cell_best.items() if (cell.task_type.value, m) in unvouched and p > 0
+               and learned_share.get((cell, m), 0.0) > in_force_share.get((cell, m), 0.0) + _SHARE_TOLERANCE]
+        for cell, cell_best in best.items()
+    }
+    pushed = {cell: models for cell, models in pushed.items() if models}
+    if not pushed:
+        return Candidate(learned, learned, [])
+    among_vouched = best_probabilities(posteriors, registry, seed=seed, excluded=unvouched)
+    safe = dict(best)
+    floor = registry.learning.exploration_floor
+    for cell in pushed:
+        held = {m: p for m, p in best[cell].items() if (cell.task_type.value, m) in unvouched}
+        others = among_vouched.get(cell) or {}
+        if not others:  # nothing the logs vouch for: the cell keeps the rules in force
+            safe[cell] = {m: p for (c, m), p in in_force_share.items() if c == cell}
+            continue
+        # The exploration floor comes on top of P(best) (``build_rules``): a held model's P(best)
+        # is set so that with the floor it gets its share in force, never more (else it would
+        # creep up night after night); one in force at the floor keeps being tried, one below it
+        # (out of contention) stays out.
+        pool = len({*held, *(m for m, p in others.items() if p > 0)})
+        floor_share = floor / pool if pool > 1 else 0.0
+        kept = {}
+        for m, p in held.items():
+            share = in_force_share.get((cell, m), 0.0)
+            if share + _SHARE_TOLERANCE >= floor_share:  # below the floor, it leaves the cell's contention
+                kept[m] = max(_SHARE_TOLERANCE, min(p, (share - floor_share) / (1.0 - floor_share * pool)))
+        rest = max(0.0, 1.0 - sum(kept.values()))
+        safe[cell] = {**kept, **{m: rest * p for m, p in others.items()}}
+    gated = build_rules(estimates, registry, safe)
+    gated_share = {(Cell(r.task_type, r.preference), r.model_id): r.selection_probability for r in gated}
+    holds = [
+        Hold(cell, m, learned_share.get((cell, m), 0.0), in_force_share.get((cell, m), 0.0), gated_share.get((cell, m), 0.0),
+             shares[(cell.task_type.value, m)])
+        for cell, models in sorted(pushed.items(), key=lambda item: item[0].label) for m in models
+    ]
+    return Candidate(learned, gated, holds)
+
+
+#: Share changes below this are rounding, not a move.
+_SHARE_TOLERANCE = 1e-6
 
 
 def rules_frame(rows: list[RuleRow]) -> pl.DataFrame:

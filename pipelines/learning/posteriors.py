@@ -64,7 +64,11 @@ def posteriors_as_of(daily: pl.LazyFrame | None, as_of: dt.date, registry: Model
         daily = daily.filter(pl.col("day") <= as_of)
         detected = changes.detect_changes(daily.collect(), settings)
         totals = statistics.weighted_totals(changes.discount_before_changes(daily, detected, settings), as_of, settings.half_life_days)
-    return compute_posteriors(totals, registry), detected
+    # The day of each cell's last change point travels with its posterior: the off-policy
+    # evaluation judges a task type on the days since its models last changed.
+    last_change = detected.group_by(statistics.KEYS).agg(pl.col("changed_on").max().alias("last_change"))
+    frame = compute_posteriors(totals, registry).join(last_change, on=statistics.KEYS, how="left", maintain_order="left")
+    return frame, detected
 
 
 def compute_posteriors(totals: pl.DataFrame, registry: ModelRegistry) -> pl.DataFrame:
@@ -133,6 +137,7 @@ def compute_posteriors(totals: pl.DataFrame, registry: ModelRegistry) -> pl.Data
         }
     columns = {
         "n_effective": d["n"],
+        "n_tied_effective": d["n_tied"],
         **quality.columns("quality"), **estimate("quality", quality),
         **outcome_columns,
         **latency.columns("latency"), **estimate("latency", latency, "_ms"),

@@ -2,7 +2,8 @@
 
 Quality is ``quality_score`` where given, else implied by the outcome (success 1, partial 0.5,
 failure 0). Positive latencies and costs are summarised on the log scale (log-normal models);
-zero-cost calls are counted apart.
+zero-cost calls are counted apart. ``n_tied`` counts the outcomes tied to a routing decision:
+the publication gate trusts a posterior only as far as such outcomes back it.
 """
 
 from __future__ import annotations
@@ -13,10 +14,12 @@ import polars as pl
 
 KEYS = ["model_id", "task_type"]
 SUM_COLUMNS = [
-    "n", "n_success", "n_partial", "n_failure", "sum_q", "sum_q2",
+    "n", "n_tied", "n_success", "n_partial", "n_failure", "sum_q", "sum_q2",
     "n_latency", "sum_log_latency", "sum_log_latency2",
     "n_cost", "n_cost_positive", "sum_log_cost", "sum_log_cost2", "sum_cost", "n_tokens", "sum_tokens",
 ]
+#: Bumped whenever a column is added: the partitions built before are rebuilt by the next run.
+STATS_VERSION = 2
 STATS_SCHEMA = {"model_id": pl.String, "task_type": pl.String, **{c: pl.Float64 for c in SUM_COLUMNS}}
 
 
@@ -40,6 +43,7 @@ def daily_stats(performance: pl.DataFrame | pl.LazyFrame) -> pl.DataFrame:
     log_cost = pl.when(charged).then(pl.col("cost_usd").log())
     stats = performance.lazy().group_by(KEYS).agg(
         pl.len().cast(pl.Float64).alias("n"),
+        pl.col("decision_id").is_not_null().sum().cast(pl.Float64).alias("n_tied"),
         (pl.col("outcome") == "success").sum().cast(pl.Float64).alias("n_success"),
         (pl.col("outcome") == "partial").sum().cast(pl.Float64).alias("n_partial"),
         (pl.col("outcome") == "failure").sum().cast(pl.Float64).alias("n_failure"),

@@ -1,0 +1,97 @@
+"""The publication gate: whether a candidate rule set may replace the rules in force.
+
+Two guards, both from the logged decisions (their propensities make the candidate checkable
+before it serves):
+
+* **Worse with confidence, against the learner's own forecast, blocks.** Per (task type,
+  preference) and per preference over all task types, the candidate's doubly robust value on the
+  preference's objective is compared with what the logged policy got on the same rows
+  (:mod:`.evaluation`). Publication is blocked where the upper bound of the relative
+  improvement's interval (``gate_level``) is below ``−gate_margin``, the estimate is worth at
+  least ``gate_min_effective_samples`` rows, and the learner forecast better than that bound (its
+  posteriors promised more than the logs show): the rules in force stay, and the cells are named
+  with their figures. A candidate the learner knows to cost some value is not blocked: that is
+  Thompson sampling exploring uncertain models, or a threshold (``min_quality_score``) moving a
+  cheap model's traffic to a dearer eligible one, which the preference asks for.
+* **Thin evidence is held to a safe step** (:func:`routing_pipelines.learning.candidates.candidate_rules`).
+  A model whose posterior rests mostly on outcomes no decision vouches for may not gain traffic
+  over the rules in force; the holds are named, and the rest of the set is published.
+
+>>> import polars as pl
+>>> from routing_runtime.registry import LearningSettings
+>>> estimates = pl.DataFrame({"task_type": ["code"], "preference": ["quality"], "objective": ["quality"],
+...     "n": [400], "effective_sample_size": [120.0], "logged_value": [0.8], "snips_value": [0.6], "dr_value": [0.6],
+...     "improvement_value": [-0.25], "improvement_low": [-0.3], "improvement_high": [-0.2], "forecast_improvement": [0.1]})
+>>> verdict(estimates, [], LearningSettings(), enforced=True)["status"]
+'blocked'
+>>> verdict(estimates, [], LearningSettings(), enforced=False)["status"]
+'overridden'
+"""
+
+from __future__ import annotations
+
+import polars as pl
+
+from routing_pipelines.learning.candidates import Hold
+from routing_runtime.registry import LearningSettings
+
+#: What a gate can decide: ``passed`` (published as learned), ``held`` (published with some
+#: models held to the rules in force), ``blocked`` (not published), ``overridden``
+#: (``--no-gate``: published as learned whatever the gate found).
+STATUSES = ("passed", "held", "blocked", "overridden")
+
+
+def blocking_cells(estimates: pl.DataFrame, settings: LearningSettings) -> pl.DataFrame:
+    """The rows of an evaluation whose candidate is worse than the logged policy with confidence."""
+    return estimates.filter(
+        (pl.col("effective_sample_size") >= settings.gate_min_effective_samples)
+        & (pl.col("improvement_high") < -settings.gate_margin)
+        & (pl.col("forecast_improvement").is_null() | (pl.col("forecast_improvement") > pl.col("improvement_high")))
+    )
+
+
+def verdict(estimates: pl.DataFrame, holds: list[Hold], settings: LearningSettings, *, enforced: bool) -> dict:
+    """The gate's decision and its figures, as recorded with the rule set and shown by
+    `routing learn --json` under ``"gate"``."""
+    blocked = blocking_cells(estimates, settings)
+    judged = estimates.filter(pl.col("effective_sample_size") >= settings.gate_min_effective_samples)
+    if not enforced:
+        status = "overridden" if blocked.height or holds else "passed"
+    else:
+        status = "blocked" if blocked.height else "held" if holds else "passed"
+    return {
+        "status": status, "enforced": enforced,
+        "level": settings.gate_level, "margin": settings.gate_margin,
+        "min_effective_samples": settings.gate_min_effective_samples,
+        "max_untied_share": settings.gate_max_untied_share,
+        "cells_evaluated": estimates.height, "cells_judged": judged.height,
+        "blocked": [_figures(row) for row in blocked.iter_rows(named=True)],
+        "held": [h.to_json() for h in holds],
+        "worst": _figures(judged.sort("improvement_high").row(0, named=True)) if judged.height else None,
+    }
+
+
+def _figures(row: dict) -> dict:
+    keys = ("task_type", "preference", "objective", "n", "effective_sample_size", "logged_value", "snips_value", "dr_value",
+            "improvement_value", "improvement_low", "improvement_high", "forecast_improvement")
+    return {k: round(row[k], 6) if isinstance(row[k], float) else row[k] for k in keys}
+
+
+def describe(gate: dict) -> list[str]:
+    """One line per blocked cell and per held model, for messages and the summary."""
+    lines = []
+    for b in gate["blocked"]:
+        lines.append(
+            f"{b['task_type']}/{b['preference']}: candidate {b['objective']} {b['snips_value']:.4g} against {b['logged_value']:.4g}"
+            f" logged, {b['improvement_value']:+.1%} [{b['improvement_low']:+.1%}, {b['improvement_high']:+.1%}]"
+            f" at {gate['level']:.0%}, {b['effective_sample_size']:.0f} effective samples of {b['n']};"
+            + (f" the learner forecast {b['forecast_improvement']:+.1%}" if b["forecast_improvement"] is not None else " no forecast")
+        )
+    for h in gate["held"]:
+        held = f"held at {h['published_share']:.1%}" if gate["enforced"] else "not held (--no-gate)"
+        lines.append(
+            f"{h['task_type']}/{h['preference']}: {h['model_id']} {held} (in force {h['logged_share']:.1%},"
+            f" as learned {h['learned_share']:.1%}): {h['untied_share']:.0%} of its evidence on {h['task_type']}"
+            " is not tied to decisions"
+        )
+    return lines
