@@ -1,57 +1,108 @@
-"""Off-policy evaluation: what the candidate rules would have achieved on the logged traffic.
-
-Every decision logs the probability its model had (``propensity``), so the quality a different
-policy would have obtained can be estimated from the same logs by importance weighting:
-IPS = mean(q · π(a|x) / p(a|x)) and the self-normalised SNIPS = Σ w·q / Σ w with w = π / p.
-The effective sample size (Σw)² / Σw² says how much the estimate can be trusted.
+"""Off-policy evaluation of candidate rules on the logged traffic, per (task type, preference)
+and per preference over every task type (``task_type`` ``all``), each preference on its own
+objective (:mod:`.estimators`): the logged policy's value, SNIPS and doubly robust values of the
+candidate with 95% intervals, the candidate's relative improvement and the effective sample size.
 """
 
 from __future__ import annotations
 
+import math
+
+import numpy as np
 import polars as pl
 
+from routing_pipelines.learning.estimators import COMPONENTS, OBJECTIVES, CellRows, Comparison, compare
 from routing_pipelines.learning.statistics import implied_quality
+from routing_runtime.types import RoutingPreference
 
+ALL = "all"
+
+_ESTIMATE_COLUMNS = [f"{name}_{part}" for name in ("logged", "snips", "dr", "improvement") for part in ("value", "low", "high")]
 EVALUATION_SCHEMA = {
-    "task_type": pl.String, "preference": pl.String, "n": pl.Int64, "logged_quality": pl.Float64,
-    "ips_quality": pl.Float64, "snips_quality": pl.Float64, "effective_sample_size": pl.Float64,
+    "task_type": pl.String, "preference": pl.String, "objective": pl.String, "n": pl.Int64,
+    "effective_sample_size": pl.Float64, **{c: pl.Float64 for c in _ESTIMATE_COLUMNS},
 }
+
+#: The direct model's column per component in a posterior frame.
+_DIRECT = {"quality": "quality_mean", "cost": "cost_mean_usd", "latency": "latency_mean_ms"}
 
 
 def logged_feedback(decisions: pl.LazyFrame, performance: pl.LazyFrame) -> pl.LazyFrame:
-    """Decisions with a propensity (not fallbacks) joined to their outcome: task, preference,
-    model, p, quality."""
+    """Decisions with a propensity (not fallbacks) joined to their outcome: decision id, day, task,
+    preference, model, propensity, quality, cost (USD) and latency (ms; null when not measured)."""
     outcomes = performance.filter(pl.col("decision_id").is_not_null()).select(
         pl.col("decision_id"), implied_quality().alias("quality"),
+        pl.col("cost_usd").cast(pl.Float64).alias("cost"),
+        pl.when(pl.col("latency_ms") > 0).then(pl.col("latency_ms").cast(pl.Float64)).alias("latency"),
     ).unique(subset="decision_id", keep="first")
     # Fallbacks after `exclude` follow a different (conditional) policy: they are left out.
     return decisions.filter(
         pl.col("propensity").is_not_null() & pl.col("preference").is_not_null() & pl.col("excluded").is_null()
     ).select(
-        pl.col("id").alias("decision_id"), "task_type", "preference", pl.col("selected_model").alias("model_id"), "propensity",
+        pl.col("id").alias("decision_id"), "day", "task_type", "preference", pl.col("selected_model").alias("model_id"), "propensity",
     ).join(outcomes, on="decision_id", how="inner")
 
 
-def off_policy_estimates(feedback: pl.DataFrame, policy: pl.DataFrame) -> pl.DataFrame:
-    """Per (task type, preference) and overall (``all``): the logged policy's mean quality and the
-    IPS / SNIPS estimates of ``policy`` (columns task_type, preference, model_id,
-    selection_probability), with the effective sample size."""
-    target = policy.select("task_type", "preference", "model_id", pl.col("selection_probability").alias("target_p"))
-    weighted = feedback.join(target, on=["task_type", "preference", "model_id"], how="left").with_columns(
-        (pl.col("target_p").fill_null(0.0) / pl.col("propensity")).alias("w"),
-    ).sort("decision_id")  # a join's row order varies with its threads: sums in one order are the same sums
+def since_last_change(feedback: pl.DataFrame, posteriors: pl.DataFrame) -> pl.DataFrame:
+    """The feedback of each task type from the last change point of any of its models on
+    (``last_change`` in the posteriors): before it the logged policy was judged by a world that is
+    gone, and a candidate that follows the change would look worse than it is."""
+    if "last_change" not in posteriors.columns:
+        return feedback
+    starts = posteriors.group_by("task_type").agg(pl.col("last_change").max())
+    return feedback.join(starts, on="task_type", how="left").filter(
+        pl.col("last_change").is_null() | (pl.col("day") >= pl.col("last_change"))
+    ).drop("last_change")
 
-    def summary(frame: pl.LazyFrame | pl.DataFrame, keys: list[str]) -> pl.DataFrame:
-        aggregations = [
-            pl.len().cast(pl.Int64).alias("n"),
-            pl.col("quality").mean().alias("logged_quality"),
-            (pl.col("w") * pl.col("quality")).mean().alias("ips_quality"),
-            ((pl.col("w") * pl.col("quality")).sum() / pl.col("w").sum()).alias("snips_quality"),
-            (pl.col("w").sum() ** 2 / (pl.col("w") ** 2).sum()).alias("effective_sample_size"),
-        ]
-        grouped = frame.group_by(keys).agg(aggregations) if keys else frame.select(aggregations)
-        return grouped
 
-    cells = summary(weighted, ["task_type", "preference"]).sort("task_type", "preference")
-    overall = summary(weighted, []).with_columns(pl.lit("all").alias("task_type"), pl.lit("all").alias("preference"))
-    return pl.concat([cells, overall.select(cells.columns)]).cast(EVALUATION_SCHEMA).select(list(EVALUATION_SCHEMA)).fill_nan(None)
+def off_policy_estimates(feedback: pl.DataFrame, policy: pl.DataFrame, direct: pl.DataFrame, level: float = 0.95) -> pl.DataFrame:
+    """One row per (task type, preference) with logged rows, and per preference over all task
+    types. ``policy``: the target's rows (task_type, preference, model_id, selection_probability);
+    ``direct``: posteriors per (model, task type) (quality_mean, cost_mean_usd, latency_mean_ms)."""
+    if not feedback.height:
+        return pl.DataFrame(schema=EVALUATION_SCHEMA)
+    target = policy.select("task_type", "preference", "model_id", pl.col("selection_probability").alias("target"))
+    model = direct.select("task_type", "model_id", *[pl.col(c).alias(f"predicted_{k}") for k, c in _DIRECT.items()])
+    expected = target.join(model, on=["task_type", "model_id"], how="left").group_by("task_type", "preference").agg(
+        (pl.col("target") * pl.col(f"predicted_{k}").fill_null(0.0)).sum().alias(f"expected_{k}") for k in COMPONENTS
+    )
+    rows = (
+        feedback.join(target, on=["task_type", "preference", "model_id"], how="left")
+        .join(model, on=["task_type", "model_id"], how="left")
+        .join(expected, on=["task_type", "preference"], how="left")
+        .with_columns(pl.col("target").fill_null(0.0))
+        .sort("decision_id")  # a join's row order varies with its threads: sums in one order are the same sums
+    )
+    # A logged model the posteriors no longer cover (removed from the registry) is predicted by
+    # its cell's observed mean: the direct model only has to be reasonable, not right.
+    rows = rows.with_columns(
+        pl.col(f"predicted_{k}").fill_null(pl.col(k).mean().over("task_type", "preference")).fill_null(0.0) for k in COMPONENTS
+    ).with_columns(pl.col(f"expected_{k}").fill_null(0.0) for k in COMPONENTS)
+
+    results = []
+    for (task, preference), cell in rows.group_by("task_type", "preference", maintain_order=True):
+        results.append(_row(task, preference, cell, level))
+    for (preference,), pooled in rows.group_by("preference", maintain_order=True):
+        results.append(_row(ALL, preference, pooled, level))
+    order = {p.value: i for i, p in enumerate(RoutingPreference)}
+    frame = pl.DataFrame(results, schema=EVALUATION_SCHEMA, orient="row")
+    return frame.sort(pl.col("task_type") == ALL, "task_type", pl.col("preference").replace_strict(order, default=99))
+
+
+def cell_rows(frame: pl.DataFrame) -> CellRows:
+    """The estimators' arrays from joined feedback rows."""
+    def column(name: str) -> np.ndarray:
+        return frame[name].cast(pl.Float64).fill_null(math.nan).to_numpy()
+    return CellRows(
+        column("propensity"), column("target"),
+        {k: column(k) for k in COMPONENTS}, {k: column(f"predicted_{k}") for k in COMPONENTS},
+        {k: column(f"expected_{k}") for k in COMPONENTS},
+    )
+
+
+def _row(task: str, preference: str, frame: pl.DataFrame, level: float) -> tuple:
+    objective = OBJECTIVES[RoutingPreference(preference)]
+    comparison: Comparison = compare(cell_rows(frame), objective, level)
+    figures = [x for estimate in (comparison.logged, comparison.snips, comparison.dr, comparison.improvement) for x in estimate[:3]]
+    return (task, preference, objective.name, comparison.n, comparison.effective_sample_size,
+            *[None if not math.isfinite(x) else x for x in figures])
