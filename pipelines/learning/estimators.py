@@ -106,11 +106,36 @@ class CellRows(NamedTuple):
         return self.target / self.propensity
 
     def usable(self, objective: Objective) -> np.ndarray:
-        """Rows that reported every component of the objective."""
+        """Rows that reported every component of the objective (a missing reward, NaN, is
+        skipped). A propensity outside (0, 1] or a target probability outside [0, 1] is refused:
+        its weight would be infinite or meaningless, and no estimate would say so."""
+        self.check()
         mask = np.ones(len(self.propensity), dtype=bool)
         for component in objective.components():
             mask &= np.isfinite(self.observed[component])
         return mask
+
+
+    def check(self) -> None:
+        """Raise ValueError naming the first row whose propensity or target probability is invalid.
+
+        >>> CellRows.from_arrays(propensity=np.array([0.5, 0.0]), target=np.array([1.0, 1.0]), quality=np.ones(2)).check()
+        Traceback (most recent call last):
+        ...
+        ValueError: propensity = 0.0 in row 1 is outside (0, 1]: ...
+        """
+        for name, values, low_open, what in (
+            ("propensity", self.propensity, True, "the probability the logged model had when it was chosen, never 0"),
+            ("target", self.target, False, "the target policy's probability of the logged model"),
+        ):
+            low = values > 0 if low_open else values >= 0
+            bad = np.flatnonzero(~(low & (values <= 1)))  # NaN fails both comparisons: refused too
+            if bad.size:
+                i = int(bad[0])
+                raise ValueError(
+                    f"{name} = {float(values[i])!r} in row {i} is outside {'(0, 1]' if low_open else '[0, 1]'}: it must be {what}; "
+                    f"{bad.size} row(s) like it. Leave such rows out before estimating (the lake quarantines logged "
+                    "propensities outside (0, 1])")
 
 
 def effective_sample_size(weights: np.ndarray) -> float:
