@@ -15,7 +15,7 @@ policy's own value (:class:`Logged`, the plain mean of what it got):
   shrinks its variance.
 
 Every value comes with a normal interval from its influence function (the sandwich variance
-``Σ IF² / n²``); a ratio's influence function comes by the delta method,
+``Σ IF² / (n·(n − 1))``, for a plain mean its usual ``s² / n``); a ratio's influence function comes by the delta method,
 ``IF(A/B) = (IF(A) − (A/B)·IF(B)) / B``. The difference of the target against the logged policy is
 paired: both are computed on the same rows, so its interval is far narrower than the two intervals
 side by side. The effective sample size ``(Σw)² / Σw²`` says how many logged rows the estimate is
@@ -216,10 +216,12 @@ class DoublyRobust(_Estimator):
 
 
 def interval(value: float, influence: np.ndarray, level: float = 0.95) -> Estimate:
-    """A normal interval around ``value`` from its influence function.
+    """A normal interval around ``value`` from its influence function: standard error
+    ``√(Σ IF² / (n·(n − 1)))``. For a mean (``IF = r − mean``) that is the sample standard
+    deviation over ``√n``: the mean 1 of [0, 2] has standard error 1.
 
-    >>> interval(1.0, np.array([1.0, -1.0, 1.0, -1.0]), 0.95).standard_error
-    0.5
+    >>> interval(1.0, np.array([-1.0, 1.0]), 0.95).standard_error
+    1.0
     """
     n = len(influence)
     if not math.isfinite(value) or n < 2 or not np.isfinite(influence).all():
