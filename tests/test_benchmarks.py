@@ -34,6 +34,9 @@ EXPECTED = {
                                           "* drift, day 2:"]),
     "fleet": (("dagster", "polars", "pyarrow"), ["| with sync shipping every 1 s |", "| one `routing sync` shipping a backlog |",
                                                  "| hosts serving it before their loop ended | 2 of 2 |"]),
+    "estimators": (("polars", "scipy"), ["| quality (quality) | doubly robust |", "| quality_per_usd (balanced) | SNIPS |",
+                                         "Targets (the issue: median relative error ≤ 2%",
+                                         "5 replicates, the issue asks for at least 200"]),
 }
 
 

@@ -202,7 +202,7 @@ typical_latency_ms = 3000
     for model, q in (("cheap-weak", 0.6), ("cheap-ok", 0.75), ("fast-good", 0.85), ("best", 0.95)):
         rows[(model, "general")] = {"n": 2000.0, "sum_q": 2000 * q, "n_raw": 2000.0}
     post = posteriors.compute_posteriors(totals_for(rows), registry)
-    rules = candidates.candidate_rules(post, registry, seed=0)
+    rules = candidates.candidate_rules(post, registry, seed=0).learned
 
     def top(preference):
         cell = [r for r in rules if r.task_type is TaskType.GENERAL and r.preference is preference]
@@ -276,32 +276,45 @@ def test_off_policy_estimates_recover_a_policy_value_from_logs_of_another():
     logging = {"a": 0.5, "b": 0.3, "c": 0.2}
     models = rng.choice(list(logging), size=n, p=list(logging.values()))
     quality = (rng.random(n) < np.vectorize(truth.get)(models)).astype(float)
+    day = dt.date(2026, 1, 5)
     decisions = pl.DataFrame({
-        "id": [str(i) for i in range(n)], "task_type": "math", "preference": "quality",
+        "id": [str(i) for i in range(n)], "day": [day] * n, "task_type": "math", "preference": "quality",
         "selected_model": models, "propensity": np.vectorize(logging.get)(models), "excluded": [None] * n,
     }, schema_overrides={"excluded": pl.String})
     performance = pl.DataFrame({
         "decision_id": [str(i) for i in range(n)], "quality_score": quality, "outcome": np.where(quality > 0, "success", "failure"),
+        "cost_usd": 0.001, "latency_ms": 1000.0,
     })
     # Fallbacks after an exclusion (propensity 1 under a conditional policy) must be left out.
     fallbacks = 500
     decisions = pl.concat([decisions, pl.DataFrame({
-        "id": [f"f{i}" for i in range(fallbacks)], "task_type": "math", "preference": "quality", "selected_model": "a",
+        "id": [f"f{i}" for i in range(fallbacks)], "day": day, "task_type": "math", "preference": "quality", "selected_model": "a",
         "propensity": 1.0, "excluded": '["c"]'})])
     performance = pl.concat([performance, pl.DataFrame({
-        "decision_id": [f"f{i}" for i in range(fallbacks)], "quality_score": 1.0, "outcome": "success"})])
+        "decision_id": [f"f{i}" for i in range(fallbacks)], "quality_score": 1.0, "outcome": "success",
+        "cost_usd": 0.001, "latency_ms": 1000.0})])
     target = pl.DataFrame({"task_type": "math", "preference": "quality", "model_id": ["a", "b", "c"],
                            "selection_probability": [0.05, 0.05, 0.9]})
+    # A direct model that is wrong on purpose (the same quality for every model): doubly robust
+    # must still recover the value, through the propensities.
+    direct = pl.DataFrame({"task_type": "math", "model_id": ["a", "b", "c"], "quality_mean": 0.5,
+                           "cost_mean_usd": 0.001, "latency_mean_ms": 1000.0})
     feedback = evaluation.logged_feedback(decisions.lazy(), performance.lazy()).collect()
-    estimates = evaluation.off_policy_estimates(feedback, target)
+    estimates = evaluation.off_policy_estimates(feedback, target, direct)
     cell = estimates.filter(pl.col("task_type") == "math").row(0, named=True)
     true_value = 0.05 * 0.3 + 0.05 * 0.6 + 0.9 * 0.9
+    logged_value = 0.5 * 0.3 + 0.3 * 0.6 + 0.2 * 0.9
     assert cell["n"] == n
-    assert cell["logged_quality"] == pytest.approx(0.5 * 0.3 + 0.3 * 0.6 + 0.2 * 0.9, abs=0.01)
-    assert cell["snips_quality"] == pytest.approx(true_value, rel=0.02)
-    assert cell["ips_quality"] == pytest.approx(true_value, rel=0.03)
+    assert cell["objective"] == "quality"
+    assert cell["logged_value"] == pytest.approx(logged_value, abs=0.01)
+    for name in ("snips", "dr"):
+        assert cell[f"{name}_value"] == pytest.approx(true_value, rel=0.02), name
+        assert cell[f"{name}_low"] < true_value < cell[f"{name}_high"], name
+    assert cell["improvement_value"] == pytest.approx(true_value / logged_value - 1, abs=0.03)
+    assert cell["improvement_low"] < true_value / logged_value - 1 < cell["improvement_high"]
     assert 0 < cell["effective_sample_size"] < n
-    assert estimates.filter(pl.col("task_type") == "all").height == 1
+    pooled = estimates.filter(pl.col("task_type") == "all")
+    assert pooled.height == 1 and pooled["n"].item() == n
 
 
 def test_free_calls_and_zero_latencies_do_not_wreck_the_cost_and_latency_estimates():
@@ -342,6 +355,6 @@ prior_quality = 0.69
 typical_latency_ms = 900
 """)
     post = posteriors.compute_posteriors(totals_for({}), registry)
-    cell = [r for r in candidates.candidate_rules(post, registry, seed=0)
+    cell = [r for r in candidates.candidate_rules(post, registry, seed=0).learned
             if r.task_type is TaskType.MATH and r.preference is RoutingPreference.COST_EFFICIENT]
     assert {r.model_id: r.selection_probability for r in cell} == {"good-expensive": 1.0, "weak-cheap": 0.0}

@@ -15,7 +15,7 @@ policy's own value (:class:`Logged`, the plain mean of what it got):
   shrinks its variance.
 
 Every value comes with a normal interval from its influence function (the sandwich variance
-``Σ IF² / n²``); a ratio's influence function comes by the delta method,
+``Σ IF² / (n·(n − 1))``, for a plain mean its usual ``s² / n``); a ratio's influence function comes by the delta method,
 ``IF(A/B) = (IF(A) − (A/B)·IF(B)) / B``. The difference of the target against the logged policy is
 paired: both are computed on the same rows, so its interval is far narrower than the two intervals
 side by side. The effective sample size ``(Σw)² / Σw²`` says how many logged rows the estimate is
@@ -106,11 +106,35 @@ class CellRows(NamedTuple):
         return self.target / self.propensity
 
     def usable(self, objective: Objective) -> np.ndarray:
-        """Rows that reported every component of the objective."""
+        """Rows that reported every component of the objective (a missing reward, NaN, is
+        skipped). A propensity outside (0, 1] or a target probability outside [0, 1] is refused:
+        its weight would be infinite or meaningless, and no estimate would say so."""
+        self.check()
         mask = np.ones(len(self.propensity), dtype=bool)
         for component in objective.components():
             mask &= np.isfinite(self.observed[component])
         return mask
+
+    def check(self) -> None:
+        """Raise ValueError naming the first row whose propensity or target probability is invalid.
+
+        >>> CellRows.from_arrays(propensity=np.array([0.5, 0.0]), target=np.array([1.0, 1.0]), quality=np.ones(2)).check()
+        Traceback (most recent call last):
+        ...
+        ValueError: propensity = 0.0 in row 1 is outside (0, 1]: ...
+        """
+        for name, values, low_open, what in (
+            ("propensity", self.propensity, True, "the probability the logged model had when it was chosen, never 0"),
+            ("target", self.target, False, "the target policy's probability of the logged model"),
+        ):
+            low = values > 0 if low_open else values >= 0
+            bad = np.flatnonzero(~(low & (values <= 1)))  # NaN fails both comparisons: refused too
+            if bad.size:
+                i = int(bad[0])
+                raise ValueError(
+                    f"{name} = {float(values[i])!r} in row {i} is outside {'(0, 1]' if low_open else '[0, 1]'}: it must be {what}; "
+                    f"{bad.size} row(s) like it. Leave such rows out before estimating (the lake quarantines logged "
+                    "propensities outside (0, 1])")
 
 
 def effective_sample_size(weights: np.ndarray) -> float:
@@ -191,10 +215,12 @@ class DoublyRobust(_Estimator):
 
 
 def interval(value: float, influence: np.ndarray, level: float = 0.95) -> Estimate:
-    """A normal interval around ``value`` from its influence function.
+    """A normal interval around ``value`` from its influence function: standard error
+    ``√(Σ IF² / (n·(n − 1)))``. For a mean (``IF = r − mean``) that is the sample standard
+    deviation over ``√n``: the mean 1 of [0, 2] has standard error 1.
 
-    >>> interval(1.0, np.array([1.0, -1.0, 1.0, -1.0]), 0.95).standard_error
-    0.5
+    >>> interval(1.0, np.array([-1.0, 1.0]), 0.95).standard_error
+    1.0
     """
     n = len(influence)
     if not math.isfinite(value) or n < 2 or not np.isfinite(influence).all():

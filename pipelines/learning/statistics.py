@@ -41,9 +41,12 @@ def daily_stats(performance: pl.DataFrame | pl.LazyFrame) -> pl.DataFrame:
     charged = pl.col("cost_usd") > 0
     log_latency = pl.when(has_latency).then(pl.col("latency_ms").log())
     log_cost = pl.when(charged).then(pl.col("cost_usd").log())
-    stats = performance.lazy().group_by(KEYS).agg(
+    performance = performance.lazy()
+    # Rows without a decision_id column (outcomes from elsewhere) are tied to no decision.
+    tied = pl.col("decision_id").is_not_null() if "decision_id" in performance.collect_schema().names() else pl.lit(False)
+    stats = performance.group_by(KEYS).agg(
         pl.len().cast(pl.Float64).alias("n"),
-        pl.col("decision_id").is_not_null().sum().cast(pl.Float64).alias("n_tied"),
+        tied.sum().cast(pl.Float64).alias("n_tied"),
         (pl.col("outcome") == "success").sum().cast(pl.Float64).alias("n_success"),
         (pl.col("outcome") == "partial").sum().cast(pl.Float64).alias("n_partial"),
         (pl.col("outcome") == "failure").sum().cast(pl.Float64).alias("n_failure"),

@@ -210,20 +210,34 @@ def simulate(
     return SimulationResult(scenario, days, truths, registries)
 
 
+#: Log-scale spread of the tokens of a request around its model's typical count.
+TOKENS_SPREAD = 0.3
+
+
+def outcome_cuts(quality: float, partial_share: float) -> tuple[float, float]:
+    """Where a uniform draw ``u`` turns from success to partial and from partial to failure:
+    success when ``u`` is below the first cut, partial below the second, failure above.
+
+    The outcome mix lies around the true quality: mostly success or failure, some partial (worth
+    0.5), so the mean quality of the outcomes is ``quality``.
+    """
+    partial = min(partial_share, quality, 1 - quality)
+    return quality - partial / 2, quality + partial / 2
+
+
 def draw_outcome(rng: random.Random, registry: ModelRegistry, truth: dict[str, ModelTruth], model: ModelConfig, task: TaskType):
     t = truth[model.id]
     q = t.quality[task]
     u = rng.random()
-    # Outcome mix around the true quality: mostly success or failure, some partial (worth 0.5).
-    partial = min(t.partial_share, q, 1 - q)
-    if u < q - partial / 2:
+    success_below, partial_below = outcome_cuts(q, t.partial_share)
+    if u < success_below:
         outcome = "success"
-    elif u < q + partial / 2:
+    elif u < partial_below:
         outcome = "partial"
     else:
         outcome = "failure"
     latency = t.latency_ms * math.exp(rng.gauss(0.0, t.latency_spread))
     policy = registry.policy(task)
-    tokens = max(1, int(policy.typical_tokens * t.tokens_factor * math.exp(rng.gauss(0.0, 0.3))))
+    tokens = max(1, int(policy.typical_tokens * t.tokens_factor * math.exp(rng.gauss(0.0, TOKENS_SPREAD))))
     cost = true_cost(registry, t, model, task) * tokens / policy.typical_tokens
     return q, latency, cost, tokens, outcome
