@@ -102,7 +102,9 @@ class LearningSettings:
     * ``gate_level`` (0.95): the central coverage of every off-policy interval.
     * ``gate_margin`` (0.05): a cell blocks publication when the candidate is worse than the
       logged policy by more than this share of the logged value, with ``gate_level`` confidence,
-    * ``gate_min_effective_samples`` (50): and its estimate is worth at least this many rows.
+    * ``gate_min_effective_samples`` (50): and its estimate is worth at least this many rows,
+    * ``gate_max_unsupported_share`` (0.05): and at most this share of the candidate lies on
+      models the logged policy never chose in the cell.
     * ``gate_max_untied_share`` (0.5): a model whose posterior rests more than this share on
       outcomes not tied to a decision (prior included) may not gain traffic over the rules in force.
 
@@ -141,6 +143,7 @@ class LearningSettings:
     gate_margin: float = _setting(0.05, 0.0, 1.0)
     gate_min_effective_samples: float = _setting(50.0, 1.0)
     gate_max_untied_share: float = _setting(0.5, 0.0, 1.0)
+    gate_max_unsupported_share: float = _setting(0.05, 0.0, 1.0)
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):

@@ -2,8 +2,9 @@
 and per preference over every task type (``task_type`` ``all``), each preference on its own
 objective (:mod:`.estimators`): the logged policy's value, SNIPS and doubly robust values of the
 candidate with 95% intervals, the candidate's relative improvement by each (``improvement`` by
-SNIPS, which the gate judges by; ``dr_improvement``), the learner's own forecast of it and the
-effective sample size.
+SNIPS, which the gate judges by; ``dr_improvement``), the learner's own forecast of it, the
+effective sample size, and the candidate's share on models the logged policy never chose in the
+cell (``unsupported_share``: importance weights are blind there).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ _ESTIMATE_COLUMNS = [f"{name}_{part}" for name in _ESTIMATES for part in ("value
 EVALUATION_SCHEMA = {
     "task_type": pl.String, "preference": pl.String, "objective": pl.String, "n": pl.Int64,
     "effective_sample_size": pl.Float64, **{c: pl.Float64 for c in _ESTIMATE_COLUMNS}, "forecast_improvement": pl.Float64,
+    "unsupported_share": pl.Float64,
 }
 
 #: The direct model's column per component in a posterior frame.
@@ -69,11 +71,17 @@ def off_policy_estimates(feedback: pl.DataFrame, policy: pl.DataFrame, direct: p
     expected = target.join(model, on=["task_type", "model_id"], how="left").group_by("task_type", "preference").agg(
         (pl.col("target") * pl.col(f"predicted_{k}").fill_null(0.0)).sum().alias(f"expected_{k}") for k in COMPONENTS
     )
+    # The target's share on models the logged policy never chose in the cell: importance weights
+    # cannot see it (SNIPS then estimates the rest of the target alone).
+    logged_models = feedback.select("task_type", "preference", "model_id").unique().with_columns(pl.lit(True).alias("seen"))
+    unsupported = target.join(logged_models, on=["task_type", "preference", "model_id"], how="left").group_by(
+        "task_type", "preference").agg(pl.col("target").filter(pl.col("seen").is_null()).sum().alias("unsupported"))
     rows = (
         feedback.join(target, on=["task_type", "preference", "model_id"], how="left")
         .join(model, on=["task_type", "model_id"], how="left")
         .join(expected, on=["task_type", "preference"], how="left")
-        .with_columns(pl.col("target").fill_null(0.0))
+        .join(unsupported, on=["task_type", "preference"], how="left")
+        .with_columns(pl.col("target", "unsupported").fill_null(0.0))
         .sort("decision_id")  # a join's row order varies with its threads: sums in one order are the same sums
     )
     # A logged model the posteriors no longer cover (removed from the registry) is predicted by
@@ -107,5 +115,6 @@ def _row(task: str, preference: str, frame: pl.DataFrame, level: float) -> tuple
     objective = OBJECTIVES[RoutingPreference(preference)]
     comparison: Comparison = compare(cell_rows(frame), objective, level)
     figures = [x for name in _ESTIMATES for x in getattr(comparison, name)[:3]]
+    unsupported = float(frame["unsupported"].mean())  # per cell a constant; over task types, their row-weighted mean
     return (task, preference, objective.name, comparison.n, comparison.effective_sample_size,
-            *[None if not math.isfinite(x) else x for x in (*figures, comparison.forecast)])
+            *[None if not math.isfinite(x) else x for x in (*figures, comparison.forecast, unsupported)])

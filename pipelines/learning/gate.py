@@ -8,8 +8,10 @@ before it serves):
   preference's objective is compared with what the logged policy got on the same rows
   (:mod:`.evaluation`). Publication is blocked where the upper bound of the relative
   improvement's interval (``gate_level``) is below ``−gate_margin``, the estimate is worth at
-  least ``gate_min_effective_samples`` rows, and the learner forecast better than that bound (its
-  posteriors promised more than the logs show): the rules in force stay, and the cells are named
+  least ``gate_min_effective_samples`` rows, at most ``gate_max_unsupported_share`` of the
+  candidate lies on models the logged policy never chose there, and that bound is also more than
+  ``gate_margin`` below the learner's own forecast of the improvement (its posteriors promised
+  more than the logs show): the rules in force stay, and the cells are named
   with their figures. A candidate the learner knows to cost some value is not blocked: that is
   Thompson sampling exploring uncertain models, or a threshold (``min_quality_score``) moving a
   cheap model's traffic to a dearer eligible one, which the preference asks for.
@@ -21,7 +23,8 @@ before it serves):
 >>> from routing_runtime.registry import LearningSettings
 >>> estimates = pl.DataFrame({"task_type": ["code"], "preference": ["quality"], "objective": ["quality"],
 ...     "n": [400], "effective_sample_size": [120.0], "logged_value": [0.8], "snips_value": [0.6], "dr_value": [0.6],
-...     "improvement_value": [-0.25], "improvement_low": [-0.3], "improvement_high": [-0.2], "forecast_improvement": [0.1]})
+...     "improvement_value": [-0.25], "improvement_low": [-0.3], "improvement_high": [-0.2], "forecast_improvement": [0.1],
+...     "unsupported_share": [0.0]})
 >>> verdict(estimates, [], LearningSettings(), enforced=True)["status"]
 'blocked'
 >>> verdict(estimates, [], LearningSettings(), enforced=False)["status"]
@@ -43,10 +46,20 @@ STATUSES = ("passed", "held", "blocked", "overridden")
 
 def blocking_cells(estimates: pl.DataFrame, settings: LearningSettings) -> pl.DataFrame:
     """The rows of an evaluation whose candidate is worse than the logged policy with confidence."""
+    return judged(estimates, settings).filter(
+        (pl.col("improvement_high") < -settings.gate_margin)
+        & (pl.col("forecast_improvement").is_null()
+           | (pl.col("improvement_high") < pl.col("forecast_improvement") - settings.gate_margin))
+    )
+
+
+def judged(estimates: pl.DataFrame, settings: LearningSettings) -> pl.DataFrame:
+    """The rows the logs can judge: worth ``gate_min_effective_samples`` rows, and with at most
+    ``gate_max_unsupported_share`` of the candidate on models the logged policy never chose there
+    (importance weights are blind to those; the rest of the candidate would be judged alone)."""
     return estimates.filter(
         (pl.col("effective_sample_size") >= settings.gate_min_effective_samples)
-        & (pl.col("improvement_high") < -settings.gate_margin)
-        & (pl.col("forecast_improvement").is_null() | (pl.col("forecast_improvement") > pl.col("improvement_high")))
+        & (pl.col("unsupported_share") <= settings.gate_max_unsupported_share)
     )
 
 
@@ -54,7 +67,7 @@ def verdict(estimates: pl.DataFrame, holds: list[Hold], settings: LearningSettin
     """The gate's decision and its figures, as recorded with the rule set and shown by
     `routing learn --json` under ``"gate"``."""
     blocked = blocking_cells(estimates, settings)
-    judged = estimates.filter(pl.col("effective_sample_size") >= settings.gate_min_effective_samples)
+    judged_rows = judged(estimates, settings)
     if not enforced:
         status = "overridden" if blocked.height or holds else "passed"
     else:
@@ -64,16 +77,17 @@ def verdict(estimates: pl.DataFrame, holds: list[Hold], settings: LearningSettin
         "level": settings.gate_level, "margin": settings.gate_margin,
         "min_effective_samples": settings.gate_min_effective_samples,
         "max_untied_share": settings.gate_max_untied_share,
-        "cells_evaluated": estimates.height, "cells_judged": judged.height,
+        "max_unsupported_share": settings.gate_max_unsupported_share,
+        "cells_evaluated": estimates.height, "cells_judged": judged_rows.height,
         "blocked": [_figures(row) for row in blocked.iter_rows(named=True)],
         "held": [h.to_json() for h in holds],
-        "worst": _figures(judged.sort("improvement_high").row(0, named=True)) if judged.height else None,
+        "worst": _figures(judged_rows.sort("improvement_high").row(0, named=True)) if judged_rows.height else None,
     }
 
 
 def _figures(row: dict) -> dict:
     keys = ("task_type", "preference", "objective", "n", "effective_sample_size", "logged_value", "snips_value", "dr_value",
-            "improvement_value", "improvement_low", "improvement_high", "forecast_improvement")
+            "improvement_value", "improvement_low", "improvement_high", "forecast_improvement", "unsupported_share")
     return {k: round(row[k], 6) if isinstance(row[k], float) else row[k] for k in keys}
 
 
