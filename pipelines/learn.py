@@ -229,7 +229,7 @@ def _learn_locked(home: Path, day: dt.date, *, explicit: bool, quiet: bool,
     if not quiet:
         processes = f" with {workers} worker processes" if workers > 1 else ""
         print(f"learning from {planned.start} to {planned.end} in {home}{processes}", file=sys.stderr)
-    run = _run_job(home, planned, quiet=quiet, workers=workers, lease=lease, gate=gate)
+    run = _run_job(home, planned, workers=workers, lease=lease, gate=gate)
     with Store.open_home(home, needed_by="learning") as db:
         after = db.published_marker()
     verdicts: list[dict] = []
@@ -268,7 +268,7 @@ def quiet_first_push(pushed: list[int]) -> bool:
     return pushed == [1]
 
 
-def _run_job(home: Path, planned: plan.LearningPlan, *, quiet: bool, workers: int, lease: str, gate: bool) -> DagsterResult:
+def _run_job(home: Path, planned: plan.LearningPlan, *, workers: int, lease: str, gate: bool) -> DagsterResult:
     """The nightly job over the plan's days, recorded in the home's instance and labelled with the
     UI's code location, so it shows on the job page and the Overview timeline. One worker: in this
     process. More: on the multiprocess executor, the job rebuilt in each step's process from the
@@ -282,7 +282,9 @@ def _run_job(home: Path, planned: plan.LearningPlan, *, quiet: bool, workers: in
             REPOSITORY_LABEL_TAG: names.REPOSITORY_LABEL}
     config = {**run_config(planned.end, chunks=workers, enforce_gate=gate),
               "resources": {"routing_home": {"config": {"home": str(home), "lease": lease}}},
-              "loggers": {"console": {"config": {"log_level": "CRITICAL" if quiet else "ERROR"}}}}
+              # Dagster's own console lines stay quiet: the summary names every failed step with its
+              # root cause (a blocked gate with its cells), and the UI keeps the full traces.
+              "loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
     with dagster_instance(home) as instance:
         _close_abandoned_runs(instance)
         if workers == 1:
@@ -327,9 +329,16 @@ def _read_events(run: DagsterResult, tables: dict, problems: list[str], verdicts
                 verdicts.append(data.metadata["gate"].value)
             if not data.passed and data.severity == dg.AssetCheckSeverity.ERROR:
                 blocked.append(f"check {data.check_name} failed: {(data.metadata.get('examples') or dg.MetadataValue.text('')).value}")
+        elif event.is_step_failure and _is_check_failure(event):
+            continue  # a blocking check that failed: reported with its check's findings above
         elif event.is_step_failure:
             problems.append(f"step {event.step_key} failed: {_root_cause(event.step_failure_data.error)}")
     return blocked
+
+
+def _is_check_failure(event) -> bool:
+    error = event.step_failure_data.error
+    return error is not None and error.cls_name == "DagsterAssetCheckFailedError"
 
 
 def _root_cause(error) -> str:

@@ -17,7 +17,8 @@ What it does, in a temporary folder that it deletes afterwards:
    (screenshot ``ui-job-runs.png``);
 8. **Materialize** clicked on the page of ``model_routing_rules``: the run it launches succeeds,
    publishes the next rule set, and the asset's newest event shows that ``rule_set_version``
-   in its metadata (screenshot ``ui-rules-materialized.png``);
+   and its ``gate`` result (as ``routing history`` records it) in its metadata (screenshot
+   ``ui-rules-materialized.png``);
 9. SIGTERM to ``routing ui``: it must exit 0 and leave no process of its session running.
 
 Steps 4-8 each run even when an earlier one failed, so one run names every broken page.
@@ -673,9 +674,20 @@ def check_materialize_from_ui(browser: Browser, base: str, home: Path, screensho
         wait_for(f"{events_url} to show rule_set_version {version} on the newest event", shown, PAGE_TIMEOUT, 0.5)
     except CheckFailed as exc:
         raise CheckFailed(f"{exc} (shows {last['value']!r})") from None
+    # Each version's gate result: the event's `gate` row is what `routing history` recorded for it.
+    argv = [*routing_command(), "history", "--home", str(home), "--json"]
+    recorded = json.loads(subprocess.run(argv, capture_output=True, text=True, timeout=60, check=True).stdout)
+    gate = next((e["gate"] or {}).get("status") for e in recorded if e["rule_set_version"] == version)
+    if labels.get("gate") != gate:
+        raise CheckFailed(f"the new event's gate is {labels.get('gate')!r}, but `routing history` records {gate!r} for v{version}")
+    try:
+        wait_for(f"{events_url} to show gate {gate} on the newest event",
+                 lambda: browser.js(METADATA_ROW_JS, "gate") == gate or None, PAGE_TIMEOUT, 0.5)
+    except CheckFailed as exc:
+        raise CheckFailed(f"{exc} (shows {browser.js(METADATA_ROW_JS, 'gate')!r})") from None
     time.sleep(0.5)
-    log(f"ok   {events_url}\n         the new event (run {prefix}) shows rule_set_version {version} (was v{version_before});"
-        f" as_of {labels.get('as_of')}")
+    log(f"ok   {events_url}\n         the new event (run {prefix}) shows rule_set_version {version} (was v{version_before})"
+        f" and gate {gate}; as_of {labels.get('as_of')}")
     save_screenshot(browser, screenshot, f"the new event of {RULES}")
 
 

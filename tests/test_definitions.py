@@ -24,7 +24,7 @@ UPSTREAM = {
     "model_posteriors": {"daily_model_stats"},
     "specialist_vs_generalist": {"model_posteriors"},
     "candidate_routing_rules": {"model_posteriors"},
-    "policy_evaluation": {"candidate_routing_rules", "routing_decisions", "model_performance"},
+    "policy_evaluation": {"candidate_routing_rules", "model_posteriors", "routing_decisions", "model_performance"},
     "model_routing_rules": {"candidate_routing_rules", "policy_evaluation", "model_posteriors"},
 }
 #: Asset check -> the asset it checks.
@@ -32,6 +32,7 @@ CHECKS = {
     "log_validity": "daily_model_stats",
     "posterior_sanity": "model_posteriors",
     "rules_coverage": "candidate_routing_rules",
+    "publication_gate": "policy_evaluation",
 }
 JOB = "nightly_learning"
 SCHEDULE = "nightly_learning_0200_utc"

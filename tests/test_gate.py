@@ -167,6 +167,9 @@ def test_a_candidate_worse_than_the_logged_policy_with_confidence_is_blocked(jud
     text = routing("learn", "--home", str(home), "--as-of", str(day))
     assert text.returncode == 1
     assert "gate blocked" in text.stderr and "general/quality: candidate quality" in text.stderr
+    # A block is an outcome, not a crash: no stack trace, no "step failed" line.
+    assert "Stack Trace" not in text.stderr and "Traceback" not in text.stderr
+    assert not any(p.startswith("step ") for p in result["problems"]), result["problems"]
 
     forced = routing("learn", "--home", str(home), "--as-of", str(day), "--no-gate", "--json")
     assert forced.returncode == 0, forced.stderr

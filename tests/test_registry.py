@@ -260,6 +260,11 @@ change_min_day_count = 10
 change_discount = 0.1
 max_run_days = 60
 max_quarantined_share = 0.25
+gate_level = 0.9
+gate_margin = 0.1
+gate_min_effective_samples = 80
+gate_max_untied_share = 0.3
+gate_max_unsupported_share = 0.1
 
 """
 
