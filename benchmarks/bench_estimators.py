@@ -34,13 +34,12 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
-import platform
 import shlex
 import sys
 import time
 from pathlib import Path
 
+from common import loadavg, machine, parse_with_quick
 from routing_pipelines.simulation.estimator_validation import DEFAULT_SCENARIO, FLOOR, LEVEL, Validation, validate
 from routing_pipelines.simulation.scenarios import SHIPPED
 
@@ -55,31 +54,6 @@ NAMES = {"logged": "logged mean (reference)", "snips": "SNIPS", "dr": "doubly ro
 
 #: ``--quick``: a smoke run, figures mean nothing.
 QUICK = {"replicates": 5, "rows": 500}
-
-
-def machine() -> dict:
-    versions = {}
-    for name in ("numpy", "scipy", "polars"):
-        try:
-            versions[name] = __import__(name).__version__
-        except Exception:  # noqa: BLE001
-            versions[name] = "?"
-    cpu = platform.processor() or ""
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                   if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return {"platform": platform.platform(), "cpu": cpu, "cpus": os.cpu_count(), "usable_cpus": usable,
-            "python": platform.python_version(), **versions}
-
-
-def _loadavg() -> float | None:
-    try:
-        return os.getloadavg()[0]
-    except (AttributeError, OSError):
-        return None
 
 
 def _pct(x: float) -> str:
@@ -144,16 +118,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", metavar="PATH", help="also write the figures as JSON to PATH")
     parser.add_argument("--quick", action="store_true",
                         help="tiny sizes, seconds: proves the benchmark still runs end to end (`make test`); figures mean nothing")
-    args = parser.parse_args(argv)
-    if args.quick:  # the quick sizes replace the defaults only: options given explicitly still win
-        parser.set_defaults(**QUICK)
-        args = parser.parse_args(argv)
+    args = parse_with_quick(parser, argv, QUICK)
     if args.replicates < 1 or args.rows < 2:
         parser.error(f"--replicates {args.replicates} must be at least 1 and --rows {args.rows} at least 2")
 
     command = shlex.join(["python", "benchmarks/bench_estimators.py", *(sys.argv[1:] if argv is None else argv)])
     started = time.perf_counter()
-    load_start = _loadavg()
+    load_start = loadavg()
     step = max(1, args.replicates // 10)
 
     def progress(done: int) -> None:
@@ -166,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         parser.error(str(exc))
     elapsed = time.perf_counter() - started
-    load_end = _loadavg()
+    load_end = loadavg()
     judged = targets(result)
 
     mach = machine()

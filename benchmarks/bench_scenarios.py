@@ -69,8 +69,6 @@ import argparse
 import dataclasses
 import datetime as dt
 import json
-import os
-import platform
 import random
 import shlex
 import shutil
@@ -85,6 +83,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 
+from common import loadavg, machine  # noqa: E402
 from routing_pipelines.simulation.report import CELLS, convergence, day_figures, reactions, static_policy  # noqa: E402
 from routing_pipelines.simulation.scenarios import SHIPPED, load_scenario  # noqa: E402
 from routing_pipelines.simulation.simulator import DayResult, Scenario, SimulationResult, _apply, simulate, true_best, true_cost  # noqa: E402
@@ -419,31 +418,6 @@ def event_lines(summary: dict) -> list[str]:
     return lines
 
 
-def machine() -> dict:
-    versions = {}
-    for name in ("numpy", "scipy", "polars", "pyarrow", "dagster"):
-        try:
-            versions[name] = __import__(name).__version__
-        except Exception:  # noqa: BLE001
-            versions[name] = "?"
-    cpu = platform.processor() or ""
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                   if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return {"platform": platform.platform(), "cpu": cpu, "cpus": os.cpu_count(), "usable_cpus": usable,
-            "python": platform.python_version(), **versions}
-
-
-def _loadavg() -> float | None:
-    try:
-        return os.getloadavg()[0]
-    except (AttributeError, OSError):
-        return None
-
-
 # --------------------------------------------------------------------------- main
 
 #: ``--quick``: one scenario with an event, seen on day 2 of 3, one seed.
@@ -481,7 +455,7 @@ def main(argv: list[str] | None = None) -> int:
 
     command = shlex.join(["python", "benchmarks/bench_scenarios.py", *(sys.argv[1:] if argv is None else argv)])
     started = time.perf_counter()
-    load_start = _loadavg()
+    load_start = loadavg()
     seeds = list(range(args.seed, args.seed + args.seeds))
     summary: dict = {"scenarios": {}}
     router_seconds: list[float] = []
@@ -515,9 +489,9 @@ def main(argv: list[str] | None = None) -> int:
                   file=sys.stderr, flush=True)
         summary["scenarios"][scenario.name] = entry
     elapsed_total = time.perf_counter() - started
-    load_end = _loadavg()
+    load_end = loadavg()
 
-    mach = machine()
+    mach = machine(("numpy", "scipy", "polars", "pyarrow", "dagster"))
     load = "" if load_start is None else f"; load average (1 min) {load_start:.2f} at start, {load_end:.2f} at end"
     sizes = sorted({(s.days, s.requests_per_day) for s in scenarios})
     print(f"## Scenario benchmark: learning quality against plain batched Thompson sampling and ε-greedy — "
