@@ -124,3 +124,17 @@ def test_evidence_tied_to_decisions_is_never_held():
     candidate = candidates.candidate_rules(post, REGISTRY, in_force=in_force)
     assert candidate.holds == [] and candidate.gated == candidate.learned
     assert share(candidate.gated, RoutingPreference.QUALITY, "qwen2.5-math-72b-instruct") > 0.5
+
+
+def test_one_false_alarm_among_a_nights_cells_does_not_block_the_set():
+    """Regression (bench_gate, new-model seed 8, night 8): math/cost_efficient at -10.4%
+    [-15.1%, -5.8%] (the learner forecast +0.0%) blocked a correct set: each of the night's 36
+    judged cells was tested at 95% on its own, so about one night in twenty-five had a false alarm
+    somewhere. The night is judged at 95% as a whole."""
+    alarm = estimate(task_type="math", preference="cost_efficient", objective="cost_usd", effective_sample_size=169.0,
+                     improvement_value=-0.104, improvement_low=-0.151, improvement_high=-0.058, forecast_improvement=0.0)
+    benign = [estimate(task_type=f"t{i}", improvement_value=0.02, improvement_low=-0.01, improvement_high=0.05) for i in range(35)]
+    assert gate.verdict(pl.DataFrame([alarm]), [], SETTINGS, enforced=True)["status"] == "blocked"  # alone, it would
+    verdict = gate.verdict(pl.DataFrame([alarm, *benign]), [], SETTINGS, enforced=True)
+    assert verdict["status"] == "passed" and verdict["simultaneous_z"] > 3.0
+    assert verdict["worst"]["task_type"] == "math" and verdict["worst"]["bound"] > -0.05

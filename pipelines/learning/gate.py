@@ -4,17 +4,19 @@ Two guards, both from the logged decisions (their propensities make the candidat
 before it serves):
 
 * **Worse with confidence, against the learner's own forecast, blocks.** Per (task type,
-  preference) and per preference over all task types, the candidate's doubly robust value on the
+  preference) and per preference over all task types, the candidate's SNIPS value on the
   preference's objective is compared with what the logged policy got on the same rows
-  (:mod:`.evaluation`). Publication is blocked where the upper bound of the relative
-  improvement's interval (``gate_level``) is below ``−gate_margin``, the estimate is worth at
-  least ``gate_min_effective_samples`` rows, at most ``gate_max_unsupported_share`` of the
-  candidate lies on models the logged policy never chose there, and that bound is also more than
-  ``gate_margin`` below the learner's own forecast of the improvement (its posteriors promised
-  more than the logs show): the rules in force stay, and the cells are named
-  with their figures. A candidate the learner knows to cost some value is not blocked: that is
-  Thompson sampling exploring uncertain models, or a threshold (``min_quality_score``) moving a
-  cheap model's traffic to a dearer eligible one, which the preference asks for.
+  (:mod:`.evaluation`; SNIPS rests on the logs alone, while doubly robust leans on the
+  posteriors under judgement). Only cells worth at least ``gate_min_effective_samples`` rows,
+  with at most ``gate_max_unsupported_share`` of the candidate on models the logged policy never
+  chose there, are judged. One of them blocks publication when the upper bound of its relative
+  improvement, taken simultaneously over the night's judged cells (Bonferroni at ``gate_level``:
+  one false alarm among dozens of cells would block the whole set), is below ``−gate_margin``
+  and also more than ``gate_margin`` below the learner's own forecast of the improvement (its
+  posteriors promised more than the logs show). Then the rules in force stay, and the cells are
+  named with their figures. A candidate the learner knows to cost some value is not blocked: that
+  is Thompson sampling exploring uncertain models, or a threshold (``min_quality_score``) moving
+  a cheap model's traffic to a dearer eligible one, which the preference asks for.
 * **Thin evidence is held to a safe step** (:func:`routing_pipelines.learning.candidates.candidate_rules`).
   A model whose posterior rests mostly on outcomes no decision vouches for may not gain traffic
   over the rules in force; the holds are named, and the rest of the set is published.
@@ -34,6 +36,7 @@ before it serves):
 from __future__ import annotations
 
 import polars as pl
+from scipy import stats
 
 from routing_pipelines.learning.candidates import Hold
 from routing_runtime.registry import LearningSettings
@@ -45,12 +48,34 @@ STATUSES = ("passed", "held", "blocked", "overridden")
 
 
 def blocking_cells(estimates: pl.DataFrame, settings: LearningSettings) -> pl.DataFrame:
-    """The rows of an evaluation whose candidate is worse than the logged policy with confidence."""
-    return judged(estimates, settings).filter(
-        (pl.col("improvement_high") < -settings.gate_margin)
-        & (pl.col("forecast_improvement").is_null()
-           | (pl.col("improvement_high") < pl.col("forecast_improvement") - settings.gate_margin))
+    """The rows of an evaluation whose candidate is worse than the logged policy with confidence,
+    judged by their simultaneous upper bound (``bound``, see :func:`with_simultaneous_bound`)."""
+    bounded = with_simultaneous_bound(judged(estimates, settings), settings)
+    return bounded.filter(
+        (pl.col("bound") < -settings.gate_margin)
+        & (pl.col("forecast_improvement").is_null() | (pl.col("bound") < pl.col("forecast_improvement") - settings.gate_margin))
     )
+
+
+def simultaneous_z(cells: int, level: float) -> float:
+    """The normal quantile of ``level`` intervals that hold for ``cells`` rows at once with
+    probability ``level`` (Bonferroni): a night judges dozens of cells, and one false alarm blocks
+    the whole set, so the set is judged at ``level``, not each cell. One cell: its own interval.
+
+    >>> round(simultaneous_z(1, 0.95), 2), round(simultaneous_z(36, 0.95), 2)
+    (1.96, 3.2)
+    """
+    return float(stats.norm.ppf(1.0 - (1.0 - level) / (2 * max(cells, 1))))
+
+
+def with_simultaneous_bound(estimates: pl.DataFrame, settings: LearningSettings) -> pl.DataFrame:
+    """Adds ``bound``: the upper bound of each row's relative improvement that holds for all the
+    rows at once with ``gate_level`` probability (the reported ``improvement_high`` is each row's
+    own two-sided interval)."""
+    z_row = float(stats.norm.ppf(0.5 + settings.gate_level / 2))
+    z_all = simultaneous_z(estimates.height, settings.gate_level)
+    half = pl.col("improvement_high") - pl.col("improvement_value")
+    return estimates.with_columns((pl.col("improvement_value") + half * (z_all / z_row)).alias("bound"))
 
 
 def judged(estimates: pl.DataFrame, settings: LearningSettings) -> pl.DataFrame:
@@ -81,13 +106,14 @@ def verdict(estimates: pl.DataFrame, holds: list[Hold], settings: LearningSettin
         "cells_evaluated": estimates.height, "cells_judged": judged_rows.height,
         "blocked": [_figures(row) for row in blocked.iter_rows(named=True)],
         "held": [h.to_json() for h in holds],
-        "worst": _figures(judged_rows.sort("improvement_high").row(0, named=True)) if judged_rows.height else None,
+        "simultaneous_z": round(simultaneous_z(judged_rows.height, settings.gate_level), 4),
+        "worst": _figures(with_simultaneous_bound(judged_rows, settings).sort("bound").row(0, named=True)) if judged_rows.height else None,
     }
 
 
 def _figures(row: dict) -> dict:
     keys = ("task_type", "preference", "objective", "n", "effective_sample_size", "logged_value", "snips_value", "dr_value",
-            "improvement_value", "improvement_low", "improvement_high", "forecast_improvement", "unsupported_share")
+            "improvement_value", "improvement_low", "improvement_high", "bound", "forecast_improvement", "unsupported_share")
     return {k: round(row[k], 6) if isinstance(row[k], float) else row[k] for k in keys}
 
 
@@ -98,6 +124,7 @@ def describe(gate: dict) -> list[str]:
         lines.append(
             f"{b['task_type']}/{b['preference']}: candidate {b['objective']} {b['snips_value']:.4g} against {b['logged_value']:.4g}"
             f" logged, {b['improvement_value']:+.1%} [{b['improvement_low']:+.1%}, {b['improvement_high']:+.1%}]"
+            f" (at most {b['bound']:+.1%} with every cell judged at once)"
             f" at {gate['level']:.0%}, {b['effective_sample_size']:.0f} effective samples of {b['n']};"
             + (f" the learner forecast {b['forecast_improvement']:+.1%}" if b["forecast_improvement"] is not None else " no forecast")
         )
