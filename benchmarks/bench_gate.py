@@ -95,8 +95,10 @@ def build_scenario(job: Job) -> Scenario:
                                events=events)
 
 
-def _cell(row: dict) -> dict:
-    return {k: round(row[k], 6) if isinstance(row[k], float) else row[k] for k in CELL_KEYS}
+def _cell(row: dict, min_ess: float) -> dict:
+    # Judged on the unrounded effective sample size, as the gate does (an ESS of 49.9999999 is not judged).
+    return {**{k: round(row[k], 6) if isinstance(row[k], float) else row[k] for k in CELL_KEYS},
+            "judged": row["effective_sample_size"] >= min_ess}
 
 
 def night_record(home: Path, night: int, day, result, error: str | None) -> dict:
@@ -119,8 +121,8 @@ def night_record(home: Path, night: int, day, result, error: str | None) -> dict
     if stored is None:
         raise RuntimeError(f"night {night} ({day}): the gate judged but {names.POLICY_EVALUATION} as of {day} is not in the lake")
     frame = PolicyEvaluation.from_frame(day, stored).frame
-    record["cells"] = [_cell(row) for row in frame.iter_rows(named=True)]
-    judged = sum(c["effective_sample_size"] >= gate["min_effective_samples"] for c in record["cells"])
+    record["cells"] = [_cell(row, gate["min_effective_samples"]) for row in frame.iter_rows(named=True)]
+    judged = sum(c["judged"] for c in record["cells"])
     if judged != gate["cells_judged"] or len(record["cells"]) != gate["cells_evaluated"]:
         # The stored evaluation must be the one the gate judged: otherwise the distribution below would lie.
         raise RuntimeError(f"night {night} ({day}): {names.POLICY_EVALUATION} has {len(record['cells'])} cells, {judged} judged;"
@@ -161,14 +163,14 @@ def cell_label(cell: dict) -> str:
     return f"{cell['task_type']}/{cell['preference']}"
 
 
-def summarise(runs: list[dict], margin: float, min_ess: float) -> dict:
+def summarise(runs: list[dict], margin: float) -> dict:
     """Counts and the improvement_high distribution over the runs' nights."""
     nights = [n for r in runs for n in r["nights"]]
-    judged = [c for n in nights for c in n["cells"] if c["effective_sample_size"] >= min_ess and c["improvement_high"] is not None]
+    judged = [c for n in nights for c in n["cells"] if c["judged"] and c["improvement_high"] is not None]
     highs = np.array([c["improvement_high"] for c in judged], dtype=float)
     worse = [c for n in nights for c in n["cells"]
              if c["improvement_high"] is not None and c["improvement_high"] < -margin]
-    forecast_knew = [c for c in worse if c["effective_sample_size"] >= min_ess and c["forecast_improvement"] is not None
+    forecast_knew = [c for c in worse if c["judged"] and c["forecast_improvement"] is not None
                      and c["forecast_improvement"] <= c["improvement_high"]]
     statuses: dict[str, int] = {}
     for n in nights:
@@ -183,17 +185,17 @@ def summarise(runs: list[dict], margin: float, min_ess: float) -> dict:
         "improvement_high": ({"min": float(highs.min()), "p5": float(np.percentile(highs, 5)), "median": float(np.median(highs)),
                               "count": int(highs.size)} if highs.size else None),
         "worse_forecast_knew": len(forecast_knew),
-        "worse_too_few_samples": sum(c["effective_sample_size"] < min_ess for c in worse),
+        "worse_too_few_samples": sum(not c["judged"] for c in worse),
     }
 
 
-def closest_call(runs: list[dict], min_ess: float) -> dict | None:
+def closest_call(runs: list[dict]) -> dict | None:
     """The judged cell with the lowest improvement_high over the runs, with where it was."""
     best = None
     for r in runs:
         for n in r["nights"]:
             for c in n["cells"]:
-                if c["effective_sample_size"] >= min_ess and c["improvement_high"] is not None and (
+                if c["judged"] and c["improvement_high"] is not None and (
                         best is None or c["improvement_high"] < best["cell"]["improvement_high"]):
                     best = {"seed": r["seed"], "night": n["night"], "date": n["date"], "cell": c}
     return best
@@ -226,7 +228,7 @@ def table(summary: dict, margin: float) -> list[str]:
     return lines
 
 
-def night_table(by_scenario: dict[str, list[dict]], min_ess: float) -> list[str]:
+def night_table(by_scenario: dict[str, list[dict]]) -> list[str]:
     """Per scenario and night, the lowest improvement_high of a judged cell over the seeds (B: a block that night)."""
     most = max(len(r["nights"]) for runs in by_scenario.values() for r in runs)
     lines = ["| scenario | " + " | ".join(f"night {i}" for i in range(1, most + 1)) + " |",
@@ -236,7 +238,7 @@ def night_table(by_scenario: dict[str, list[dict]], min_ess: float) -> list[str]
         for i in range(most):
             nights = [r["nights"][i] for r in runs if i < len(r["nights"])]
             highs = [c["improvement_high"] for n in nights for c in n["cells"]
-                     if c["effective_sample_size"] >= min_ess and c["improvement_high"] is not None]
+                     if c["judged"] and c["improvement_high"] is not None]
             blocks = sum(n["status"] == "blocked" for n in nights)
             row.append((_pct(min(highs)) if highs else "—") + (f" B{blocks}" if blocks else ""))
         lines.append(f"| {name} | " + " | ".join(row) + " |")
@@ -343,8 +345,8 @@ def main(argv: list[str] | None = None) -> int:
     by_scenario: dict[str, list[dict]] = {}
     for r in results:
         by_scenario.setdefault(r["scenario"], []).append(r)
-    summary = {"scenarios": {n: summarise(runs, margin, min_ess) for n, runs in by_scenario.items()},
-               "total": summarise(results, margin, min_ess)}
+    summary = {"scenarios": {n: summarise(runs, margin) for n, runs in by_scenario.items()},
+               "total": summarise(results, margin)}
     total = summary["total"]
     false_blocks = total["blocked_nights"]
     met = false_blocks <= TARGET_FALSE_BLOCKS
@@ -384,13 +386,13 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print("Lowest improvement_high of a judged cell per night, over the seeds (B<n>: n seeds blocked that night):")
     print()
-    for line in night_table(by_scenario, min_ess):
+    for line in night_table(by_scenario):
         print(line)
     print()
     print("Closest call per scenario (the judged cell with the lowest improvement_high):")
     print()
     for name, runs in by_scenario.items():
-        call = closest_call(runs, min_ess)
+        call = closest_call(runs)
         print(f"* {name}: " + (f"seed {call['seed']}, night {call['night']} ({call['date']}): {_figures(call['cell'])}"
                                if call else "no judged cell"))
     fired = [(r, n) for r in results for n in r["nights"] if n["blocked"] or n["held"] or n["status"] not in ("published", "blocked")]
