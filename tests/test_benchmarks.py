@@ -37,6 +37,8 @@ EXPECTED = {
     "estimators": (("polars", "scipy"), ["| quality (quality) | doubly robust |", "| quality_per_usd (balanced) | SNIPS |",
                                          "Targets (the issue: median relative error ≤ 2%",
                                          "5 replicates, the issue asks for at least 200"]),
+    "gate": (("dagster", "polars"), ["| drift | 1 | 3 |", "| **total** | 1 | 3 |", "- target 0 false blocks over 1 seed:",
+                                     "Closest call per scenario"]),
 }
 
 
