@@ -61,7 +61,7 @@ from pathlib import Path
 
 import numpy as np
 
-from common import loadavg, machine
+from common import loadavg, machine, parse_with_quick
 from routing_pipelines.assets import names
 from routing_pipelines.learning import gate as publication_gate
 from routing_pipelines.simulation.scenarios import SHIPPED, load_scenario
@@ -295,10 +295,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", metavar="PATH", help="also write the figures, night by night, as JSON to PATH")
     parser.add_argument("--quick", action="store_true",
                         help="tiny sizes, seconds: proves the benchmark still runs end to end (`make test`); figures mean nothing")
-    args = parser.parse_args(argv)
-    if args.quick:  # the quick sizes replace the defaults only: options given explicitly still win
-        parser.set_defaults(**QUICK)
-        args = parser.parse_args(argv)
+    args = parse_with_quick(parser, argv, QUICK)
     if args.seeds < 1 or any(v is not None and v < 1 for v in (args.days, args.requests_per_day, args.event_day)):
         parser.error("--seeds, --days, --requests-per-day and --event-day must be at least 1")
     if not 1 <= args.workers <= MAX_WORKERS:
