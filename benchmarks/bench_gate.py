@@ -61,7 +61,7 @@ from pathlib import Path
 
 import numpy as np
 
-from common import loadavg, machine, parse_with_quick
+from common import add_scenario_arguments, loadavg, machine, parse_with_quick
 from routing_pipelines.assets import names
 from routing_pipelines.learning import gate as publication_gate
 from routing_pipelines.simulation.scenarios import SHIPPED, load_scenario
@@ -281,14 +281,7 @@ def run_all(jobs: list[Job], workers: int) -> list[dict]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--scenarios", nargs="+", default=DEFAULT_SCENARIOS, metavar="NAME",
-                        help=f"shipped scenarios (or .toml files), space or comma separated (default: {' '.join(DEFAULT_SCENARIOS)})")
-    parser.add_argument("--seeds", type=int, default=10, help="seeds per scenario (default 10)")
-    parser.add_argument("--seed", type=int, default=0, help="first seed (default 0)")
-    parser.add_argument("--days", type=int, help="override the scenario's days")
-    parser.add_argument("--requests-per-day", type=int, help="override the scenario's requests per day")
-    parser.add_argument("--event-day", type=int, metavar="DAY",
-                        help="move every scenario event to this day (short runs that still see the event)")
+    add_scenario_arguments(parser, DEFAULT_SCENARIOS, seeds=10)
     parser.add_argument("--workers", type=int, default=MAX_WORKERS,
                         help=f"scenario × seed runs at once, in separate processes (default and at most {MAX_WORKERS}; 1: this"
                              " process); same figures")

@@ -83,7 +83,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 
-from common import loadavg, machine  # noqa: E402
+from common import add_scenario_arguments, loadavg, machine  # noqa: E402
 from routing_pipelines.simulation.report import CELLS, convergence, day_figures, reactions, static_policy  # noqa: E402
 from routing_pipelines.simulation.scenarios import SHIPPED, load_scenario  # noqa: E402
 from routing_pipelines.simulation.simulator import DayResult, Scenario, SimulationResult, _apply, simulate, true_best, true_cost  # noqa: E402
@@ -426,15 +426,8 @@ QUICK = {"scenarios": ["drift"], "seeds": 1, "days": 3, "requests_per_day": 320,
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--scenarios", nargs="+", default=DEFAULT_SCENARIOS, metavar="NAME",
-                        help=f"shipped scenarios (or .toml files), space or comma separated (default: {' '.join(DEFAULT_SCENARIOS)})")
-    parser.add_argument("--seeds", type=int, default=2, help="seeds per scenario (default 2)")
-    parser.add_argument("--seed", type=int, default=0, help="first seed (default 0)")
-    parser.add_argument("--days", type=int, help="override the scenario's days")
-    parser.add_argument("--requests-per-day", type=int, help="override the scenario's requests per day")
+    add_scenario_arguments(parser, DEFAULT_SCENARIOS, seeds=2)
     parser.add_argument("--json", metavar="PATH", help="also write the figures as JSON to PATH")
-    parser.add_argument("--event-day", type=int, metavar="DAY",
-                        help="move every scenario event to this day (short runs that still see the event)")
     parser.add_argument("--quick", action="store_true",
                         help="tiny sizes, seconds: proves the benchmark still runs end to end (`make test`); figures mean nothing")
     args = parser.parse_args(argv)

@@ -48,3 +48,16 @@ def parse_with_quick(parser: argparse.ArgumentParser, argv: Sequence[str] | None
         parser.set_defaults(**quick)
         args = parser.parse_args(argv)
     return args
+
+
+def add_scenario_arguments(parser: argparse.ArgumentParser, scenarios: Sequence[str], seeds: int) -> None:
+    """The options of a benchmark that simulates shipped scenarios: which, how many seeds from
+    which, and the sizes that override a scenario's own."""
+    parser.add_argument("--scenarios", nargs="+", default=list(scenarios), metavar="NAME",
+                        help=f"shipped scenarios (or .toml files), space or comma separated (default: {' '.join(scenarios)})")
+    parser.add_argument("--seeds", type=int, default=seeds, help=f"seeds per scenario (default {seeds})")
+    parser.add_argument("--seed", type=int, default=0, help="first seed (default 0)")
+    parser.add_argument("--days", type=int, help="override the scenario's days")
+    parser.add_argument("--requests-per-day", type=int, help="override the scenario's requests per day")
+    parser.add_argument("--event-day", type=int, metavar="DAY",
+                        help="move every scenario event to this day (short runs that still see the event)")
