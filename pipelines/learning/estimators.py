@@ -277,14 +277,17 @@ def _paired(target: tuple[float, np.ndarray], logged: tuple[float, np.ndarray], 
 def _forecast(rows: CellRows, objective: Objective, mask: np.ndarray) -> float:
     """``±(DM(target) / DM(logged) − 1)``: the direct model's value of the target over its value
     at the models the logged policy chose, on the same rows."""
-    if not mask.any():
+    n = int(mask.sum())
+    if not n:
         return math.nan
 
     def value(source: dict[str, np.ndarray]) -> float:
-        top = float(source[objective.numerator][mask].mean())
+        # Exact sums: the forecast is published in the rule set's inputs and must not depend on
+        # how the arrays happen to be laid out in memory.
+        top = math.fsum(source[objective.numerator][mask]) / n
         if objective.denominator is None:
             return top
-        below = float(source[objective.denominator][mask].mean())
+        below = math.fsum(source[objective.denominator][mask]) / n
         return top / below if below > 0 else math.nan
 
     target, logged = value(rows.expected), value(rows.predicted)

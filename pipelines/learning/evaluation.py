@@ -66,23 +66,27 @@ def off_policy_estimates(feedback: pl.DataFrame, policy: pl.DataFrame, direct: p
     ``direct``: posteriors per (model, task type) (quality_mean, cost_mean_usd, latency_mean_ms)."""
     if not feedback.height:
         return pl.DataFrame(schema=EVALUATION_SCHEMA)
-    target = policy.select("task_type", "preference", "model_id", pl.col("selection_probability").alias("target"))
+    # Every sum below runs over rows in one fixed order (a join's output order varies with its
+    # threads), so that one worker and two publish the same figures to the last bit.
+    cell_model = ["task_type", "preference", "model_id"]
+    target = policy.select(*cell_model, pl.col("selection_probability").alias("target")).sort(cell_model)
     model = direct.select("task_type", "model_id", *[pl.col(c).alias(f"predicted_{k}") for k, c in _DIRECT.items()])
-    expected = target.join(model, on=["task_type", "model_id"], how="left").group_by("task_type", "preference").agg(
+    expected = target.join(model, on=["task_type", "model_id"], how="left").sort(cell_model).group_by(
+        "task_type", "preference", maintain_order=True).agg(
         (pl.col("target") * pl.col(f"predicted_{k}").fill_null(0.0)).sum().alias(f"expected_{k}") for k in COMPONENTS
     )
     # The target's share on models the logged policy never chose in the cell: importance weights
     # cannot see it (SNIPS then estimates the rest of the target alone).
     logged_models = feedback.select("task_type", "preference", "model_id").unique().with_columns(pl.lit(True).alias("seen"))
-    unsupported = target.join(logged_models, on=["task_type", "preference", "model_id"], how="left").group_by(
-        "task_type", "preference").agg(pl.col("target").filter(pl.col("seen").is_null()).sum().alias("unsupported"))
+    unsupported = target.join(logged_models, on=cell_model, how="left").sort(cell_model).group_by(
+        "task_type", "preference", maintain_order=True).agg(pl.col("target").filter(pl.col("seen").is_null()).sum().alias("unsupported"))
     rows = (
         feedback.join(target, on=["task_type", "preference", "model_id"], how="left")
         .join(model, on=["task_type", "model_id"], how="left")
         .join(expected, on=["task_type", "preference"], how="left")
         .join(unsupported, on=["task_type", "preference"], how="left")
         .with_columns(pl.col("target", "unsupported").fill_null(0.0))
-        .sort("decision_id")  # a join's row order varies with its threads: sums in one order are the same sums
+        .sort("decision_id")
     )
     # A logged model the posteriors no longer cover (removed from the registry) is predicted by
     # its cell's observed mean: the direct model only has to be reasonable, not right.
