@@ -224,15 +224,18 @@ def check_usable(rule_set: RuleSet) -> None:
 
 # ----------------------------------------------------------------------------- compiled form
 
-Choice = namedtuple("Choice", "model_id propensity reason alternatives alternatives_json")
+#: ``excluded``: the models this choice left out (``exclude`` and, where they could have been
+#: drawn, those outside ``within``), recorded with the decision.
+Choice = namedtuple("Choice", "model_id propensity reason alternatives alternatives_json excluded")
 
 
-class _Slot(namedtuple("_Slot", "task preference provenance candidates last_resorts cumulative choices")):
+class _Slot(namedtuple("_Slot", "task preference provenance candidates last_resorts cumulative choices drawn")):
     """Precomputed choices of one (task type, preference); the common case is one bisect.
 
     ``provenance`` ends every selection reason: which rules were served (``"rule set v6"``, or
     the note saying why not the newest); ``candidates``: enabled models that are eligible or
-    given traffic, in priority order; ``last_resorts``: the other enabled models, by quality.
+    given traffic, in priority order; ``last_resorts``: the other enabled models, by quality;
+    ``drawn``: the ids a draw can return (positive weight).
     """
 
     __slots__ = ()
@@ -243,39 +246,67 @@ class _Slot(namedtuple("_Slot", "task preference provenance candidates last_reso
         last_resorts = tuple(sorted(
             (r for r in rows if r.is_enabled and r not in candidates), key=lambda r: -r.expected_quality,
         ))
-        slot = cls(task, preference, provenance, candidates, last_resorts, (), ())
+        slot = cls(task, preference, provenance, candidates, last_resorts, (), (), frozenset())
         pool = candidates or last_resorts[:1]
         weights = _weights(pool)
         choices = tuple(slot._choice(pool, i, weights[i], ()) for i in range(len(pool)))
-        return cls(task, preference, provenance, candidates, last_resorts, tuple(accumulate(weights)), choices)
+        drawn = frozenset(r.model_id for r, w in zip(pool, weights) if w > 0)
+        return cls(task, preference, provenance, candidates, last_resorts, tuple(accumulate(weights)), choices, drawn)
 
-    def choose(self, u: float, exclude: frozenset[str] | None) -> Choice:
-        if not exclude:
+    def choose(self, u: float, exclude: frozenset[str] | None, within: frozenset[str] | None = None) -> Choice:
+        # Models outside ``within`` matter only where a draw could return them: a restriction
+        # that leaves every drawable model in keeps the rules' own probabilities.
+        outside = frozenset() if within is None else self.drawn - within
+        if not exclude and not outside:
             if not self.choices:
                 raise LookupError(f"no enabled model for task_type={self.task.value!r} ({self.provenance})")
             return self.choices[min(bisect_right(self.cumulative, u * self.cumulative[-1]), len(self.choices) - 1)]
+        allowed = (lambda r: r.model_id in within) if within is not None else (lambda r: True)
+        if not exclude:
+            # The rules' probabilities renormalised over the allowed models: the propensity is
+            # the one this restricted draw really had, and the decision records the models it
+            # left out, so off-policy evaluation knows it followed a conditional policy.
+            pool = tuple(r for r in self.candidates if allowed(r))
+            if pool:
+                weights = _weights(pool)
+                cumulative = list(accumulate(weights))
+                index = min(bisect_right(cumulative, u * cumulative[-1]), len(pool) - 1)
+                return self._choice(pool, index, weights[index], tuple(sorted(outside)), within)
         # A fallback after a failed call takes the best remaining model in priority order.
-        pool = tuple(r for r in self.candidates if r.model_id not in exclude)
+        skip = (exclude or frozenset()) | outside
+        pool = tuple(r for r in self.candidates if r.model_id not in skip and allowed(r))
         if not pool:
-            pool = tuple(r for r in self.last_resorts if r.model_id not in exclude)[:1]
+            pool = tuple(r for r in self.last_resorts if r.model_id not in skip and allowed(r))[:1]
         if not pool:
-            raise ValueError(
-                f"exclude={sorted(exclude)!r} leaves no enabled model for task_type={self.task.value!r}"
-            )
-        return self._choice(pool, 0, 1.0, tuple(sorted(exclude)))
+            asked = f"exclude={sorted(exclude)!r}" if exclude else ""
+            asked += (", " if asked else "") + (f"within={sorted(within)!r}" if within is not None else "")
+            raise ValueError(f"{asked} leaves no enabled model for task_type={self.task.value!r}")
+        return self._choice(pool, 0, 1.0, tuple(sorted(skip)), within, fallback=bool(exclude))
 
-    def _choice(self, pool: tuple[RuleRow, ...], index: int, propensity: float, excluded: tuple[str, ...]) -> Choice:
+    def _choice(
+        self, pool: tuple[RuleRow, ...], index: int, propensity: float, excluded: tuple[str, ...],
+        within: frozenset[str] | None = None, *, fallback: bool = False,
+    ) -> Choice:
         chosen = pool[index]
         pref = self.preference.value
         no_eligible = not any(r.is_eligible for r in self.candidates)
         # Fallbacks in priority order; where no model is eligible, the rest by quality too.
         fallbacks = (*pool, *self.last_resorts) if no_eligible else pool
-        alternatives = tuple(dict.fromkeys(r.model_id for r in fallbacks if r is not chosen and r.model_id not in excluded))
+        alternatives = tuple(dict.fromkeys(
+            r.model_id for r in fallbacks
+            if r is not chosen and r.model_id not in excluded and (within is None or r.model_id in within)
+        ))
         if no_eligible:
             cap = f", max_cost_per_1k={chosen.max_cost_per_1k}" if chosen.max_cost_per_1k is not None else ""
             reason = (
                 f"{pref}: no eligible model for {self.task.value} (min_quality_score={chosen.min_quality_score}{cap});"
                 f" chose {chosen.model_id} (quality {chosen.expected_quality:.2f}, p={propensity:.3f})"
+            )
+        elif within is not None and not fallback:
+            reason = (
+                f"{pref}: {PREFERENCES[self.preference].summary} among the {len(pool)} allowed candidates"
+                f" (quality {chosen.expected_quality:.2f}, ${chosen.expected_cost_usd:.5f}/request,"
+                f" {chosen.expected_latency_ms:.0f} ms); p={propensity:.3f}"
             )
         elif excluded:
             reason = f"{pref}: fallback, best remaining of {len(pool)} candidates by priority"
@@ -290,7 +321,7 @@ class _Slot(namedtuple("_Slot", "task preference provenance candidates last_reso
         reason += f"; {self.provenance}"
         if excluded:
             reason += f"; excluded: {', '.join(excluded)}"
-        return Choice(chosen.model_id, round(propensity, 6), reason, alternatives, json.dumps(alternatives))
+        return Choice(chosen.model_id, round(propensity, 6), reason, alternatives, json.dumps(alternatives), excluded)
 
 
 def _weights(pool: tuple[RuleRow, ...]) -> list[float]:
@@ -324,5 +355,8 @@ class CompiledRules(namedtuple("CompiledRules", "rule_set note slots known_model
         }
         return cls(rule_set, note, slots, frozenset(r.model_id for r in rule_set.rows))
 
-    def choose(self, task: TaskType, preference: RoutingPreference, u: float, exclude: frozenset[str] | None) -> Choice:
-        return self.slots[(task, preference)].choose(u, exclude)
+    def choose(
+        self, task: TaskType, preference: RoutingPreference, u: float, exclude: frozenset[str] | None,
+        within: frozenset[str] | None = None,
+    ) -> Choice:
+        return self.slots[(task, preference)].choose(u, exclude, within)

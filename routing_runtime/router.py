@@ -119,6 +119,7 @@ class ModelRouter:
         *,
         at: datetime | None = None,
         exclude: Iterable[str] | None = (),
+        within: Iterable[str] | None = None,
     ) -> RoutingDecision:
         """Choose a model for ``task`` and record the decision.
 
@@ -126,7 +127,11 @@ class ModelRouter:
         ``_`` do not matter) or free prompt text, which is classified. A single word within two
         edits of a task type value (``"debuging"``) is taken for a typo and refused. ``exclude``
         (any iterable of registered model ids; None for none) names models not to use; prefer
-        :meth:`fallback` after a failed call. ``agent_execution_id`` (at most
+        :meth:`fallback` after a failed call. ``within`` (registered model ids; None for all)
+        names the only models this request can reach, e.g. those an LLM gateway deploys: the
+        rules' probabilities are renormalised over them, the propensity is the renormalised one,
+        and the decision records the models with traffic it left out (``excluded``), so
+        off-policy evaluation does not take it for a draw of the rules. ``agent_execution_id`` (at most
         :data:`MAX_ID_LENGTH` characters) defaults to the decision id. ``at`` (naive means UTC)
         must fall in the years :data:`EARLIEST_YEAR` to :data:`LATEST_YEAR`. Bad input raises
         ValueError naming the field, and nothing is written.
@@ -135,11 +140,13 @@ class ModelRouter:
         pref = parse_enum(RoutingPreference, preference, "preference")
         agent_id = _optional_id(agent_execution_id, "agent_execution_id")
         excluded = _model_ids(exclude, "exclude")
+        allowed = _within(within)
         created_at = _timestamp(at)
         with self._lock:
             self._maybe_refresh()
             self._check_registered(excluded, "exclude")
-            return self._decide(task_type, pref, agent_id, created_at, excluded, classification=classification)
+            self._check_registered(allowed or frozenset(), "within")
+            return self._decide(task_type, pref, agent_id, created_at, excluded, allowed, classification=classification)
 
     def fallback(
         self,
@@ -147,12 +154,14 @@ class ModelRouter:
         *,
         error: str | None = None,
         exclude: Iterable[str] | None = (),
+        within: Iterable[str] | None = None,
         at: datetime | None = None,
     ) -> RoutingDecision:
         """A new decision for the same request after ``decision``'s model failed.
 
         It excludes ``decision``'s model, everything that decision excluded (so a chain of
-        fallbacks never returns to a model that failed) and ``exclude``; keeps the task type,
+        fallbacks never returns to a model that failed) and ``exclude``, and keeps to ``within``
+        (as in :meth:`select_model`; a LiteLLM fallback may move to another group); keeps the task type,
         preference and ``agent_execution_id``; and its ``selection_reason`` ends with
         ``"; fallback of <decision id>"`` (and ``"; excluded: ..."``), which links the two.
         Record the fallback call's outcome against the *returned* decision, so it is credited
@@ -170,11 +179,13 @@ class ModelRouter:
             decision.decision_id if isinstance(decision, RoutingDecision) else decision, "decision", lookup=True,
         )
         extra = _model_ids(exclude, "exclude")
+        allowed = _within(within)
         error_text = _error_text(error) if error is not None else None
         created_at = _timestamp(at)
         with self._lock:
             self._maybe_refresh()
             self._check_registered(extra, "exclude")
+            self._check_registered(allowed or frozenset(), "within")
             with self._store.transaction():
                 failed = self._decision(decision_id)
                 if error_text is not None:
@@ -182,28 +193,38 @@ class ModelRouter:
                 excluded = extra | {failed.selected_model} | frozenset(json.loads(failed.excluded) if failed.excluded else ())
                 return self._decide(
                     TaskType(failed.task_type), RoutingPreference(failed.preference), failed.agent_execution_id, created_at, excluded,
-                    link=f"{FALLBACK_MARK}{decision_id}",
+                    allowed, link=f"{FALLBACK_MARK}{decision_id}",
                 )
 
     def _decide(
         self, task_type: TaskType, pref: RoutingPreference, agent_id: str | None, created_at: str,
-        excluded: frozenset[str], *, classification=None, link: str = "",
+        excluded: frozenset[str], within: frozenset[str] | None = None, *, classification=None, link: str = "",
     ) -> RoutingDecision:
         """Choose and record one decision (caller holds the lock and has validated everything)."""
         rules = self._rules
         decision_id = new_id()
-        choice = rules.choose(task_type, pref, self._random.random(), excluded or None)
+        choice = rules.choose(task_type, pref, self._random.random(), excluded or None, within)
         reason = choice.reason + link
+        # What the decision left out: everything ``exclude`` named (a fallback's whole chain,
+        # even models its cell does not list) and the drawable models ``within`` kept out.
+        left_out = excluded | frozenset(choice.excluded)
         self._store.record_decision((
             decision_id, agent_id or decision_id, task_type.value, choice.model_id, reason,
             choice.alternatives_json, created_at, pref.value, choice.propensity, rules.version,
-            json.dumps(sorted(excluded)) if excluded else None,
+            json.dumps(sorted(left_out)) if left_out else None,
         ))
         return RoutingDecision(
             decision_id=decision_id, model_id=choice.model_id, task_type=task_type, preference=pref,
             selection_reason=reason, alternatives=choice.alternatives, propensity=choice.propensity,
             rule_set_version=rules.version, classification=classification,
         )
+
+    @property
+    def registered_models(self) -> frozenset[str]:
+        """The model ids the served rule set knows: what ``exclude`` and ``within`` may name."""
+        with self._lock:
+            self._maybe_refresh()
+            return self._rules.known_models
 
     def _check_registered(self, model_ids: frozenset[str], field: str) -> None:
         unknown = sorted(model_ids - self._rules.known_models)
@@ -468,6 +489,16 @@ def _model_ids(value: object, field: str) -> frozenset[str]:
         if not isinstance(item, str):
             raise ValueError(f"{field} has {short_repr(item)}: model ids are strings")
     return frozenset(items)
+
+
+def _within(value: object) -> frozenset[str] | None:
+    """``within``: None for every model, else a non-empty set of model ids."""
+    if value is None:
+        return None
+    allowed = _model_ids(value, "within")
+    if not allowed:
+        raise ValueError("within is empty: name at least one registered model, or pass None for all models")
+    return allowed
 
 
 def _error_text(error: object) -> str:
