@@ -41,6 +41,16 @@ class ModelConfig:
     def is_specialized(self, task: TaskType) -> bool:
         return task in self.specialized_for
 
+    def call_cost_usd(self, input_tokens: int, output_tokens: int) -> float:
+        """List-price cost in USD of one call of ``input_tokens`` in and ``output_tokens`` out.
+
+        >>> m = ModelConfig("m", "p", (), input_cost_per_1k=0.0025, output_cost_per_1k=0.01, prior_quality=0.8,
+        ...                 typical_latency_ms=900.0)
+        >>> round(m.call_cost_usd(1200, 400), 6)
+        0.007
+        """
+        return (input_tokens * self.input_cost_per_1k + output_tokens * self.output_cost_per_1k) / 1000.0
+
     def prior_quality_for(self, task: TaskType) -> float:
         """Prior mean quality on ``task``: ``prior_quality`` on its specialties (all tasks for a
         generalist), else ``off_specialty_prior_quality`` (default: 0.15 lower)."""

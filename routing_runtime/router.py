@@ -7,17 +7,22 @@ import math
 import numbers
 import os
 import random
+import re
 import threading
 import time
 from collections import namedtuple
 from collections.abc import Iterable
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from routing_runtime.classifier import classify_task
 from routing_runtime.compiled_rules import CompiledRules, RuleSet, short_repr
 from routing_runtime.home import resolve_home
 from routing_runtime.store import Store, StoredDecision, utc_timestamp
 from routing_runtime.types import OUTCOME_LIMITS, Outcome, RoutingPreference, TaskType, parse_enum
+
+if TYPE_CHECKING:
+    from routing_runtime.registry import ModelRegistry
 
 #: How often a router checks whether a new rule set was published (seconds).
 REFRESH_INTERVAL_S = 0.25
@@ -33,6 +38,7 @@ MAX_ERROR_TEXT = 200
 PROVIDER_ERROR_MARK = "; provider error: "
 #: Appended to the ``selection_reason`` of a decision made by :meth:`ModelRouter.fallback`.
 FALLBACK_MARK = "; fallback of "
+_FALLBACK_LINK = re.compile(re.escape(FALLBACK_MARK) + r"([0-9A-Za-z_.:-]+)")
 
 
 def new_id() -> str:
@@ -161,7 +167,9 @@ class ModelRouter:
 
         It excludes ``decision``'s model, everything that decision excluded (so a chain of
         fallbacks never returns to a model that failed) and ``exclude``, and keeps to ``within``
-        (as in :meth:`select_model`; a LiteLLM fallback may move to another group); keeps the task type,
+        (as in :meth:`select_model`; a LiteLLM fallback may move to another group). With ``within``,
+        what it inherits is the models of the chain of fallbacks only, not the models an earlier
+        decision's own ``within`` left out (they did not fail). It keeps the task type,
         preference and ``agent_execution_id``; and its ``selection_reason`` ends with
         ``"; fallback of <decision id>"`` (and ``"; excluded: ..."``), which links the two.
         Record the fallback call's outcome against the *returned* decision, so it is credited
@@ -190,7 +198,13 @@ class ModelRouter:
                 failed = self._decision(decision_id)
                 if error_text is not None:
                     self._mark_provider_error(decision_id, failed.selection_reason, error_text)
-                excluded = extra | {failed.selected_model} | frozenset(json.loads(failed.excluded) if failed.excluded else ())
+                if allowed is None:
+                    inherited = frozenset(json.loads(failed.excluded) if failed.excluded else ())
+                else:
+                    # Models the failed decision left out because *its* ``within`` did not name
+                    # them (another LiteLLM group) are not failures: only the chain's models are.
+                    inherited = self._chain_models(decision_id, failed)
+                excluded = extra | {failed.selected_model} | inherited
                 return self._decide(
                     TaskType(failed.task_type), RoutingPreference(failed.preference), failed.agent_execution_id, created_at, excluded,
                     allowed, link=f"{FALLBACK_MARK}{decision_id}",
@@ -218,6 +232,12 @@ class ModelRouter:
             selection_reason=reason, alternatives=choice.alternatives, propensity=choice.propensity,
             rule_set_version=rules.version, classification=classification,
         )
+
+    @property
+    def registry(self) -> ModelRegistry:
+        """The registry ``routing init`` stored in this home (models, prices, task policies)."""
+        with self._lock:
+            return self._store.registry()
 
     @property
     def registered_models(self) -> frozenset[str]:
@@ -326,6 +346,18 @@ class ModelRouter:
         text = _error_text(error)
         with self._lock, self._store.transaction():
             self._mark_provider_error(decision_id, self._decision(decision_id).selection_reason, text)
+
+    def _chain_models(self, decision_id: str, decision: StoredDecision) -> frozenset[str]:
+        """The models of ``decision`` and of every decision it is a fallback of."""
+        models, seen = {decision.selected_model}, {decision_id}
+        while (link := _FALLBACK_LINK.search(decision.selection_reason)) is not None and link[1] not in seen:
+            parent = self._store.decision(link[1])
+            if parent is None:
+                break
+            seen.add(link[1])
+            models.add(parent.selected_model)
+            decision = parent
+        return frozenset(models)
 
     def _decision(self, decision_id: str) -> StoredDecision:
         row = self._store.decision(decision_id)

@@ -82,6 +82,19 @@ OUTCOME_QUALITY: dict[Outcome, float] = {
 }
 
 
+def outcome_for_quality(quality: float | None) -> Outcome:
+    """The outcome a quality in [0, 1] implies, for integrations that score answers: none given
+    or ≥ 0.75 success, ≥ 0.25 partial, else failure (the inverse of :data:`OUTCOME_QUALITY`'s
+    nearest levels).
+
+    >>> [outcome_for_quality(q).value for q in (None, 0.9, 0.5, 0.1)]
+    ['success', 'success', 'partial', 'failure']
+    """
+    if quality is None or quality >= 0.75:
+        return Outcome.SUCCESS
+    return Outcome.PARTIAL if quality >= 0.25 else Outcome.FAILURE
+
+
 #: The largest value an outcome may report: beyond these a number is a unit or logging bug (a
 #: latency in microseconds, a cost in cents), and one such row would swamp a model's estimates.
 OUTCOME_LIMITS: dict[str, float] = {

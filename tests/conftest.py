@@ -5,6 +5,7 @@ Every ROUTING_HOME lives under pytest's ``tmp_path``; nothing is written into th
 
 from __future__ import annotations
 
+import os
 import random
 import sqlite3
 import textwrap
@@ -14,6 +15,9 @@ import pytest
 
 from routing_runtime import ModelRouter
 from routing_runtime.admin import initialise
+
+# LiteLLM (tests of the [litellm] integration) must not fetch its price map: no network here.
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 TESTS_DATA = PROJECT_ROOT / "tests" / "data"

@@ -17,14 +17,19 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 #: Package name -> the folder it is installed from.
-PACKAGES = {"routing_runtime": REPO / "routing_runtime", "routing_pipelines.learning": REPO / "pipelines" / "learning"}
+PACKAGES = {
+    "routing_runtime": REPO / "routing_runtime",
+    "routing_runtime.integrations": REPO / "routing_runtime" / "integrations",
+    "routing_pipelines.learning": REPO / "pipelines" / "learning",
+}
 #: Public functions whose docstring shows how to call them; an example deleted fails here.
 DOCUMENTED = {
     "routing_runtime.classifier": ["classify_task"],
     "routing_runtime.safe_fs": ["safe_name", "display_name"],
     "routing_runtime.home": ["resolve_home", "db_path"],
     "routing_runtime.faults": ["crashpoint"],
-    "routing_runtime.types": ["parse_enum"],
+    "routing_runtime.types": ["parse_enum", "outcome_for_quality"],
+    "routing_runtime.integrations.sdk": ["usage_of", "list_price_usd", "track_call"],
 }
 OPTIONS = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
 

@@ -8,13 +8,14 @@ import sys
 
 import pytest
 
-HEAVY = ("dagster", "polars", "pyarrow", "scipy", "numpy", "pandas", "psycopg2", "sqlalchemy")
+HEAVY = ("dagster", "polars", "pyarrow", "scipy", "numpy", "pandas", "psycopg2", "sqlalchemy", "litellm", "openai", "httpx")
 
 PROBE = """
 import json, sys
 {before}
 import routing_runtime
 from routing_runtime import ModelRouter, classify_task, cli  # the whole public surface
+from routing_runtime.integrations.sdk import track_call  # the plain-SDK path is stdlib too
 classify_task("Write pytest tests for parse_date()")
 heavy = sorted({{name.split(".")[0] for name in sys.modules}} & set(json.loads(sys.argv[1])))
 print(json.dumps(heavy))

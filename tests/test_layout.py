@@ -39,9 +39,12 @@ def test_runtime_only_install_puts_no_assets_or_pipelines_package_in_site_packag
     assert tops == {"routing_runtime", "routing_pipelines"}
     assert "routing_pipelines/assets/learning_assets.py" in wheel.namelist()
     assert "routing_pipelines/simulation/scenarios/drift.toml" in wheel.namelist()
+    assert {"routing_runtime/integrations/litellm.py", "routing_runtime/integrations/sdk.py"} <= set(wheel.namelist())
     metadata = wheel.read(next(n for n in wheel.namelist() if n.endswith("METADATA"))).decode()
     base = [line for line in metadata.splitlines() if line.startswith("Requires-Dist:") and "extra ==" not in line]
     assert base == [], f"the base install must need nothing beyond the standard library: {base}"
+    # `pip install '.[litellm]'` is all the LiteLLM integration needs.
+    assert any(line.startswith("Requires-Dist: litellm") and 'extra == "litellm"' in line for line in metadata.splitlines())
 
 
 def _imports(path: Path) -> set[str]:
@@ -65,6 +68,14 @@ def _modules(folder: str) -> list[Path]:
 def test_runtime_imports_nothing_of_the_learning_half(path):
     bad = {m for m in _imports(path) if m.split(".")[0] in {"routing_pipelines", "dagster", "polars", "numpy", "scipy", "pyarrow"}}
     assert not bad, f"{path.name} imports {sorted(bad)} at module level"
+
+
+@pytest.mark.parametrize("path", _modules("routing_runtime"), ids=lambda p: str(p.relative_to(REPO)))
+def test_only_the_litellm_integration_imports_litellm(path):
+    # `import routing_runtime` (and the plain-SDK path) must work without the [litellm] extra.
+    if path == REPO / "routing_runtime" / "integrations" / "litellm.py":
+        return
+    assert not {m for m in _imports(path) if m.split(".")[0] in {"litellm", "openai"}}, path.name
 
 
 @pytest.mark.parametrize("path", _modules("pipelines/learning"), ids=lambda p: str(p.relative_to(REPO)))

@@ -108,3 +108,19 @@ def test_fallback_keeps_to_within_and_excludes_the_failed_model(spread_router):
     elsewhere = sorted(set(spread_router.registered_models) - set(allowed))[:1]
     moved = spread_router.fallback(third, error="503", within=elsewhere)
     assert moved.model_id == elsewhere[0]
+
+
+def test_fallback_to_another_group_may_take_a_model_the_first_within_left_out(spread_router):
+    # Regression: a LiteLLM fallback to a backup group got a fresh, unlinked decision, because
+    # the fallback inherited the drawable models the first decision's within had left out.
+    p = probabilities(spread_router)
+    group, backup = sorted(p)[:2], sorted(p)[2]
+    first = spread_router.select_model("general", "balanced", within=group)
+    assert backup in json.loads(stored(spread_router, first.decision_id)["excluded"])
+    second = spread_router.fallback(first, error="429", within=group)
+    moved = spread_router.fallback(second, error="429", within=[backup, *group])
+    assert moved.model_id == backup and moved.propensity == 1.0
+    assert f"fallback of {second.decision_id}" in stored(spread_router, moved.decision_id)["selection_reason"]
+    # Without within, a fallback still inherits everything the failed decision left out.
+    plain = spread_router.fallback(first, error="429")
+    assert plain.model_id == (set(group) - {first.model_id}).pop()

@@ -1,0 +1,432 @@
+"""Route a LiteLLM ``Router``'s calls through the model router, and record their outcomes.
+
+::
+
+    import litellm
+    from routing_runtime import ModelRouter
+    from routing_runtime.integrations.litellm import attach
+
+    llm = litellm.Router(model_list=[
+        # One deployment per registry model; model_info["id"] is the registry's model id.
+        {"model_name": "chat", "litellm_params": {"model": "openai/gpt-4o"}, "model_info": {"id": "gpt-4o"}},
+        {"model_name": "chat", "litellm_params": {"model": "openai/gpt-4o-mini"}, "model_info": {"id": "gpt-4o-mini"}},
+    ])
+    routing = attach(llm, ModelRouter.open(), preference="balanced")
+    answer = llm.completion(model="chat", messages=[{"role": "user", "content": "Fix this KeyError ..."}],
+                            metadata={"routing_preference": "quality", "agent_execution_id": "run-42"})
+    answer._hidden_params["model_id"]      # the registry model that answered
+    routing.flush()                        # before exit: every outcome written to routing.db
+
+What happens to each call:
+
+* **Selection.** LiteLLM asks the attached strategy for a deployment of the requested group. The
+  strategy classifies the request (the last user message; ``metadata["routing_task_type"]`` names
+  the task type instead), and asks ``select_model`` among the registry models that have a
+  deployment in the group and are not cooling down (``within=``; the propensity is the
+  renormalised one). ``metadata["routing_preference"]`` and ``metadata["agent_execution_id"]``
+  override the defaults; the decision id is put in ``metadata["routing_decision_id"]``.
+* **Outcome.** LiteLLM's success callback records ``success`` with LiteLLM's latency (end minus
+  start of the call), ``usage.total_tokens`` and ``response_cost`` (the registry's list price of
+  the tokens where LiteLLM has no price for the deployment's model and reports 0). ``score(kwargs, response)`` may return a quality in
+  [0, 1]; the outcome is then ``success`` from 0.75, ``partial`` from 0.25, else ``failure``.
+* **Provider errors** (any exception: rate limits, outages, timeouts, refused requests) are not
+  outcomes. The decision is marked with :meth:`~routing_runtime.ModelRouter.record_provider_error`
+  and gets no ``model_performance`` row, so learning never takes an unreached model for a bad
+  one; the error stays in the decision's ``selection_reason`` for the audit trail.
+* **Retries and fallbacks.** When LiteLLM retries (same group) or falls back (another group), the
+  strategy asks :meth:`~routing_runtime.ModelRouter.fallback` of the failed decision: a decision
+  of its own that excludes every model that failed for this request and whose reason says
+  ``fallback of <id>``, so the answer is credited to the model that gave it. Where nothing else is
+  left, the same model is tried again, as a new decision with the same ``agent_execution_id``.
+
+Calls LiteLLM routes without messages (embeddings, files) and groups with no deployment of a
+registry model are not routed: they get a deployment at random, as LiteLLM's ``simple-shuffle``,
+and nothing is recorded. A deployment whose ``model_info["id"]`` is not a registry model is
+never chosen in a group that has registry models (:attr:`Attachment.unrouted_deployments`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import threading
+import time
+import warnings
+from collections import deque
+from collections.abc import Callable, Mapping
+from datetime import datetime
+from typing import Any, NamedTuple
+
+# LiteLLM fetches its price map from the internet at import unless told otherwise: a router
+# must not reach out when it starts. Its bundled map prices the calls; set the variable to
+# "False" before this import for the latest one.
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+
+try:
+    import litellm
+    from litellm.integrations.custom_logger import CustomLogger
+    from litellm.types.router import CustomRoutingStrategyBase
+except ImportError as exc:  # pragma: no cover - exercised by a runtime-only install
+    raise ImportError(
+        "routing_runtime.integrations.litellm needs LiteLLM: pip install 'routing-runtime[litellm]'"
+    ) from exc
+
+from routing_runtime.classifier import classify_task
+from routing_runtime.integrations.sdk import list_price_usd, usage_of
+from routing_runtime.router import ModelRouter, RoutingDecision
+from routing_runtime.types import RoutingPreference, TaskType, outcome_for_quality, parse_enum
+
+__all__ = ["Attachment", "attach"]
+
+#: Request metadata keys the strategy reads.
+PREFERENCE_KEY, AGENT_KEY, TASK_KEY = "routing_preference", "agent_execution_id", "routing_task_type"
+#: The key the strategy writes: the id of the decision behind the call's current attempt.
+DECISION_KEY = "routing_decision_id"
+#: Every decision of one request, in order (retries and fallbacks append); it travels with the
+#: request's metadata into LiteLLM's callbacks, which find their attempt's decision in it.
+_CHAIN_KEY = "routing_decisions"
+#: Errors kept for :attr:`Attachment.errors`.
+MAX_ERRORS = 100
+
+Score = Callable[[Mapping[str, Any], Any], "float | None"]
+
+
+def attach(
+    llm_router: Any,
+    router: ModelRouter,
+    *,
+    preference: RoutingPreference | str = RoutingPreference.BALANCED,
+    score: Score | None = None,
+    clock: Callable[[], datetime] | None = None,
+) -> Attachment:
+    """Make ``llm_router`` (a ``litellm.Router``) route by ``router`` and record every outcome.
+
+    ``preference`` is the default for requests whose metadata names none; ``score(kwargs,
+    response)``, if given, returns the answer's quality in [0, 1] (or None); an exception or a
+    value outside [0, 1] is kept in :attr:`Attachment.errors` and the outcome is recorded
+    without a quality. ``clock()`` (default: now) stamps decisions and outcomes, for replays and
+    simulations of past days. Returns the :class:`Attachment`: ``flush()`` before the process exits.
+    Raises ValueError for a bad ``preference`` or ``score``, TypeError when ``llm_router`` is not
+    a LiteLLM Router.
+    """
+    default = parse_enum(RoutingPreference, preference, "preference")
+    if score is not None and not callable(score):
+        raise ValueError(f"score={score!r} must be a callable score(kwargs, response) -> quality in [0, 1], or None")
+    if not callable(getattr(llm_router, "register_plugin", None)) or not callable(getattr(llm_router, "registry", None)):
+        raise TypeError(
+            f"llm_router={type(llm_router).__name__} is not a litellm.Router (LiteLLM 1.110 or later):"
+            " pass the Router your completion calls go through"
+        )
+    if clock is not None and not callable(clock):
+        raise ValueError(f"clock={clock!r} must be a callable returning a datetime, or None")
+    attachment = Attachment(llm_router, router, default, score, clock)
+    llm_router.register_plugin(attachment._strategy)
+    litellm.logging_callback_manager.add_litellm_callback(attachment._logger)
+    return attachment
+
+
+class _Group(NamedTuple):
+    """A LiteLLM model group as the strategy sees it, for one registry version."""
+
+    version: int
+    #: registry model id -> its deployment, in the group's order.
+    routed: dict[str, Any]
+    every: tuple[Any, ...]
+    unrouted: tuple[str, ...]
+
+
+class Attachment:
+    """What :func:`attach` installed on a LiteLLM Router: flush, inspect, detach."""
+
+    def __init__(
+        self, llm_router: Any, router: ModelRouter, preference: RoutingPreference, score: Score | None,
+        clock: Callable[[], datetime] | None,
+    ) -> None:
+        self.llm_router, self.router, self.preference, self._score = llm_router, router, preference, score
+        self._now: Callable[[], datetime | None] = clock or (lambda: None)
+        self._groups: dict[str, _Group] = {}
+        self._lock = threading.Lock()
+        self._settled = threading.Condition(self._lock)
+        #: decision id -> model id, for decisions whose call has not reported yet.
+        self._open: dict[str, str] = {}
+        self._errors: deque[str] = deque(maxlen=MAX_ERRORS)
+        self._random = random.Random()
+        self._attached = True
+        self._strategy = _Strategy(self)
+        self._logger = _Outcomes(self)
+
+    # ------------------------------------------------------------------ public
+
+    @property
+    def errors(self) -> list[str]:
+        """The latest problems recording outcomes (at most :data:`MAX_ERRORS`), oldest first.
+        Recording never raises into LiteLLM's call: what went wrong is kept here."""
+        with self._lock:
+            return list(self._errors)
+
+    @property
+    def pending(self) -> int:
+        """Routed calls whose outcome (or provider error) is not recorded yet."""
+        with self._lock:
+            return len(self._open)
+
+    @property
+    def unrouted_deployments(self) -> dict[str, list[str]]:
+        """Per group seen so far, deployment ids that are not registry models (never chosen)."""
+        with self._lock:
+            return {name: list(group.unrouted) for name, group in self._groups.items() if group.unrouted}
+
+    def flush(self, timeout: float = 10.0) -> int:
+        """Wait until every routed call's outcome is written to ``routing.db`` (LiteLLM reports
+        successes of sync calls from a thread pool). Returns how many are still open after
+        ``timeout`` seconds: 0 means all recorded."""
+        deadline = time.monotonic() + timeout
+        with self._settled:
+            while self._open:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self._settled.wait(left)
+            return len(self._open)
+
+    async def aflush(self, timeout: float = 10.0) -> int:
+        """:meth:`flush` for async code: lets the event loop run LiteLLM's async callbacks."""
+        deadline = time.monotonic() + timeout
+        while self.pending and time.monotonic() < deadline:
+            await asyncio.sleep(0.005)
+        return self.pending
+
+    def detach(self) -> None:
+        """Stop routing and recording: the Router picks deployments at random from now on (as
+        ``simple-shuffle``), outcomes of calls still running are not recorded."""
+        with self._lock:
+            self._attached = False
+        # LiteLLM copies litellm.callbacks into its per-event lists on first use: remove it from all.
+        litellm.logging_callback_manager.remove_callback_from_all_lists(self._logger)
+
+    # ------------------------------------------------------------------ selection
+
+    def _pick(self, model: str, messages: Any, request_kwargs: Mapping[str, Any] | None) -> Any:
+        group = self._group(model)
+        if not self._attached or not group.routed or not messages:
+            return self._random.choice(group.every) if group.every else None
+        request = request_kwargs or {}
+        metadata = request.get("metadata")
+        if not isinstance(metadata, dict):
+            metadata = {}
+        chain = metadata.get(_CHAIN_KEY)
+        failed = frozenset(
+            str(p["deployment_id"]) for p in metadata.get("previous_models") or () if isinstance(p, Mapping) and p.get("deployment_id")
+        )
+        cooling = self._cooling(group)
+        reachable = [m for m in group.routed if m not in cooling] or list(group.routed)
+        # Bad metadata fails the call with the field named, before anything is recorded.
+        pref = parse_enum(RoutingPreference, metadata.get(PREFERENCE_KEY) or self.preference, f"metadata[{PREFERENCE_KEY!r}]")
+        task = _task(messages, metadata.get(TASK_KEY))
+        if isinstance(chain, list) and chain:
+            decision = self._retry(chain, failed, reachable, metadata, task, pref)
+        else:
+            chain = []
+            decision = self.router.select_model(
+                task, pref, metadata.get(AGENT_KEY), exclude=failed & self.router.registered_models, within=reachable,
+                at=self._now(),
+            )
+        with self._lock:
+            self._open[decision.decision_id] = decision.model_id
+        chain.append(decision.decision_id)
+        metadata[_CHAIN_KEY] = chain
+        metadata[DECISION_KEY] = decision.decision_id
+        return group.routed[decision.model_id]
+
+    def _retry(
+        self, chain: list[str], failed: frozenset[str], reachable: list[str], metadata: Mapping[str, Any],
+        task: TaskType, pref: RoutingPreference,
+    ) -> RoutingDecision:
+        """The decision for LiteLLM's next attempt after the call of the chain's last decision raised."""
+        previous = [p for p in metadata.get("previous_models") or () if isinstance(p, Mapping)]
+        error = str(previous[-1].get("exception_string") or previous[-1].get("exception_type")) if previous else "retried by LiteLLM"
+        registered = self.router.registered_models
+        try:
+            return self.router.fallback(chain[-1], error=error, exclude=failed & registered, within=reachable, at=self._now())
+        except ValueError:
+            # Nothing else is left in the group: LiteLLM tries the same deployment again, as a
+            # decision of its own for the same agent execution (by default the first decision's id).
+            return self.router.select_model(task, pref, metadata.get(AGENT_KEY) or chain[0], within=reachable, at=self._now())
+
+    def _group(self, model: str) -> _Group:
+        registry = self.llm_router.registry()
+        version = registry.version
+        group = self._groups.get(model)
+        if group is not None and group.version == version:
+            return group
+        every = tuple(registry.deployments(model) or ())
+        registered = self.router.registered_models
+        routed: dict[str, Any] = {}
+        unrouted = []
+        for deployment in every:
+            model_id = (deployment.get("model_info") or {}).get("id")
+            if model_id in registered and model_id not in routed:
+                routed[model_id] = deployment
+            else:
+                unrouted.append(str(model_id))
+        group = _Group(version, routed, every, tuple(unrouted) if routed else ())
+        if group.unrouted:
+            warnings.warn(
+                f"LiteLLM group {model!r}: deployments {', '.join(group.unrouted)} are not registry models and are never"
+                " chosen: set their model_info['id'] to a registry model id (or add the model to the registry)",
+                stacklevel=2,
+            )
+        with self._lock:
+            self._groups[model] = group
+        return group
+
+    def _cooling(self, group: _Group) -> frozenset[str]:
+        """The group's registry models LiteLLM has put in cooldown after failures."""
+        try:
+            cooldowns = self.llm_router.health().cooldowns
+            return frozenset(model_id for model_id, _ in cooldowns.get_active_cooldowns(list(group.routed), None))
+        except Exception as exc:  # noqa: BLE001 - a LiteLLM without this API: every deployment is reachable
+            self._note(f"cooldowns unreadable ({type(exc).__name__}: {exc}); routing among every deployment")
+            return frozenset()
+
+    # ------------------------------------------------------------------ outcomes
+
+    def _claim(self, kwargs: Mapping[str, Any]) -> str | None:
+        """The open decision a LiteLLM callback reports on: in its request's chain, the first
+        decision still open for the deployment that was called."""
+        params = kwargs.get("litellm_params") or {}
+        metadata = params.get("metadata") or {}
+        chain = metadata.get(_CHAIN_KEY)
+        if not chain:
+            return None
+        model_id = (params.get("model_info") or {}).get("id")
+        with self._lock:
+            return next((d for d in chain if self._open.get(d) == model_id), None)
+
+    def _settle(self, decision_id: str) -> None:
+        with self._settled:
+            self._open.pop(decision_id, None)
+            self._settled.notify_all()
+
+    def _succeeded(self, kwargs: Mapping[str, Any], response: Any, start: Any, end: Any) -> None:
+        decision_id = self._claim(kwargs)
+        if decision_id is None:
+            return
+        try:
+            usage = usage_of(response)
+            cost = kwargs.get("response_cost")
+            if usage is not None and not kwargs.get("cache_hit") and not (isinstance(cost, (int, float)) and cost > 0):
+                # LiteLLM prices a model missing from its cost table at 0.0: learning would take
+                # it for free. A paid-for call it could not price gets the registry's list price.
+                cost = list_price_usd(self.router, self._open.get(decision_id, ""), usage) or cost
+            tokens = getattr(getattr(response, "usage", None), "total_tokens", None) or (usage.total_tokens if usage else None)
+            self.router.record_performance(
+                decision_id, outcome_for_quality(quality := self._quality(kwargs, response)), quality_score=quality,
+                latency_ms=_elapsed_ms(start, end), tokens_used=tokens, cost_usd=cost, at=self._now(),
+            )
+        except Exception as exc:  # noqa: BLE001 - a recording problem must not fail the caller's call
+            self._note(f"decision {decision_id}: outcome not recorded: {type(exc).__name__}: {exc}")
+        finally:
+            self._settle(decision_id)
+
+    def _failed(self, kwargs: Mapping[str, Any]) -> None:
+        decision_id = self._claim(kwargs)
+        if decision_id is None:
+            return
+        error = kwargs.get("exception")
+        text = f"{type(error).__name__}: {error}" if error is not None else "LiteLLM reported a failure"
+        try:
+            self.router.record_provider_error(decision_id, text)
+        except Exception as exc:  # noqa: BLE001 - as above
+            self._note(f"decision {decision_id}: provider error not recorded: {type(exc).__name__}: {exc}")
+        finally:
+            self._settle(decision_id)
+
+    def _quality(self, kwargs: Mapping[str, Any], response: Any) -> float | None:
+        if self._score is None:
+            return None
+        try:
+            quality = self._score(kwargs, response)
+        except Exception as exc:  # noqa: BLE001 - the caller's scorer: its failure costs the quality only
+            self._note(f"score raised {type(exc).__name__}: {exc}; outcome recorded without a quality")
+            return None
+        if quality is None:
+            return None
+        if isinstance(quality, bool) or not isinstance(quality, (int, float)) or not 0.0 <= quality <= 1.0:
+            self._note(f"score returned {quality!r}, not a quality in [0, 1]; outcome recorded without a quality")
+            return None
+        return float(quality)
+
+    def _note(self, text: str) -> None:
+        with self._lock:
+            self._errors.append(text)
+
+
+class _Strategy(CustomRoutingStrategyBase):
+    """LiteLLM's custom routing strategy, sync and async: both pick through the attachment."""
+
+    def __init__(self, attachment: Attachment) -> None:
+        self._attachment = attachment
+
+    def get_available_deployment(self, model, messages=None, input=None, specific_deployment=False, request_kwargs=None):
+        return self._attachment._pick(model, messages, request_kwargs)
+
+    async def async_get_available_deployment(self, model, messages=None, input=None, specific_deployment=False, request_kwargs=None):
+        return self._attachment._pick(model, messages, request_kwargs)
+
+
+class _Outcomes(CustomLogger):
+    """LiteLLM's callback, sync and async, success and failure."""
+
+    def __init__(self, attachment: Attachment) -> None:
+        super().__init__()
+        self._attachment = attachment
+        # LiteLLM drops a callback whose class and public str/int/bool attributes equal one it
+        # already has: without this, a second attachment in the process would never be called.
+        self.attachment_key = f"routing-{id(attachment):x}"
+
+    def log_success_event(self, kwargs, response_obj, start_time, end_time):
+        self._attachment._succeeded(kwargs, response_obj, start_time, end_time)
+
+    def log_failure_event(self, kwargs, response_obj, start_time, end_time):
+        self._attachment._failed(kwargs)
+
+    async def async_log_success_event(self, kwargs, response_obj, start_time, end_time):
+        self._attachment._succeeded(kwargs, response_obj, start_time, end_time)
+
+    async def async_log_failure_event(self, kwargs, response_obj, start_time, end_time):
+        self._attachment._failed(kwargs)
+
+
+def _task(messages: Any, task_type: object) -> TaskType:
+    """The named task type, else the classification of the last user message's text (of all the
+    messages' text when no user message has any). Classified here rather than by
+    ``select_model``, which would take a one-word prompt such as "math" for a task type."""
+    if task_type is not None:
+        return parse_enum(TaskType, task_type, f"metadata[{TASK_KEY!r}]")
+    texts = [_text(m.get("content")) for m in messages if isinstance(m, Mapping) and m.get("role") == "user"]
+    text = next((t for t in reversed(texts) if t.strip()), "")
+    if not text:
+        text = " ".join(_text(m.get("content")) for m in messages if isinstance(m, Mapping))
+    return classify_task(text).task_type
+
+
+def _text(content: Any) -> str:
+    """A message's text: a string, or the ``text`` parts of OpenAI-style content parts."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return " ".join(str(p.get("text", "")) for p in content if isinstance(p, Mapping) and p.get("type") == "text")
+    return ""
+
+
+def _elapsed_ms(start: Any, end: Any) -> float | None:
+    """LiteLLM's call duration: ``datetime``s (or float seconds) at the start and end."""
+    if isinstance(start, datetime) and isinstance(end, datetime):
+        seconds = (end - start).total_seconds()
+    elif isinstance(start, (int, float)) and isinstance(end, (int, float)):
+        seconds = float(end) - float(start)
+    else:
+        return None
+    return max(seconds, 0.0) * 1000.0
