@@ -341,3 +341,31 @@ def test_a_cost_litellm_cannot_price_is_the_registry_list_price(home, routed):
         model = next(m for m in router.registry.models if m.id == "gpt-4o")
     expected = model.call_cost_usd(response.usage.prompt_tokens, response.usage.completion_tokens)
     assert outcome_of(home, decision["id"])["cost_usd"] == pytest.approx(expected) and expected > 0
+
+
+def test_routing_learn_after_simulated_days_moves_traffic_to_the_better_model(home, routed):
+    # The registry's prior favours gpt-4o for quality; the scorer finds gpt-4o-mini's answers
+    # better. Three simulated days through LiteLLM, one `routing learn`, then a fourth day.
+    learn = pytest.importorskip("routing_pipelines.learn").learn
+    quality = {"gpt-4o": 0.3, "gpt-4o-mini": 0.95}
+    now = [dt.datetime(2026, 6, 1, tzinfo=dt.timezone.utc)]
+    llm, routing = routed(
+        [deployment(m, mock=m) for m in quality], preference="quality", clock=lambda: now[0],
+        score=lambda kwargs, response: quality[response.choices[0].message.content],
+    )
+
+    def day(number: int, requests: int = 50) -> dict[str, int]:
+        served = dict.fromkeys(quality, 0)
+        for i in range(requests):
+            now[0] = dt.datetime(2026, 6, number, 9, tzinfo=dt.timezone.utc) + dt.timedelta(minutes=7 * i)
+            answer = llm.completion(model="chat", **ask(f"Solve for x: {i}x + 3 = 7. Show the algebra."))
+            served[answer._hidden_params["model_id"]] += 1
+        assert routing.flush() == 0 and routing.errors == []
+        return served
+
+    before = [day(d) for d in (1, 2, 3)]
+    result = learn(home, "2026-06-03", quiet=True)
+    assert result.status == "published", result
+    after = day(4)
+    share_before = sum(d["gpt-4o-mini"] for d in before) / 150
+    assert share_before < 0.7 and after["gpt-4o-mini"] / 50 >= 0.9, (before, after)

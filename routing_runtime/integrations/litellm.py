@@ -48,6 +48,7 @@ never chosen in a group that has registry models (:attr:`Attachment.unrouted_dep
 from __future__ import annotations
 
 import asyncio
+import atexit
 import os
 import random
 import threading
@@ -73,7 +74,7 @@ except ImportError as exc:  # pragma: no cover - exercised by a runtime-only ins
     ) from exc
 
 from routing_runtime.classifier import classify_task
-from routing_runtime.integrations.sdk import list_price_usd, usage_of
+from routing_runtime.integrations.sdk import Usage, usage_of
 from routing_runtime.router import ModelRouter, RoutingDecision
 from routing_runtime.types import RoutingPreference, TaskType, outcome_for_quality, parse_enum
 
@@ -88,6 +89,11 @@ DECISION_KEY = "routing_decision_id"
 _CHAIN_KEY = "routing_decisions"
 #: Errors kept for :attr:`Attachment.errors`.
 MAX_ERRORS = 100
+#: How long a reported outcome may wait for the caller's next pick (or flush) to write it before
+#: the writer thread does (seconds).
+WRITE_DELAY_S = 0.2
+#: How long the models LiteLLM has in cooldown are kept between failures (seconds).
+COOLDOWNS_KEPT_S = 1.0
 
 Score = Callable[[Mapping[str, Any], Any], "float | None"]
 
@@ -123,6 +129,8 @@ def attach(
     attachment = Attachment(llm_router, router, default, score, clock)
     llm_router.register_plugin(attachment._strategy)
     litellm.logging_callback_manager.add_litellm_callback(attachment._logger)
+    attachment._writer.start()
+    atexit.register(attachment._write_ready)  # outcomes already reported are not lost at exit
     return attachment
 
 
@@ -134,6 +142,21 @@ class _Group(NamedTuple):
     routed: dict[str, Any]
     every: tuple[Any, ...]
     unrouted: tuple[str, ...]
+
+
+class _Report(NamedTuple):
+    """A call's outcome as LiteLLM's callback reported it, waiting to be written."""
+
+    decision_id: str
+    model_id: str
+    #: None: a provider error (``error`` says which); else the outcome's figures.
+    quality: float | None
+    latency_ms: float | None
+    tokens: int | None
+    cost_usd: float | None
+    usage: Usage | None
+    error: str | None
+    at: datetime | None
 
 
 class Attachment:
@@ -150,11 +173,18 @@ class Attachment:
         self._settled = threading.Condition(self._lock)
         #: decision id -> model id, for decisions whose call has not reported yet.
         self._open: dict[str, str] = {}
+        #: Reported outcomes not yet written, and how many are being written now.
+        self._ready: deque[_Report] = deque()
+        self._recording = 0
+        self._prices: tuple[int, dict[str, Any]] = (-1, {})
+        #: group -> (until when, models in cooldown): see _cooling.
+        self._cooldowns: dict[str, tuple[float, frozenset[str]]] = {}
         self._errors: deque[str] = deque(maxlen=MAX_ERRORS)
         self._random = random.Random()
         self._attached = True
         self._strategy = _Strategy(self)
         self._logger = _Outcomes(self)
+        self._writer = threading.Thread(target=self._write_when_idle, name="routing-litellm-outcomes", daemon=True)
 
     # ------------------------------------------------------------------ public
 
@@ -167,9 +197,9 @@ class Attachment:
 
     @property
     def pending(self) -> int:
-        """Routed calls whose outcome (or provider error) is not recorded yet."""
+        """Routed calls whose outcome (or provider error) is not written to ``routing.db`` yet."""
         with self._lock:
-            return len(self._open)
+            return self._pending()
 
     @property
     def unrouted_deployments(self) -> dict[str, list[str]]:
@@ -178,36 +208,49 @@ class Attachment:
             return {name: list(group.unrouted) for name, group in self._groups.items() if group.unrouted}
 
     def flush(self, timeout: float = 10.0) -> int:
-        """Wait until every routed call's outcome is written to ``routing.db`` (LiteLLM reports
-        successes of sync calls from a thread pool). Returns how many are still open after
-        ``timeout`` seconds: 0 means all recorded."""
+        """Write every routed call's outcome to ``routing.db``, waiting up to ``timeout`` seconds
+        for calls LiteLLM has not reported yet (it reports sync successes from its logging
+        thread). Returns how many are still pending: 0 means all recorded."""
         deadline = time.monotonic() + timeout
-        with self._settled:
-            while self._open:
+        while True:
+            self._write_ready()
+            with self._settled:
+                if self._ready:
+                    continue
                 left = deadline - time.monotonic()
-                if left <= 0:
-                    break
+                if not self._pending() or left <= 0:
+                    return self._pending()
                 self._settled.wait(left)
-            return len(self._open)
 
     async def aflush(self, timeout: float = 10.0) -> int:
         """:meth:`flush` for async code: lets the event loop run LiteLLM's async callbacks."""
-        deadline = time.monotonic() + timeout
-        while self.pending and time.monotonic() < deadline:
-            await asyncio.sleep(0.005)
-        return self.pending
+        deadline, pause = time.monotonic() + timeout, 0.0
+        while True:
+            self._write_ready()
+            if not self.pending or time.monotonic() >= deadline:
+                return self.pending
+            # Callbacks queued on this loop usually run within a few turns of it: yield first,
+            # then back off to 5 ms for calls still waiting on a thread.
+            await asyncio.sleep(pause)
+            pause = min(0.005, pause * 2 or 0.0001)
 
     def detach(self) -> None:
         """Stop routing and recording: the Router picks deployments at random from now on (as
-        ``simple-shuffle``), outcomes of calls still running are not recorded."""
-        with self._lock:
+        ``simple-shuffle``). Outcomes already reported are written; those of calls still
+        running are not."""
+        with self._settled:
             self._attached = False
+            self._settled.notify_all()
         # LiteLLM copies litellm.callbacks into its per-event lists on first use: remove it from all.
         litellm.logging_callback_manager.remove_callback_from_all_lists(self._logger)
+        atexit.unregister(self._write_ready)
+        self._write_ready()
 
     # ------------------------------------------------------------------ selection
 
     def _pick(self, model: str, messages: Any, request_kwargs: Mapping[str, Any] | None) -> Any:
+        if self._ready:
+            self._write_ready()
         group = self._group(model)
         if not self._attached or not group.routed or not messages:
             return self._random.choice(group.every) if group.every else None
@@ -219,7 +262,7 @@ class Attachment:
         failed = frozenset(
             str(p["deployment_id"]) for p in metadata.get("previous_models") or () if isinstance(p, Mapping) and p.get("deployment_id")
         )
-        cooling = self._cooling(group)
+        cooling = self._cooling(model, group)
         reachable = [m for m in group.routed if m not in cooling] or list(group.routed)
         # Bad metadata fails the call with the field named, before anything is recorded.
         pref = parse_enum(RoutingPreference, metadata.get(PREFERENCE_KEY) or self.preference, f"metadata[{PREFERENCE_KEY!r}]")
@@ -281,67 +324,124 @@ class Attachment:
             self._groups[model] = group
         return group
 
-    def _cooling(self, group: _Group) -> frozenset[str]:
-        """The group's registry models LiteLLM has put in cooldown after failures."""
+    def _cooling(self, name: str, group: _Group) -> frozenset[str]:
+        """The group's registry models LiteLLM has put in cooldown after failures. Asking LiteLLM
+        costs ~0.1 ms a call, so the answer is kept for COOLDOWNS_KEPT_S, and forgotten at once
+        when any call in the process fails (only a cooldown shared through Redis by another
+        process can then be seen up to COOLDOWNS_KEPT_S late)."""
+        now = time.monotonic()
+        kept = self._cooldowns.get(name)
+        if kept is not None and kept[0] > now:
+            return kept[1]
         try:
             cooldowns = self.llm_router.health().cooldowns
-            return frozenset(model_id for model_id, _ in cooldowns.get_active_cooldowns(list(group.routed), None))
+            cooling = frozenset(model_id for model_id, _ in cooldowns.get_active_cooldowns(list(group.routed), None))
         except Exception as exc:  # noqa: BLE001 - a LiteLLM without this API: every deployment is reachable
             self._note(f"cooldowns unreadable ({type(exc).__name__}: {exc}); routing among every deployment")
-            return frozenset()
+            cooling = frozenset()
+        self._cooldowns[name] = (now + COOLDOWNS_KEPT_S, cooling)
+        return cooling
 
     # ------------------------------------------------------------------ outcomes
+    #
+    # LiteLLM reports sync successes on its logging thread. Writing there would make that thread
+    # and the caller's next pick take turns on the router's lock and the GIL (a convoy that cost
+    # ~1 ms a call); so callbacks only queue the report, and the caller's thread writes it: at
+    # its next pick, at flush(), or, when the process goes quiet, a writer thread after
+    # WRITE_DELAY_S (and at exit).
 
-    def _claim(self, kwargs: Mapping[str, Any]) -> str | None:
-        """The open decision a LiteLLM callback reports on: in its request's chain, the first
-        decision still open for the deployment that was called."""
+    def _report(self, kwargs: Mapping[str, Any], report: Callable[[str, str], _Report]) -> None:
+        """Queue ``report(decision_id, model_id)`` for the open decision a callback is about: in its
+        request's chain, the first decision still open for the deployment that was called."""
         params = kwargs.get("litellm_params") or {}
-        metadata = params.get("metadata") or {}
-        chain = metadata.get(_CHAIN_KEY)
+        chain = (params.get("metadata") or {}).get(_CHAIN_KEY)
         if not chain:
-            return None
+            return  # not a routed call (another Router in the process, a detached one)
         model_id = (params.get("model_info") or {}).get("id")
         with self._lock:
-            return next((d for d in chain if self._open.get(d) == model_id), None)
-
-    def _settle(self, decision_id: str) -> None:
+            decision_id = next((d for d in chain if self._open.get(d) == model_id), None)
+        if decision_id is None:
+            return
+        item = report(decision_id, str(model_id))  # outside the lock: it runs the caller's score()
         with self._settled:
-            self._open.pop(decision_id, None)
-            self._settled.notify_all()
+            if self._open.pop(decision_id, None) is not None:
+                self._ready.append(item)
+                self._settled.notify_all()
 
     def _succeeded(self, kwargs: Mapping[str, Any], response: Any, start: Any, end: Any) -> None:
-        decision_id = self._claim(kwargs)
-        if decision_id is None:
-            return
-        try:
+        def report(decision_id: str, model_id: str) -> _Report:
             usage = usage_of(response)
+            tokens = getattr(getattr(response, "usage", None), "total_tokens", None)
             cost = kwargs.get("response_cost")
-            if usage is not None and not kwargs.get("cache_hit") and not (isinstance(cost, (int, float)) and cost > 0):
-                # LiteLLM prices a model missing from its cost table at 0.0: learning would take
-                # it for free. A paid-for call it could not price gets the registry's list price.
-                cost = list_price_usd(self.router, self._open.get(decision_id, ""), usage) or cost
-            tokens = getattr(getattr(response, "usage", None), "total_tokens", None) or (usage.total_tokens if usage else None)
-            self.router.record_performance(
-                decision_id, outcome_for_quality(quality := self._quality(kwargs, response)), quality_score=quality,
-                latency_ms=_elapsed_ms(start, end), tokens_used=tokens, cost_usd=cost, at=self._now(),
+            # LiteLLM prices a model missing from its cost table at 0.0: learning would take it
+            # for free. Such a call (None here) is priced by the writer at the registry's list price.
+            if not isinstance(cost, (int, float)) or (cost <= 0 and not kwargs.get("cache_hit")):
+                cost = None
+            return _Report(
+                decision_id, model_id, self._quality(kwargs, response), _elapsed_ms(start, end),
+                tokens if isinstance(tokens, int) else (usage.total_tokens if usage else None), cost, usage, None, self._now(),
             )
-        except Exception as exc:  # noqa: BLE001 - a recording problem must not fail the caller's call
-            self._note(f"decision {decision_id}: outcome not recorded: {type(exc).__name__}: {exc}")
-        finally:
-            self._settle(decision_id)
+        self._report(kwargs, report)
 
     def _failed(self, kwargs: Mapping[str, Any]) -> None:
-        decision_id = self._claim(kwargs)
-        if decision_id is None:
-            return
+        self._cooldowns.clear()  # a failure may have put a deployment in cooldown
         error = kwargs.get("exception")
         text = f"{type(error).__name__}: {error}" if error is not None else "LiteLLM reported a failure"
+        self._report(kwargs, lambda decision_id, model_id: _Report(decision_id, model_id, None, None, None, None, None, text, None))
+
+    def _pending(self) -> int:
+        return len(self._open) + len(self._ready) + self._recording
+
+    def _write_ready(self) -> None:
+        """Write the queued reports to ``routing.db`` (on the calling thread)."""
+        with self._lock:
+            if not self._ready:
+                return
+            batch = list(self._ready)
+            self._ready.clear()
+            self._recording += len(batch)
         try:
-            self.router.record_provider_error(decision_id, text)
-        except Exception as exc:  # noqa: BLE001 - as above
-            self._note(f"decision {decision_id}: provider error not recorded: {type(exc).__name__}: {exc}")
+            for item in batch:
+                self._write(item)
         finally:
-            self._settle(decision_id)
+            with self._settled:
+                self._recording -= len(batch)
+                self._settled.notify_all()
+
+    def _write(self, item: _Report) -> None:
+        try:
+            if item.error is not None:
+                self.router.record_provider_error(item.decision_id, item.error)
+                return
+            cost = item.cost_usd
+            if cost is None and item.usage is not None:
+                cost = self._list_price(item.model_id, item.usage)
+            self.router.record_performance(
+                item.decision_id, outcome_for_quality(item.quality), quality_score=item.quality, latency_ms=item.latency_ms,
+                tokens_used=item.tokens, cost_usd=cost, at=item.at,
+            )
+        except Exception as exc:  # noqa: BLE001 - a recording problem must not fail the caller's call
+            what = "provider error" if item.error is not None else "outcome"
+            self._note(f"decision {item.decision_id}: {what} not recorded: {type(exc).__name__}: {exc}")
+
+    def _list_price(self, model_id: str, usage: Usage) -> float | None:
+        """The registry's list price of ``usage`` on ``model_id`` (the registry read once per rule set)."""
+        version = self.router.rule_set.version
+        if self._prices[0] != version:
+            self._prices = (version, {m.id: m for m in self.router.registry.models})
+        model = self._prices[1].get(model_id)
+        return None if model is None else model.call_cost_usd(usage.input_tokens, usage.output_tokens)
+
+    def _write_when_idle(self) -> None:
+        """The writer thread: reports a pick or a flush has not written within WRITE_DELAY_S."""
+        while True:
+            with self._settled:
+                while not self._ready and self._attached:
+                    self._settled.wait()
+                if not self._attached:
+                    return
+            time.sleep(WRITE_DELAY_S)
+            self._write_ready()
 
     def _quality(self, kwargs: Mapping[str, Any], response: Any) -> float | None:
         if self._score is None:
