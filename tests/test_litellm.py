@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
+import time
 import warnings
 
 import pytest
@@ -369,3 +370,16 @@ def test_routing_learn_after_simulated_days_moves_traffic_to_the_better_model(ho
     after = day(4)
     share_before = sum(d["gpt-4o-mini"] for d in before) / 150
     assert share_before < 0.7 and after["gpt-4o-mini"] / 50 >= 0.9, (before, after)
+
+
+def test_an_outcome_is_written_without_flush_when_the_process_goes_quiet(home, routed):
+    # Outcomes wait for the caller's next call or flush(); an idle process has them written by
+    # the attachment's writer thread within WRITE_DELAY_S.
+    from routing_runtime.integrations.litellm import WRITE_DELAY_S
+
+    llm, routing = routed([deployment(m) for m in CHAT])
+    llm.completion(model="chat", **ask())
+    deadline = time.monotonic() + 10 * WRITE_DELAY_S + 5
+    while count_rows(home, "model_performance") == 0 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert count_rows(home, "model_performance") == 1 and routing.pending == 0

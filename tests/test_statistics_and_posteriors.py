@@ -280,7 +280,8 @@ def test_off_policy_estimates_recover_a_policy_value_from_logs_of_another():
     decisions = pl.DataFrame({
         "id": [str(i) for i in range(n)], "day": [day] * n, "task_type": "math", "preference": "quality",
         "selected_model": models, "propensity": np.vectorize(logging.get)(models), "excluded": [None] * n,
-    }, schema_overrides={"excluded": pl.String})
+        "selection_reason": [None] * n,
+    }, schema_overrides={"excluded": pl.String, "selection_reason": pl.String})
     performance = pl.DataFrame({
         "decision_id": [str(i) for i in range(n)], "quality_score": quality, "outcome": np.where(quality > 0, "success", "failure"),
         "cost_usd": 0.001, "latency_ms": 1000.0,
@@ -289,7 +290,7 @@ def test_off_policy_estimates_recover_a_policy_value_from_logs_of_another():
     fallbacks = 500
     decisions = pl.concat([decisions, pl.DataFrame({
         "id": [f"f{i}" for i in range(fallbacks)], "day": day, "task_type": "math", "preference": "quality", "selected_model": "a",
-        "propensity": 1.0, "excluded": '["c"]'})])
+        "propensity": 1.0, "excluded": '["c"]', "selection_reason": "quality: …; fallback of 0; provider error: 429"})])
     performance = pl.concat([performance, pl.DataFrame({
         "decision_id": [f"f{i}" for i in range(fallbacks)], "quality_score": 1.0, "outcome": "success",
         "cost_usd": 0.001, "latency_ms": 1000.0})])
@@ -384,3 +385,46 @@ typical_latency_ms = 900
     cell = [r for r in candidates.candidate_rules(post, registry, seed=0).learned
             if r.task_type is TaskType.MATH and r.preference is RoutingPreference.COST_EFFICIENT]
     assert {r.model_id: r.selection_probability for r in cell} == {"good-expensive": 1.0, "weak-cheap": 0.0}
+
+
+def test_off_policy_estimates_of_restricted_decisions_renormalise_the_target_alike():
+    # A LiteLLM group reaches only some registry models: its decisions are drawn among them
+    # (`within`) with the renormalised propensity, and `excluded` names the rest. The estimate is
+    # the target's value under the same restrictions: renormalised over the same models.
+    from routing_pipelines.learning import evaluation
+
+    rng = np.random.default_rng(13)
+    n = 40_000
+    truth = {"a": 0.3, "b": 0.6, "c": 0.9}
+    logging = {"a": 0.5, "b": 0.3, "c": 0.2}
+    restricted = rng.random(n) < 0.4  # these reached only a and b
+    within = {"a": 0.5 / 0.8, "b": 0.3 / 0.8}
+    models = np.where(
+        restricted, rng.choice(list(within), size=n, p=list(within.values())), rng.choice(list(logging), size=n, p=list(logging.values())),
+    )
+    propensity = np.where(restricted, np.vectorize(lambda m: within.get(m, 0.0))(models), np.vectorize(logging.get)(models))
+    quality = (rng.random(n) < np.vectorize(truth.get)(models)).astype(float)
+    ids = [f"{i:06d}" for i in range(n)]
+    decisions = pl.DataFrame({
+        "id": ids, "day": dt.date(2026, 1, 5), "task_type": "math", "preference": "quality", "selected_model": models,
+        "propensity": propensity, "excluded": ['["c"]' if r else None for r in restricted],
+        "selection_reason": ["quality: … among the 2 allowed candidates" if r else None for r in restricted],
+    }, schema_overrides={"excluded": pl.String, "selection_reason": pl.String})
+    performance = pl.DataFrame({"decision_id": ids, "quality_score": quality, "outcome": "success", "cost_usd": 0.001,
+                                "latency_ms": 1000.0})
+    target = {"a": 0.1, "b": 0.5, "c": 0.4}
+    policy = pl.DataFrame({"task_type": "math", "preference": "quality", "model_id": list(target),
+                           "selection_probability": list(target.values())})
+    direct = pl.DataFrame({"task_type": "math", "model_id": list(truth), "quality_mean": 0.5, "cost_mean_usd": 0.001,
+                           "latency_mean_ms": 1000.0})
+    feedback = evaluation.logged_feedback(decisions.lazy(), performance.lazy()).collect()
+    cell = evaluation.off_policy_estimates(feedback, policy, direct).filter(pl.col("task_type") == "math").row(0, named=True)
+    free = sum(target[m] * truth[m] for m in truth)
+    kept = (target["a"] * truth["a"] + target["b"] * truth["b"]) / (target["a"] + target["b"])
+    true_value = restricted.mean() * kept + (1 - restricted.mean()) * free
+    assert cell["n"] == n  # the restricted decisions are evaluated, not dropped
+    for name in ("snips", "dr"):
+        assert cell[f"{name}_value"] == pytest.approx(true_value, rel=0.02), name
+        assert cell[f"{name}_low"] < true_value < cell[f"{name}_high"], name
+    # Ignoring the restriction (the unrestricted target on restricted logs) would be far off.
+    assert abs(free - true_value) > 0.04

@@ -16,6 +16,7 @@ import polars as pl
 
 from routing_pipelines.learning.estimators import COMPONENTS, OBJECTIVES, CellRows, Comparison, compare
 from routing_pipelines.learning.statistics import implied_quality
+from routing_runtime.router import FALLBACK_MARK
 from routing_runtime.types import RoutingPreference
 
 ALL = "all"
@@ -34,17 +35,22 @@ _DIRECT = {"quality": "quality_mean", "cost": "cost_mean_usd", "latency": "laten
 
 def logged_feedback(decisions: pl.LazyFrame, performance: pl.LazyFrame) -> pl.LazyFrame:
     """Decisions with a propensity (not fallbacks) joined to their outcome: decision id, day, task,
-    preference, model, propensity, quality, cost (USD) and latency (ms; null when not measured)."""
+    preference, model, propensity, the models the decision left out (``excluded``, JSON; null for
+    none), quality, cost (USD) and latency (ms; null when not measured)."""
     outcomes = performance.filter(pl.col("decision_id").is_not_null()).select(
         pl.col("decision_id"), implied_quality().alias("quality"),
         pl.col("cost_usd").cast(pl.Float64).alias("cost"),
         pl.when(pl.col("latency_ms") > 0).then(pl.col("latency_ms").cast(pl.Float64)).alias("latency"),
     ).unique(subset="decision_id", keep="first")
-    # Fallbacks after `exclude` follow a different (conditional) policy: they are left out.
+    # Fallbacks follow the failure before them (a conditional policy): they are left out. A first
+    # decision restricted to the models a gateway could reach (`within`, `exclude`) stays: its
+    # propensity is that restricted draw's, and the target is restricted alike (see _restricted).
+    fallback = pl.col("selection_reason").fill_null("").str.contains(FALLBACK_MARK, literal=True)
     return decisions.filter(
-        pl.col("propensity").is_not_null() & pl.col("preference").is_not_null() & pl.col("excluded").is_null()
+        pl.col("propensity").is_not_null() & pl.col("preference").is_not_null() & (pl.col("excluded").is_null() | ~fallback)
     ).select(
         pl.col("id").alias("decision_id"), "day", "task_type", "preference", pl.col("selected_model").alias("model_id"), "propensity",
+        "excluded",
     ).join(outcomes, on="decision_id", how="inner")
 
 
@@ -93,6 +99,7 @@ def off_policy_estimates(feedback: pl.DataFrame, policy: pl.DataFrame, direct: p
     rows = rows.with_columns(
         pl.col(f"predicted_{k}").fill_null(pl.col(k).mean().over("task_type", "preference")).fill_null(0.0) for k in COMPONENTS
     ).with_columns(pl.col(f"expected_{k}").fill_null(0.0) for k in COMPONENTS)
+    rows = _restricted(rows, target, model)
 
     results = []
     for (task, preference), cell in rows.group_by("task_type", "preference", maintain_order=True):
@@ -102,6 +109,33 @@ def off_policy_estimates(feedback: pl.DataFrame, policy: pl.DataFrame, direct: p
     order = {p.value: i for i, p in enumerate(RoutingPreference)}
     frame = pl.DataFrame(results, schema=EVALUATION_SCHEMA, orient="row")
     return frame.sort(pl.col("task_type") == ALL, "task_type", pl.col("preference").replace_strict(order, default=99))
+
+
+def _restricted(rows: pl.DataFrame, target: pl.DataFrame, model: pl.DataFrame) -> pl.DataFrame:
+    """The target as it would have acted on each restricted decision: renormalised over the
+    models that decision could choose (all but its ``excluded``), as the router draws with
+    ``within`` or ``exclude``, for its importance weight and its direct-model expectation alike.
+
+    A row whose excluded models hold all the target's mass in the cell gets target 0: the
+    target cannot act there by its own rules (the router would fall back to a fixed order)."""
+    if "excluded" not in rows.columns or rows["excluded"].is_null().all():
+        return rows.drop("excluded", strict=False)
+    left_out = rows.filter(pl.col("excluded").is_not_null()).select(
+        "decision_id", "task_type", "preference", pl.col("excluded").str.json_decode(pl.List(pl.String)).alias("model_id"),
+    ).explode("model_id").join(
+        target.join(model, on=["task_type", "model_id"], how="left"), on=["task_type", "preference", "model_id"], how="inner",
+    ).sort("decision_id", "model_id").group_by("decision_id", maintain_order=True).agg(
+        pl.col("target").sum().alias("left_out_mass"),
+        *[(pl.col("target") * pl.col(f"predicted_{k}").fill_null(0.0)).sum().alias(f"left_out_{k}") for k in COMPONENTS],
+    )
+    kept = 1.0 - pl.col("left_out_mass")
+    return rows.join(left_out, on="decision_id", how="left").with_columns(
+        pl.col("left_out_mass", *[f"left_out_{k}" for k in COMPONENTS]).fill_null(0.0),
+    ).with_columns(
+        pl.when(kept > 1e-12).then(pl.col("target") / kept).otherwise(0.0).alias("target"),
+        *[pl.when(kept > 1e-12).then((pl.col(f"expected_{k}") - pl.col(f"left_out_{k}")) / kept)
+          .otherwise(pl.col(f"expected_{k}")).alias(f"expected_{k}") for k in COMPONENTS],
+    ).drop("excluded", "left_out_mass", *[f"left_out_{k}" for k in COMPONENTS]).sort("decision_id")
 
 
 def cell_rows(frame: pl.DataFrame) -> CellRows:

@@ -168,6 +168,7 @@ def draw_logs(rng: np.random.Generator, truth: TaskTruth, logged: np.ndarray, n:
     decisions = pl.DataFrame({
         "id": ids, "task_type": truth.task.value, "preference": RoutingPreference.QUALITY.value, "selected_model": models,
         "propensity": logged[chosen], "excluded": pl.Series([None] * n, dtype=pl.String),
+        "selection_reason": pl.Series([None] * n, dtype=pl.String),
     }).with_columns(pl.lit(day).alias("day"))
     performance = pl.DataFrame({
         "decision_id": ids, "model_id": models, "task_type": truth.task.value, "outcome": outcome,
