@@ -383,3 +383,42 @@ def test_an_outcome_is_written_without_flush_when_the_process_goes_quiet(home, r
     while count_rows(home, "model_performance") == 0 and time.monotonic() < deadline:
         time.sleep(0.02)
     assert count_rows(home, "model_performance") == 1 and routing.pending == 0
+
+
+def test_a_streamed_completion_is_recorded_when_the_stream_ends(home, routed):
+    llm, routing = routed([deployment(m, mock="hello there friend") for m in CHAT])
+    stream = llm.completion(model="chat", stream=True, **ask("Write a haiku about retries"))
+    assert "".join(chunk.choices[0].delta.content or "" for chunk in stream) == "hello there friend"
+    assert routing.flush() == 0 and routing.errors == []
+    [decision] = decisions(home)
+    row = outcome_of(home, decision["id"])
+    assert row["outcome"] == "success" and row["tokens_used"] > 0 and row["cost_usd"] > 0
+
+
+def test_threads_sharing_one_attached_router_record_every_call(home, routed):
+    import threading
+
+    llm, routing = routed([deployment(m) for m in CHAT])
+    failures = []
+
+    def agent(number: int) -> None:
+        try:
+            for i in range(15):
+                llm.completion(model="chat", **ask(f"Plan step {i} of job {number}", agent_execution_id=f"agent-{number}"))
+        except Exception as exc:  # noqa: BLE001 - reported by the assertion below
+            failures.append(exc)
+
+    threads = [threading.Thread(target=agent, args=(n,)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert failures == [] and routing.flush() == 0 and routing.errors == []
+    assert count_rows(home, "routing_decisions") == count_rows(home, "model_performance") == 60
+
+
+def test_a_bad_routing_task_type_fails_the_call_naming_the_field(home, routed):
+    llm, _ = routed([deployment(m) for m in CHAT], num_retries=0)
+    with pytest.raises(Exception, match=r"metadata\['routing_task_type'\]"):
+        llm.completion(model="chat", **ask(routing_task_type="poetry"))
+    assert count_rows(home, "routing_decisions") == 0
