@@ -201,23 +201,21 @@ def main(argv: list[str] | None = None) -> int:
     def sync_returned(which, i):
         (baseline if which == "baseline" else attached).completion(**call(which, i))
 
-    def sync_durable(which, i):
-        if which == "baseline":
-            baseline.completion(**call(which, i))
-            counter["baseline"] += 1
-            settled.wait(counter["baseline"])
-        else:
-            attached.completion(**call(which, i))
-            routing.flush()
+    def durable(plain, ours, attachment):
+        """A sync call that returns once its logging is done: LiteLLM's own (baseline) or the
+        attachment's decision and outcome, committed."""
+        def run(which, i):
+            if which == "baseline":
+                plain.completion(**call(which, i))
+                counter["baseline"] += 1
+                settled.wait(counter["baseline"])
+            else:
+                ours.completion(**call(which, i))
+                attachment.flush()
+        return run
 
-    def paced_durable(which, i):
-        if which == "baseline":
-            baseline_paced.completion(**call(which, i))
-            counter["baseline"] += 1
-            settled.wait(counter["baseline"])
-        else:
-            attached_paced.completion(**call(which, i))
-            routing_paced.flush()
+    sync_durable = durable(baseline, attached, routing)
+    paced_durable = durable(baseline_paced, attached_paced, routing_paced)
 
     def async_durable(which, i):
         async def one():
