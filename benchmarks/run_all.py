@@ -11,7 +11,8 @@ verbatim; its headings one level down, the "JSON written to <temp file>" line le
 that needs the real data in ``../shared/data`` and finds none prints ``SKIP …`` and exits 0; its
 section says it was skipped and why.
 
-* ``--only NAME`` (runtime, scale, replay, scenarios, fleet, estimators, gate, litellm; repeatable or comma separated) runs those
+* ``--only NAME`` (runtime, scale, replay, scenarios, fleet, estimators, gate, litellm, classifier; repeatable
+  or comma separated) runs those
   alone and replaces only their sections in an existing ``BENCHMARKS.md`` (each section carries
   its own date and machine load), leaving the others as they were.
 * ``--quick`` passes ``--quick`` to every script (tiny sizes): a smoke run of the whole chain in
@@ -60,6 +61,7 @@ BENCHMARKS = [
     Benchmark("estimators", "bench_estimators.py", "Off-policy estimators on simulator ground truth"),
     Benchmark("gate", "bench_gate.py", "The publication gate on the shipped scenarios (false blocks)"),
     Benchmark("litellm", "bench_litellm.py", "LiteLLM drop-in: per-call overhead against LiteLLM's simple-shuffle"),
+    Benchmark("classifier", "bench_classifier.py", "The task classifier on prompts we did not write (held out)"),
 ]
 BY_NAME = {b.name: b for b in BENCHMARKS}
 

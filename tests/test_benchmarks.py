@@ -41,7 +41,10 @@ EXPECTED = {
                                      "Closest call per scenario"]),
     "litellm": (("litellm",), ["| sync `completion()`, decision and outcome committed |",
                                "| select_model(within=…), decision committed |", "- target ≤ 0.3 ms added per completion"]),
+    "classifier": ((), ["**Held out, all sources**", "| MT-Bench |", "Confusion on the held-out prompts", "- held out: "]),
 }
+#: Benchmarks that read the real data in ../shared/data, and skip cleanly without it.
+NEEDS_SHARED_DATA = {"replay", "classifier"}
 
 
 def _missing(modules: tuple[str, ...]) -> list[str]:
@@ -72,7 +75,7 @@ def test_quick_mode_runs_and_reports_its_figures(name: str, tmp_path: Path):
     assert section, report.read_text(encoding="utf-8")
     text = section.group(0)
     assert "Quick smoke run" in text
-    if name == "replay" and not SHARED_DATA.is_dir():
+    if name in NEEDS_SHARED_DATA and not SHARED_DATA.is_dir():
         # A user's clone has no ../shared/data: the replay says it measured nothing, and why.
         assert ", skipped" in text and "Skipped: the real data in `../shared/data` is absent" in text
         return
@@ -97,3 +100,10 @@ def test_explicit_sizes_win_over_quick(tmp_path: Path):
                           cwd=REPO, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert "n=300 per operation in 2 interleaved blocks after 20 warm-up calls" in proc.stdout
+
+
+def test_classifier_without_the_shared_data_skips_cleanly(tmp_path: Path):
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "bench_classifier.py"), "--quick", "--data", str(tmp_path / "absent")],
+                          cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("SKIP bench_classifier: real prompts not found at "), proc.stdout
