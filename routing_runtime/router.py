@@ -296,6 +296,10 @@ class ModelRouter:
 
         with self._lock:
             self._maybe_refresh()
+            if decision_id is not None and model_id is None and task is None and self._store.record_first_outcome(
+                (row_id, result.value, quality, latency, tokens, cost, recorded_at), decision_id, PROVIDER_ERROR_MARK,
+            ):
+                return row_id  # the common case, in one statement (and so one commit)
             # One write transaction from the check to the insert: two processes recording the
             # same decision at once cannot both insert.
             with self._store.transaction():

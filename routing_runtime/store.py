@@ -242,6 +242,16 @@ _INSERT_OUTCOME = (
     "INSERT INTO model_performance (id, model_id, task_type, outcome, quality_score, latency_ms,"
     " tokens_used, cost_usd, recorded_at, decision_id, preference) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
+#: The common case of an outcome in one statement (one commit): the decision's first outcome, when
+#: the decision exists and is not marked as a provider error. No row inserted: the caller takes
+#: the checked path, which says what is wrong (or finds the same outcome already recorded).
+_INSERT_FIRST_OUTCOME = (
+    "INSERT INTO model_performance (id, model_id, task_type, outcome, quality_score, latency_ms,"
+    " tokens_used, cost_usd, recorded_at, decision_id, preference)"
+    " SELECT ?, selected_model, task_type, ?, ?, ?, ?, ?, ?, id, preference FROM routing_decisions"
+    " WHERE id = ? AND instr(COALESCE(selection_reason, ''), ?) = 0"
+    " AND NOT EXISTS (SELECT 1 FROM model_performance WHERE decision_id = ?)"
+)
 _SELECT_DECISION = (
     "SELECT agent_execution_id, task_type, preference, selected_model, excluded, selection_reason"
     " FROM routing_decisions WHERE id = ?"
@@ -391,6 +401,13 @@ class Store:
         """Insert an outcome: (id, model_id, task_type, outcome, quality_score, latency_ms,
         tokens_used, cost_usd, recorded_at, decision_id, preference)."""
         self._execute(_INSERT_OUTCOME, row)
+
+    def record_first_outcome(self, row: tuple, decision_id: str, refused_mark: str) -> bool:
+        """Insert the first outcome of ``decision_id`` in one statement: ``row`` is (id, outcome,
+        quality_score, latency_ms, tokens_used, cost_usd, recorded_at); model, task type and
+        preference come from the decision. False (nothing written) when the decision is unknown,
+        its reason holds ``refused_mark``, or it has an outcome already."""
+        return self._execute(_INSERT_FIRST_OUTCOME, (*row, decision_id, refused_mark, decision_id)).rowcount == 1
 
     def decision(self, decision_id: str) -> StoredDecision | None:
         row = self._execute(_SELECT_DECISION, (decision_id,)).fetchone()
