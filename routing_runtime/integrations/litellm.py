@@ -25,10 +25,13 @@ What happens to each call:
   deployment in the group and are not cooling down (``within=``; the propensity is the
   renormalised one). ``metadata["routing_preference"]`` and ``metadata["agent_execution_id"]``
   override the defaults; the decision id is put in ``metadata["routing_decision_id"]``.
-* **Outcome.** LiteLLM's success callback records ``success`` with LiteLLM's latency (end minus
+* **Outcome.** LiteLLM's success callback reports ``success`` with LiteLLM's latency (end minus
   start of the call), ``usage.total_tokens`` and ``response_cost`` (the registry's list price of
-  the tokens where LiteLLM has no price for the deployment's model and reports 0). ``score(kwargs, response)`` may return a quality in
-  [0, 1]; the outcome is then ``success`` from 0.75, ``partial`` from 0.25, else ``failure``.
+  the tokens where LiteLLM has no price for the deployment's model and reports 0).
+  ``score(kwargs, response)`` may return a quality in [0, 1]; the outcome is then ``success``
+  from 0.75, ``partial`` from 0.25, else ``failure``. Reports are written to ``routing.db`` on
+  the caller's thread: at its next routed call, at :meth:`Attachment.flush`, or by a writer
+  thread once the process has been quiet for :data:`WRITE_DELAY_S`.
 * **Provider errors** (any exception: rate limits, outages, timeouts, refused requests) are not
   outcomes. The decision is marked with :meth:`~routing_runtime.ModelRouter.record_provider_error`
   and gets no ``model_performance`` row, so learning never takes an unreached model for a bad
