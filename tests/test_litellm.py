@@ -417,8 +417,13 @@ def test_threads_sharing_one_attached_router_record_every_call(home, routed):
     assert count_rows(home, "routing_decisions") == count_rows(home, "model_performance") == 60
 
 
-def test_a_bad_routing_task_type_fails_the_call_naming_the_field(home, routed):
+@pytest.mark.parametrize("metadata, message", [
+    ({"routing_task_type": "poetry"}, r"metadata\['routing_task_type'\]"),
+    ({"agent_execution_id": 42}, r"agent_execution_id=42 must be a non-empty string"),
+    ({"agent_execution_id": "x" * 1000}, r"agent_execution_id=.* is 1000 characters long"),
+])
+def test_bad_routing_metadata_fails_the_call_naming_the_field(home, routed, metadata, message):
     llm, _ = routed([deployment(m) for m in CHAT], num_retries=0)
-    with pytest.raises(Exception, match=r"metadata\['routing_task_type'\]"):
-        llm.completion(model="chat", **ask(routing_task_type="poetry"))
+    with pytest.raises(Exception, match=message):
+        llm.completion(model="chat", **ask(**metadata))
     assert count_rows(home, "routing_decisions") == 0
