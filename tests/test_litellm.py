@@ -427,3 +427,36 @@ def test_bad_routing_metadata_fails_the_call_naming_the_field(home, routed, meta
     with pytest.raises(Exception, match=message):
         llm.completion(model="chat", **ask(**metadata))
     assert count_rows(home, "routing_decisions") == 0
+
+
+def test_reused_metadata_dict_keeps_every_call_its_own_decision_and_outcome(home, routed):
+    # Regression (attack): the request chain lived in the caller's metadata, so a dict reused for
+    # every call of an agent's run made each call a "retry" of the one before, marking good
+    # answers as provider errors and losing their outcomes.
+    llm, routing = routed([deployment(m) for m in CHAT])
+    md = {"agent_execution_id": "run-42"}
+    for i in range(20):
+        llm.completion(model="chat", messages=[{"role": "user", "content": f"Plan step {i}"}], metadata=md)
+    assert routing.flush() == 0 and routing.errors == []
+    assert count_rows(home, "model_performance") == 20
+    rows = decisions(home)
+    assert not any("fallback of" in d["selection_reason"] for d in rows)
+    assert {d["agent_execution_id"] for d in rows} == {"run-42"}
+
+
+def test_metadata_shared_between_two_attached_routers_does_not_fail_the_call(tmp_path, home, routed):
+    from routing_runtime.admin import initialise
+
+    llm1, first = routed([deployment(m) for m in CHAT])
+    initialise(other := tmp_path / "other")
+    with ModelRouter.open(other) as router2:
+        llm2 = litellm.Router(model_list=[deployment(m) for m in CHAT], num_retries=0)
+        second = attach(llm2, router2)
+        try:
+            md = {"agent_execution_id": "job"}
+            llm1.completion(model="chat", **ask(), metadata=md)
+            llm2.completion(model="chat", **ask(), metadata=md)
+            assert first.flush() == 0 and second.flush() == 0
+        finally:
+            second.detach()
+    assert count_rows(home, "model_performance") == 1 and count_rows(other, "model_performance") == 1

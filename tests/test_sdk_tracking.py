@@ -143,3 +143,16 @@ def test_track_call_needs_the_decision_object(router):
 ])
 def test_usage_of_reads_both_shapes_and_refuses_nonsense(response, usage):
     assert usage_of(response) == usage
+
+
+def test_an_exception_after_done_records_the_answer_not_a_provider_error(router):
+    # Regression (attack): the agent's parsing of a bad answer raised after done(), and the
+    # answer was recorded as an outage: the low quality learning needs was hidden.
+    decision = router.select_model("Extract the fields as JSON")
+    with pytest.raises(ValueError, match="not json"):
+        with track_call(router, decision) as call:
+            call.done({"usage": {"prompt_tokens": 10, "completion_tokens": 2}}, quality=0.1)
+            raise ValueError("not json")
+    row = outcome_of(router, decision.decision_id)
+    assert row is not None and row["outcome"] == "failure"
+    assert "provider error" not in reason_of(router, decision.decision_id)

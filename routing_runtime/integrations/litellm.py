@@ -57,7 +57,7 @@ import random
 import threading
 import time
 import warnings
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any, NamedTuple
@@ -87,9 +87,9 @@ __all__ = ["Attachment", "attach"]
 PREFERENCE_KEY, AGENT_KEY, TASK_KEY = "routing_preference", "agent_execution_id", "routing_task_type"
 #: The key the strategy writes: the id of the decision behind the call's current attempt.
 DECISION_KEY = "routing_decision_id"
-#: Every decision of one request, in order (retries and fallbacks append); it travels with the
-#: request's metadata into LiteLLM's callbacks, which find their attempt's decision in it.
-_CHAIN_KEY = "routing_decisions"
+#: Requests whose decision chains are kept (oldest dropped first): a chain is needed only until
+#: its request ends, and a request that never reports must not grow memory without bound.
+MAX_CHAINS = 10_000
 #: Errors kept for :attr:`Attachment.errors`.
 MAX_ERRORS = 100
 #: How long a reported outcome may wait for the caller's next pick (or flush) to write it before
@@ -176,6 +176,8 @@ class Attachment:
         self._settled = threading.Condition(self._lock)
         #: decision id -> model id, for decisions whose call has not reported yet.
         self._open: dict[str, str] = {}
+        #: LiteLLM trace id -> the request's decisions, in order (retries and fallbacks append).
+        self._chains: OrderedDict[str, list[str]] = OrderedDict()
         #: Reported outcomes not yet written, and how many are being written now.
         self._ready: deque[_Report] = deque()
         self._recording = 0
@@ -261,7 +263,13 @@ class Attachment:
         metadata = request.get("metadata")
         if not isinstance(metadata, dict):
             metadata = {}
-        chain = metadata.get(_CHAIN_KEY)
+        # A request's attempts share LiteLLM's trace id; its chain is ours, not in the caller's
+        # metadata (a dict reused for every call of an agent's run would chain unrelated calls).
+        # A chain continues only on a retry: LiteLLM lists the attempts that failed.
+        trace = request.get("litellm_trace_id")
+        retrying = bool(metadata.get("previous_models"))
+        with self._lock:
+            chain = self._chains.get(trace) if retrying and trace is not None else None
         failed = frozenset(
             str(p["deployment_id"]) for p in metadata.get("previous_models") or () if isinstance(p, Mapping) and p.get("deployment_id")
         )
@@ -270,7 +278,7 @@ class Attachment:
         # Bad metadata fails the call with the field named, before anything is recorded.
         pref = parse_enum(RoutingPreference, metadata.get(PREFERENCE_KEY) or self.preference, f"metadata[{PREFERENCE_KEY!r}]")
         task = _task(messages, metadata.get(TASK_KEY))
-        if isinstance(chain, list) and chain:
+        if chain:
             decision = self._retry(chain, failed, reachable, metadata, task, pref)
         else:
             chain = []
@@ -280,8 +288,12 @@ class Attachment:
             )
         with self._lock:
             self._open[decision.decision_id] = decision.model_id
-        chain.append(decision.decision_id)
-        metadata[_CHAIN_KEY] = chain
+            chain.append(decision.decision_id)
+            if trace is not None:
+                self._chains[trace] = chain
+                self._chains.move_to_end(trace)
+                while len(self._chains) > MAX_CHAINS:
+                    self._chains.popitem(last=False)
         metadata[DECISION_KEY] = decision.decision_id
         return group.routed[decision.model_id]
 
@@ -295,7 +307,7 @@ class Attachment:
         registered = self.router.registered_models
         try:
             return self.router.fallback(chain[-1], error=error, exclude=failed & registered, within=reachable, at=self._now())
-        except ValueError:
+        except (ValueError, LookupError):
             # Nothing else is left in the group: LiteLLM tries the same deployment again, as a
             # decision of its own for the same agent execution (by default the first decision's id).
             return self.router.select_model(task, pref, metadata.get(AGENT_KEY) or chain[0], within=reachable, at=self._now())
@@ -357,12 +369,10 @@ class Attachment:
         """Queue ``report(decision_id, model_id)`` for the open decision a callback is about: in its
         request's chain, the first decision still open for the deployment that was called."""
         params = kwargs.get("litellm_params") or {}
-        chain = (params.get("metadata") or {}).get(_CHAIN_KEY)
-        if not chain:
-            return  # not a routed call (another Router in the process, a detached one)
         model_id = (params.get("model_info") or {}).get("id")
         with self._lock:
-            decision_id = next((d for d in chain if self._open.get(d) == model_id), None)
+            chain = self._chains.get(str(kwargs.get("litellm_trace_id")))  # None: another Router's call
+            decision_id = next((d for d in chain if self._open.get(d) == model_id), None) if chain else None
         if decision_id is None:
             return
         item = report(decision_id, str(model_id))  # outside the lock: it runs the caller's score()

@@ -18,10 +18,11 @@ What is recorded when the ``with`` block ends:
 * ``call.done(response)`` was called: ``success`` (or the outcome ``quality`` implies, see
   :func:`~routing_runtime.types.outcome_for_quality`), the latency from entering the block to
   ``done``, the response's ``usage`` tokens, and their cost at the registry's list prices.
-* the block raised: the call never answered, so it is a provider error
+* the block raised before ``done``: the call never answered, so it is a provider error
   (:meth:`~routing_runtime.ModelRouter.record_provider_error`: no ``model_performance`` row, so an
   outage never reads as low quality) and the exception propagates. To record a *bad answer*,
-  call ``done(response, quality=...)`` instead of raising.
+  call ``done(response, quality=...)``: an exception raised after ``done`` (parsing the answer)
+  propagates, and the ``done`` outcome is recorded.
 * neither: ``success`` with the latency to the end of the block and no tokens or cost.
 
 ``usage`` is read from an object or a dict, in the OpenAI Chat Completions form
@@ -152,7 +153,11 @@ def track_call(router: ModelRouter, decision: RoutingDecision, *, at: datetime |
     try:
         yield call
     except BaseException as exc:
-        if isinstance(exc, Exception) and not call.misused:
+        if call._finished is not None and not call.misused:
+            # The model answered (done() was called); the error is the caller's own, after it
+            # (parsing a bad answer): the answer's outcome is recorded, never an outage.
+            call._record(router, at)
+        elif isinstance(exc, Exception) and not call.misused:
             try:
                 router.record_provider_error(decision.decision_id, f"{type(exc).__name__}: {exc}")
             except (LookupError, ValueError) as problem:  # the caller's error stays the one raised
