@@ -419,6 +419,9 @@ def test_threads_sharing_one_attached_router_record_every_call(home, routed):
 
 @pytest.mark.parametrize("metadata, message", [
     ({"routing_task_type": "poetry"}, r"metadata\['routing_task_type'\]"),
+    # An empty value is refused alike for both keys (it fell back to the default preference).
+    ({"routing_task_type": ""}, r"metadata\['routing_task_type'\]"),
+    ({"routing_preference": ""}, r"metadata\['routing_preference'\]"),
     ({"agent_execution_id": 42}, r"agent_execution_id=42 must be a non-empty string"),
     ({"agent_execution_id": "x" * 1000}, r"agent_execution_id=.* is 1000 characters long"),
 ])
@@ -460,3 +463,113 @@ def test_metadata_shared_between_two_attached_routers_does_not_fail_the_call(tmp
         finally:
             second.detach()
     assert count_rows(home, "model_performance") == 1 and count_rows(other, "model_performance") == 1
+
+
+def test_an_asyncio_run_per_call_has_every_outcome_recorded_by_flush(home, routed):
+    # Regression (attack): LiteLLM queues async callbacks on the call's event loop; asyncio.run()
+    # per call ends that loop first, so no outcome was ever written and flush() waited in vain.
+    llm, routing = routed([deployment(m) for m in CHAT])
+    for i in range(5):
+        asyncio.run(llm.acompletion(model="chat", **ask(f"What is {i} + {i}?")))
+    assert routing.flush(timeout=5) == 0 and routing.errors == []
+    assert count_rows(home, "routing_decisions") == count_rows(home, "model_performance") == 5
+
+
+def test_an_asyncio_run_per_call_has_every_outcome_recorded_at_exit(home):
+    # The same script without flush(): the attachment's exit hook runs LiteLLM's queued callbacks
+    # (LiteLLM's own exit hook runs after it, too late to be written).
+    import subprocess
+    import sys
+    import textwrap
+
+    script = textwrap.dedent(f"""
+        import asyncio, os
+        os.environ["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"
+        import litellm
+        from routing_runtime import ModelRouter
+        from routing_runtime.integrations.litellm import attach
+        deployments = {[deployment(m) for m in CHAT]!r}
+        llm = litellm.Router(model_list=deployments)
+        attach(llm, ModelRouter.open({str(home)!r}))
+        for i in range(4):
+            asyncio.run(llm.acompletion(model="chat", messages=[{{"role": "user", "content": f"What is {{i}} + 1?"}}]))
+    """)
+    subprocess.run([sys.executable, "-c", script], check=True, capture_output=True, timeout=120)
+    assert count_rows(home, "routing_decisions") == count_rows(home, "model_performance") == 4
+
+
+def test_an_abandoned_stream_is_given_up_after_the_age_limit(home, routed, monkeypatch):
+    # Regression (attack): a stream not read to its end never reports, so its decision stayed open
+    # forever (memory without bound; every flush() waited its whole timeout).
+    import routing_runtime.integrations.litellm as integration
+
+    llm, routing = routed([deployment(m, mock="one two three four") for m in CHAT])
+    stream = llm.completion(model="chat", stream=True, **ask("Write a haiku about retries"))
+    next(iter(stream))
+    del stream
+    assert routing.flush(timeout=0.2) == 1 and routing.abandoned == 0
+    monkeypatch.setattr(integration, "ABANDONED_AFTER_S", 0.0)
+    assert routing.flush(timeout=5) == 0 and routing.abandoned == 1
+    assert len(routing.errors) == 1 and "no outcome reported" in routing.errors[0]
+    [abandoned] = decisions(home)
+    assert outcome_of(home, abandoned["id"]) is None
+    monkeypatch.setattr(integration, "ABANDONED_AFTER_S", 1200.0)
+    llm.completion(model="chat", **ask())  # later calls are recorded as before
+    assert routing.flush() == 0 and count_rows(home, "model_performance") == 1
+
+
+def test_a_second_attach_on_the_same_router_is_refused_naming_the_fix(home, routed):
+    # Regression (attack): LiteLLM keeps one routing strategy, so a second attach() silently
+    # replaced the first one's and the first attachment recorded nothing.
+    llm, first = routed([deployment(m) for m in CHAT])
+    with ModelRouter.open(home) as router, pytest.raises(ValueError, match=r"already attached.*detach\(\)"):
+        attach(llm, router)
+    llm.completion(model="chat", **ask())
+    assert first.flush() == 0 and count_rows(home, "model_performance") == 1
+    first.detach()
+    with ModelRouter.open(home) as router:
+        second = attach(llm, router)  # once detached, the Router may be attached again
+        try:
+            llm.completion(model="chat", **ask())
+            assert second.flush() == 0 and count_rows(home, "model_performance") == 2
+        finally:
+            second.detach()
+
+
+def test_detach_gives_back_the_routers_strategy_and_lets_go_of_the_attachment(home):
+    import gc
+    import weakref
+
+    llm = litellm.Router(
+        model_list=[deployment(m) for m in CHAT], routing_strategy="latency-based-routing", routing_strategy_args={"ttl": 5},
+    )
+    router = ModelRouter.open(home)
+    routing = attach(llm, router)
+    llm.completion(model="chat", **ask())
+    routing.flush()
+    routing.detach()
+    assert llm.settings().routing_strategy == "latency-based-routing"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        assert llm.routing_strategy_args == {"ttl": 5}
+    assert routing.errors == []
+    gone = weakref.ref(routing)
+    del routing
+    gc.collect()
+    assert gone() is None  # LiteLLM keeps no reference to it (nor to the ModelRouter behind it)
+    for _ in range(5):
+        llm.completion(model="chat", **ask())
+    router.close()
+    assert count_rows(home, "routing_decisions") == 1
+
+
+def test_a_sync_flush_inside_an_event_loop_points_to_aflush(home, routed):
+    llm, routing = routed([deployment(m) for m in CHAT])
+
+    async def run():
+        await llm.acompletion(model="chat", **ask())
+        with pytest.raises(RuntimeError, match=r"await attachment.aflush\(\)"):
+            routing.flush()
+        return await routing.aflush()
+
+    assert asyncio.run(run()) == 0 and count_rows(home, "model_performance") == 1

@@ -42,6 +42,14 @@ What happens to each call:
   ``fallback of <id>``, so the answer is credited to the model that gave it. Where nothing else is
   left, the same model is tried again, as a new decision with the same ``agent_execution_id``.
 
+* **Flush and exit.** :meth:`Attachment.flush` (``aflush`` in async code) writes every reported
+  outcome and waits for the calls LiteLLM has not reported; it also runs the async callbacks
+  LiteLLM left queued on an event loop that has ended, as does the exit hook. A call that never
+  reports (a stream not read to its end) is given up after :data:`ABANDONED_AFTER_S`
+  (:attr:`Attachment.abandoned`).
+* **One attachment per Router**: a second :func:`attach` on the same Router is refused;
+  :meth:`Attachment.detach` gives the Router back its own routing strategy.
+
 Calls LiteLLM routes without messages (embeddings, files) and groups with no deployment of a
 registry model are not routed: they get a deployment at random, as LiteLLM's ``simple-shuffle``,
 and nothing is recorded. A deployment whose ``model_info["id"]`` is not a registry model is
@@ -97,6 +105,14 @@ MAX_ERRORS = 100
 WRITE_DELAY_S = 0.2
 #: How long the models LiteLLM has in cooldown are kept between failures (seconds).
 COOLDOWNS_KEPT_S = 1.0
+#: How long a routed call may go without reporting before its decision is given up as abandoned
+#: (seconds): a stream not read to its end never reports. Twice LiteLLM's default timeout.
+ABANDONED_AFTER_S = 1200.0
+
+#: LiteLLM Routers with a live attachment, by id: a second attach() would silently replace the
+#: first one's strategy, so it is refused.
+_ATTACHED: dict[int, Attachment] = {}
+_ATTACHED_LOCK = threading.Lock()
 
 Score = Callable[[Mapping[str, Any], Any], "float | None"]
 
@@ -130,10 +146,18 @@ def attach(
     if clock is not None and not callable(clock):
         raise ValueError(f"clock={clock!r} must be a callable returning a datetime, or None")
     attachment = Attachment(llm_router, router, default, score, clock)
+    with _ATTACHED_LOCK:
+        earlier = _ATTACHED.get(id(llm_router))
+        if earlier is not None:
+            raise ValueError(
+                f"llm_router is already attached (to the router of {earlier.router.home}): a second attach() would"
+                " replace its routing strategy; call detach() on the first attachment, then attach again"
+            )
+        _ATTACHED[id(llm_router)] = attachment
     llm_router.register_plugin(attachment._strategy)
     litellm.logging_callback_manager.add_litellm_callback(attachment._logger)
     attachment._writer.start()
-    atexit.register(attachment._write_ready)  # outcomes already reported are not lost at exit
+    atexit.register(attachment._at_exit)  # outcomes already reported are not lost at exit
     return attachment
 
 
@@ -145,6 +169,13 @@ class _Group(NamedTuple):
     routed: dict[str, Any]
     every: tuple[Any, ...]
     unrouted: tuple[str, ...]
+
+
+class _Open(NamedTuple):
+    """A routed call that has not reported yet."""
+
+    model_id: str
+    since: float  # time.monotonic() when its decision was made
 
 
 class _Report(NamedTuple):
@@ -174,8 +205,10 @@ class Attachment:
         self._groups: dict[str, _Group] = {}
         self._lock = threading.Lock()
         self._settled = threading.Condition(self._lock)
-        #: decision id -> model id, for decisions whose call has not reported yet.
-        self._open: dict[str, str] = {}
+        #: decision id -> its call, for decisions whose call has not reported yet.
+        self._open: dict[str, _Open] = {}
+        self._abandoned = 0
+        self._next_sweep = time.monotonic() + ABANDONED_AFTER_S
         #: LiteLLM trace id -> the request's decisions, in order (retries and fallbacks append).
         self._chains: OrderedDict[str, list[str]] = OrderedDict()
         #: Reported outcomes not yet written, and how many are being written now.
@@ -185,9 +218,10 @@ class Attachment:
         #: group -> (until when, models in cooldown): see _cooling.
         self._cooldowns: dict[str, tuple[float, frozenset[str]]] = {}
         self._errors: deque[str] = deque(maxlen=MAX_ERRORS)
-        self._random = random.Random()
         self._attached = True
-        self._strategy = _Strategy(self)
+        # What LiteLLM routed by before: detach() gives it back.
+        self._strategy_before = _routing_strategy_of(llm_router)
+        self._strategy = _Strategy(self, llm_router)
         self._logger = _Outcomes(self)
         self._writer = threading.Thread(target=self._write_when_idle, name="routing-litellm-outcomes", daemon=True)
 
@@ -207,6 +241,13 @@ class Attachment:
             return self._pending()
 
     @property
+    def abandoned(self) -> int:
+        """Routed calls given up after :data:`ABANDONED_AFTER_S` without a report (a stream not read
+        to its end): their decisions stay in ``routing.db`` without an outcome."""
+        with self._lock:
+            return self._abandoned
+
+    @property
     def unrouted_deployments(self) -> dict[str, list[str]]:
         """Per group seen so far, deployment ids that are not registry models (never chosen)."""
         with self._lock:
@@ -215,13 +256,19 @@ class Attachment:
     def flush(self, timeout: float = 10.0) -> int:
         """Write every routed call's outcome to ``routing.db``, waiting up to ``timeout`` seconds
         for calls LiteLLM has not reported yet (it reports sync successes from its logging
-        thread). Returns how many are still pending: 0 means all recorded."""
+        thread, and runs the async callbacks of calls whose event loop has ended). Returns how
+        many are still pending: 0 means all recorded. In async code, ``await aflush()``: this
+        would block the event loop that runs the callbacks it waits for (RuntimeError)."""
+        if _running_loop() is not None:
+            raise RuntimeError("flush() called inside a running event loop would block it: use `await attachment.aflush()`")
         deadline = time.monotonic() + timeout
+        self._run_orphaned_callbacks(timeout)
         while True:
             self._write_ready()
             with self._settled:
                 if self._ready:
                     continue
+                self._expire_open()
                 left = deadline - time.monotonic()
                 if not self._pending() or left <= 0:
                     return self._pending()
@@ -230,8 +277,17 @@ class Attachment:
     async def aflush(self, timeout: float = 10.0) -> int:
         """:meth:`flush` for async code: lets the event loop run LiteLLM's async callbacks."""
         deadline, pause = time.monotonic() + timeout, 0.0
+        worker = _litellm_logging_worker()
+        if worker is not None and _orphaned(worker, asyncio.get_running_loop()) and self.pending:
+            # Callbacks left by an ended loop are carried to this one; wait for them with LiteLLM.
+            try:
+                await asyncio.wait_for(worker.flush(), timeout)
+            except Exception as exc:  # noqa: BLE001 - a timeout, or the callbacks' own failures
+                self._note(f"LiteLLM's queued callbacks did not all run ({type(exc).__name__}: {exc})")
         while True:
             self._write_ready()
+            with self._lock:
+                self._expire_open()
             if not self.pending or time.monotonic() >= deadline:
                 return self.pending
             # Callbacks queued on this loop usually run within a few turns of it: yield first,
@@ -240,16 +296,40 @@ class Attachment:
             pause = min(0.005, pause * 2 or 0.0001)
 
     def detach(self) -> None:
-        """Stop routing and recording: the Router picks deployments at random from now on (as
-        ``simple-shuffle``). Outcomes already reported are written; those of calls still
-        running are not."""
+        """Stop routing and recording, and give the Router back the routing strategy it had
+        (its ``routing_strategy`` and ``routing_strategy_args``; what that strategy had
+        learnt, such as latencies, starts afresh). Outcomes already reported are written; those
+        of calls still running are not. The Router may then be attached again."""
         with self._settled:
+            if not self._attached:
+                return
             self._attached = False
             self._settled.notify_all()
         # LiteLLM copies litellm.callbacks into its per-event lists on first use: remove it from all.
         litellm.logging_callback_manager.remove_callback_from_all_lists(self._logger)
-        atexit.unregister(self._write_ready)
+        self._logger.release()
+        self._strategy.release()
+        self._restore_strategy()
+        with _ATTACHED_LOCK:
+            if _ATTACHED.get(id(self.llm_router)) is self:
+                del _ATTACHED[id(self.llm_router)]
+        atexit.unregister(self._at_exit)
         self._write_ready()
+
+    def _restore_strategy(self) -> None:
+        """LiteLLM drops a registered strategy only when its ``routing_strategy`` setting changes:
+        switch to another one and back."""
+        if self._strategy_before is None:
+            return
+        strategy, args = self._strategy_before
+        try:
+            from litellm.router_api import ChangeSet
+
+            other = "least-busy" if strategy == "simple-shuffle" else "simple-shuffle"
+            self.llm_router.apply(ChangeSet(settings={"routing_strategy": other}))
+            self.llm_router.apply(ChangeSet(settings={"routing_strategy": strategy, "routing_strategy_args": args}))
+        except Exception as exc:  # noqa: BLE001 - the released strategy still picks, at random
+            self._note(f"routing_strategy {strategy!r} not restored ({type(exc).__name__}: {exc}); picking at random")
 
     # ------------------------------------------------------------------ selection
 
@@ -258,7 +338,7 @@ class Attachment:
             self._write_ready()
         group = self._group(model)
         if not self._attached or not group.routed or not messages:
-            return self._random.choice(group.every) if group.every else None
+            return _shuffle(group.every)
         request = request_kwargs or {}
         metadata = request.get("metadata")
         if not isinstance(metadata, dict):
@@ -268,6 +348,10 @@ class Attachment:
         # A chain continues only on a retry: LiteLLM lists the attempts that failed.
         trace = request.get("litellm_trace_id")
         retrying = bool(metadata.get("previous_models"))
+        if retrying:
+            # The failure may have put a deployment in cooldown, and LiteLLM may not have run the
+            # failure callback yet (async ones wait in its logging queue).
+            self._cooldowns.pop(model, None)
         with self._lock:
             chain = self._chains.get(trace) if retrying and trace is not None else None
         failed = frozenset(
@@ -276,7 +360,8 @@ class Attachment:
         cooling = self._cooling(model, group)
         reachable = [m for m in group.routed if m not in cooling] or list(group.routed)
         # Bad metadata fails the call with the field named, before anything is recorded.
-        pref = parse_enum(RoutingPreference, metadata.get(PREFERENCE_KEY) or self.preference, f"metadata[{PREFERENCE_KEY!r}]")
+        named = metadata.get(PREFERENCE_KEY)
+        pref = self.preference if named is None else parse_enum(RoutingPreference, named, f"metadata[{PREFERENCE_KEY!r}]")
         task = _task(messages, metadata.get(TASK_KEY))
         if chain:
             decision = self._retry(chain, failed, reachable, metadata, task, pref)
@@ -286,8 +371,11 @@ class Attachment:
                 task, pref, metadata.get(AGENT_KEY), exclude=failed & self.router.registered_models, within=reachable,
                 at=self._now(),
             )
+        now = time.monotonic()
         with self._lock:
-            self._open[decision.decision_id] = decision.model_id
+            self._open[decision.decision_id] = _Open(decision.model_id, now)
+            if now >= self._next_sweep:
+                self._expire_open()
             chain.append(decision.decision_id)
             if trace is not None:
                 self._chains[trace] = chain
@@ -372,7 +460,7 @@ class Attachment:
         model_id = (params.get("model_info") or {}).get("id")
         with self._lock:
             chain = self._chains.get(str(kwargs.get("litellm_trace_id")))  # None: another Router's call
-            decision_id = next((d for d in chain if self._open.get(d) == model_id), None) if chain else None
+            decision_id = next((d for d in chain if d in self._open and self._open[d].model_id == model_id), None) if chain else None
         if decision_id is None:
             return
         item = report(decision_id, str(model_id))  # outside the lock: it runs the caller's score()
@@ -404,6 +492,46 @@ class Attachment:
 
     def _pending(self) -> int:
         return len(self._open) + len(self._ready) + self._recording
+
+    def _expire_open(self) -> None:
+        """Give up the calls that have not reported for ABANDONED_AFTER_S (under the lock)."""
+        now = time.monotonic()
+        cutoff = now - ABANDONED_AFTER_S
+        stale = [d for d, call in self._open.items() if call.since <= cutoff]
+        for decision_id in stale:
+            del self._open[decision_id]
+            self._errors.append(
+                f"decision {decision_id}: no outcome reported within {ABANDONED_AFTER_S:.0f} s (a stream not read to its"
+                " end?); left without an outcome"
+            )
+        self._abandoned += len(stale)
+        self._next_sweep = now + ABANDONED_AFTER_S / 10
+
+    def _run_orphaned_callbacks(self, timeout: float) -> None:
+        """Run the async callbacks LiteLLM queued on an event loop that has ended (an
+        ``asyncio.run(llm.acompletion(...))`` per call): they wait for the next loop otherwise."""
+        worker = _litellm_logging_worker()
+        if worker is None or not self._pending() or not _orphaned(worker, None):
+            return
+        async def run() -> None:
+            try:
+                await asyncio.wait_for(worker.flush(), timeout)
+            finally:
+                await worker.stop()  # its worker task must not outlive this loop
+
+        loop = asyncio.new_event_loop()  # not set as the thread's loop: the caller's stays as it was
+        try:
+            loop.run_until_complete(run())
+        except Exception as exc:  # noqa: BLE001 - a timeout, or the callbacks' own failures
+            self._note(f"LiteLLM's queued callbacks did not all run ({type(exc).__name__}: {exc})")
+        finally:
+            loop.close()
+
+    def _at_exit(self) -> None:
+        """At exit (before LiteLLM's own exit flush, which would report too late): run what
+        LiteLLM still queues, then write every report."""
+        self._run_orphaned_callbacks(timeout=5.0)
+        self._write_ready()
 
     def _write_ready(self) -> None:
         """Write the queued reports to ``routing.db`` (on the calling thread)."""
@@ -477,16 +605,25 @@ class Attachment:
 
 
 class _Strategy(CustomRoutingStrategyBase):
-    """LiteLLM's custom routing strategy, sync and async: both pick through the attachment."""
+    """LiteLLM's custom routing strategy, sync and async: both pick through the attachment; once
+    released (detached), at random, as ``simple-shuffle``."""
 
-    def __init__(self, attachment: Attachment) -> None:
-        self._attachment = attachment
+    def __init__(self, attachment: Attachment, llm_router: Any) -> None:
+        self._attachment: Attachment | None = attachment
+        self._llm_router = llm_router
+
+    def release(self) -> None:
+        """Let go of the attachment (and its ModelRouter), which LiteLLM would keep alive."""
+        self._attachment = None
 
     def get_available_deployment(self, model, messages=None, input=None, specific_deployment=False, request_kwargs=None):
-        return self._attachment._pick(model, messages, request_kwargs)
+        attachment = self._attachment
+        if attachment is None:
+            return _shuffle(tuple(self._llm_router.registry().deployments(model) or ()))
+        return attachment._pick(model, messages, request_kwargs)
 
     async def async_get_available_deployment(self, model, messages=None, input=None, specific_deployment=False, request_kwargs=None):
-        return self._attachment._pick(model, messages, request_kwargs)
+        return self.get_available_deployment(model, messages, input, specific_deployment, request_kwargs)
 
 
 class _Outcomes(CustomLogger):
@@ -494,22 +631,73 @@ class _Outcomes(CustomLogger):
 
     def __init__(self, attachment: Attachment) -> None:
         super().__init__()
-        self._attachment = attachment
+        self._attachment: Attachment | None = attachment
         # LiteLLM drops a callback whose class and public str/int/bool attributes equal one it
         # already has: without this, a second attachment in the process would never be called.
         self.attachment_key = f"routing-{id(attachment):x}"
 
+    def release(self) -> None:
+        """Let go of the attachment: LiteLLM keeps the first callbacks it set up for good."""
+        self._attachment = None
+
     def log_success_event(self, kwargs, response_obj, start_time, end_time):
-        self._attachment._succeeded(kwargs, response_obj, start_time, end_time)
+        if (attachment := self._attachment) is not None:
+            attachment._succeeded(kwargs, response_obj, start_time, end_time)
 
     def log_failure_event(self, kwargs, response_obj, start_time, end_time):
-        self._attachment._failed(kwargs)
+        if (attachment := self._attachment) is not None:
+            attachment._failed(kwargs)
 
     async def async_log_success_event(self, kwargs, response_obj, start_time, end_time):
-        self._attachment._succeeded(kwargs, response_obj, start_time, end_time)
+        self.log_success_event(kwargs, response_obj, start_time, end_time)
 
     async def async_log_failure_event(self, kwargs, response_obj, start_time, end_time):
-        self._attachment._failed(kwargs)
+        self.log_failure_event(kwargs, response_obj, start_time, end_time)
+
+
+_RANDOM = random.Random()
+
+
+def _shuffle(deployments: tuple[Any, ...]) -> Any:
+    """LiteLLM's ``simple-shuffle`` pick, for calls that are not routed."""
+    return _RANDOM.choice(deployments) if deployments else None
+
+
+def _routing_strategy_of(llm_router: Any) -> tuple[str, dict[str, Any]] | None:
+    """The Router's ``routing_strategy`` and its arguments, or None where LiteLLM does not say."""
+    try:
+        strategy = llm_router.settings().routing_strategy
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # the arguments' only reader
+            args = dict(getattr(llm_router, "routing_strategy_args", None) or {})
+    except Exception:  # noqa: BLE001 - a LiteLLM without these: detach cannot restore, picks at random
+        return None
+    return (strategy, args) if isinstance(strategy, str) else None
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+
+
+def _litellm_logging_worker() -> Any:
+    """LiteLLM's queue of async callbacks (None in a LiteLLM without one)."""
+    try:
+        from litellm.litellm_core_utils.logging_worker import GLOBAL_LOGGING_WORKER
+    except ImportError:
+        return None
+    usable = all(callable(getattr(GLOBAL_LOGGING_WORKER, name, None)) for name in ("flush", "stop"))
+    return GLOBAL_LOGGING_WORKER if usable else None
+
+
+def _orphaned(worker: Any, loop: asyncio.AbstractEventLoop | None) -> bool:
+    """Whether the worker has callbacks queued on an event loop that has ended (or on ``loop``):
+    ones on another thread's running loop are that loop's to run."""
+    bound = getattr(worker, "_bound_loop", None)
+    pending = getattr(worker, "pending_count", 0)
+    return bool(pending) and bound is not None and (bound.is_closed() or bound is loop)
 
 
 def _task(messages: Any, task_type: object) -> TaskType:
