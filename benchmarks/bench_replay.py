@@ -122,16 +122,19 @@ class LearningKnobs:
     half_life_days: float = 30.0
     prior_pseudo_count: float = 10.0
     exploration_floor: float = 0.05
+    exploration_floor_evidence: float = 500.0
     cold_start: Literal["registry", "posterior"] = "registry"
 
 
 NO_FORGETTING = 1e9  # days: weights 2^(-age / 1e9) = 1 for any replay
+FIXED_FLOOR = 1e12  # effective observations: the floor never shrinks in any replay
 ROUTER = LearningKnobs("router (as shipped)")
 #: Router variants with one learning knob changed at a time, then all together; the last one has
 #: the same ingredients as plain TS (no floor, no decay, 2 pseudo-observations, no day-1 bias).
 ABLATIONS = (
     LearningKnobs("router, day 1 from empty posteriors", cold_start="posterior"),
     LearningKnobs("router, floor 0", exploration_floor=0.0),
+    LearningKnobs("router, a fixed 5% floor (before issue 12)", exploration_floor_evidence=FIXED_FLOOR),
     LearningKnobs("router, half-life 14 days (the design's default)", half_life_days=14.0),
     LearningKnobs("router, no forgetting", half_life_days=NO_FORGETTING),
     LearningKnobs("router, pseudo-count 2", prior_pseudo_count=2.0),
@@ -223,6 +226,7 @@ def registry_toml(models: Sequence[str], price_per_million: dict[str, float], kn
         f"half_life_days = {knobs.half_life_days!r}",
         f"prior_pseudo_count = {knobs.prior_pseudo_count!r}",
         f"exploration_floor = {knobs.exploration_floor!r}",
+        f"exploration_floor_evidence = {knobs.exploration_floor_evidence!r}",
     ]
     for m in models:
         per_1k = price_per_million[m] / 1000.0  # one blended price: input = output

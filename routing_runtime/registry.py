@@ -102,7 +102,10 @@ class LearningSettings:
 
     Publishing:
 
-    * ``exploration_floor`` (0.05): traffic spread over the models still in contention.
+    * ``exploration_floor`` (0.05): traffic spread over the models still in contention, whole
+      while a task type has at most ``exploration_floor_evidence`` (500) effective observations
+      and shrinking as √(``exploration_floor_evidence`` / n) beyond (see
+      ``routing_pipelines.learning.candidates.exploration_floors``).
     * ``thompson_draws`` (4000): posterior draws per task type for P(best) and the specialist comparison.
     * ``plausibly_eligible`` (0.05): a model eligible in fewer draws than this share gets no traffic.
     * ``evaluation_window_days`` (7): days of logged decisions the off-policy evaluation reads.
@@ -138,6 +141,7 @@ class LearningSettings:
     half_life_days: float = _setting(30.0, 1e-6)
     prior_pseudo_count: float = _setting(10.0, 1e-6)
     exploration_floor: float = _setting(0.05, 0.0, 0.5)
+    exploration_floor_evidence: float = _setting(500.0, 1.0)
     credible_level: float = _setting(0.90, 0.5, 0.999)
     thompson_draws: int = _setting(4000, 10, 1_000_000)
     plausibly_eligible: float = _setting(0.05, 0.0, 1.0)

@@ -172,15 +172,16 @@ def build_rules(
     estimates: Mapping[TaskType, Iterable[ModelEstimate]],
     registry: ModelRegistry,
     best_probabilities: Mapping[Cell, Mapping[str, float]] | None = None,
+    floors: Mapping[TaskType, float] | None = None,
 ) -> list[RuleRow]:
     """Rule rows for every (task type, preference).
 
     ``best_probabilities[Cell(task, preference)][model]`` is the probability that the model is the
     best eligible one (e.g. from Thompson sampling, where eligibility itself is uncertain); without
     it the top-ranked model is taken as best. Selection probabilities mix it with the exploration
-    floor. With no eligible model at all, the highest-quality enabled model gets all traffic.
+    floor: ``floors[task]`` where given, else the registry's. With no eligible model at all, the
+    highest-quality enabled model gets all traffic.
     """
-    floor = registry.learning.exploration_floor
     rows: list[RuleRow] = []
     by_task = {task: list(estimates.get(task, ())) for task in TaskType}
     for cell in all_cells():
@@ -194,6 +195,7 @@ def build_rules(
             best = {m: p for m, p in cell_best.items() if m in enabled_ids}
             key = _sort_key(preference)
             tied = [e.model_id for e in top if key(e)[0] == key(top[0])[0]]
+            floor = (floors or {}).get(task, registry.learning.exploration_floor)
             probabilities = _selection_probabilities([e.model_id for e in top], best, floor, tied)
         else:
             # No model eligible by its expected values: the highest-quality enabled one, alone.

@@ -249,6 +249,7 @@ ALL_LEARNING = """
 half_life_days = 7
 prior_pseudo_count = 4.0
 exploration_floor = 0.1
+exploration_floor_evidence = 250.0
 credible_level = 0.8
 thompson_draws = 500
 plausibly_eligible = 0.1

@@ -13,7 +13,7 @@ sps = pytest.importorskip("scipy.stats")
 
 from routing_pipelines.learning import posteriors, statistics  # noqa: E402
 from routing_runtime.registry import LearningSettings, ModelRegistry  # noqa: E402
-from routing_runtime.types import TaskType  # noqa: E402
+from routing_runtime.types import Cell, TaskType  # noqa: E402
 
 REGISTRY = ModelRegistry.from_toml("""
 [learning]
@@ -428,3 +428,70 @@ def test_off_policy_estimates_of_restricted_decisions_renormalise_the_target_ali
         assert cell[f"{name}_low"] < true_value < cell[f"{name}_high"], name
     # Ignoring the restriction (the unrestricted target on restricted logs) would be far off.
     assert abs(free - true_value) > 0.04
+
+
+THREE_GENERALISTS = ModelRegistry.from_toml("""
+[defaults]
+min_quality_score = 0.0
+[learning]
+prior_pseudo_count = 10
+exploration_floor = 0.05
+exploration_floor_evidence = 500
+""" + "".join(f"""
+[[models]]
+id = "{m}"
+input_cost_per_1k = 0.001
+output_cost_per_1k = 0.001
+prior_quality = 0.5
+typical_latency_ms = 1000
+""" for m in ("m1", "m2", "m3")))
+
+
+@pytest.mark.parametrize("qualities, expected", [
+    # Registry priors of 0.5 against outcomes of 0.1 / 0.3 / 0.7: τ² ≈ 0.0796, k = 0.25/τ² − 1.
+    ((0.1, 0.3, 0.7), 2.14),
+    # Outcomes that agree with the priors (within sampling noise): the registry's weight is kept.
+    ((0.5, 0.5, 0.52), 10.0),
+])
+def test_the_prior_weight_is_learned_from_how_far_priors_are_from_outcomes(qualities, expected):
+    totals = totals_for({(m, "math"): {"n": 400.0, "sum_q": 400.0 * q, "n_raw": 400.0} for m, q in zip(("m1", "m2", "m3"), qualities)})
+    post = posteriors.compute_posteriors(totals, THREE_GENERALISTS)
+    math_rows = post.filter(pl.col("task_type") == "math")
+    assert math_rows["prior_count"].round(2).to_list() == [expected] * 3
+    # The Beta posterior carries that weight; other task types (no evidence) keep the registry's.
+    row = math_rows.row(0, named=True)
+    assert row["quality_alpha"] + row["quality_beta"] == pytest.approx(expected + 400.0, abs=0.01)
+    assert set(post.filter(pl.col("task_type") != "math")["prior_count"]) == {10.0}
+
+
+def test_too_few_models_with_evidence_keep_the_registry_prior_weight():
+    totals = totals_for({(m, "math"): {"n": 400.0, "sum_q": 400.0 * q, "n_raw": 400.0} for m, q in (("m1", 0.1), ("m2", 0.9))}
+                        | {("m3", "math"): {"n": 29.0, "sum_q": 1.0, "n_raw": 29.0}})
+    post = posteriors.compute_posteriors(totals, THREE_GENERALISTS)
+    assert set(post["prior_count"]) == {10.0}
+
+
+def test_the_exploration_floor_shrinks_with_a_task_types_evidence():
+    from routing_pipelines.learning import candidates
+    from routing_runtime import RoutingPreference, TaskType
+
+    # m2 is a little worse than m1 (P(best) about 0.2), m3 out of contention, on two task types
+    # with 8,000 and 100 observations per model.
+    counts = {"math": 8000.0, "general": 100.0}
+    qualities = {"m1": 0.5, "m2": 0.4934, "m3": 0.2}
+    totals = totals_for({(m, t): {"n": n, "sum_q": n * q, "n_raw": n} for t, n in counts.items() for m, q in qualities.items()})
+    post = posteriors.compute_posteriors(totals, THREE_GENERALISTS)
+    floors = candidates.exploration_floors(post, THREE_GENERALISTS)
+    assert floors[TaskType.MATH] == pytest.approx(0.05 * (500 / 24000) ** 0.5)
+    assert floors[TaskType.GENERAL] == floors[TaskType.TESTING] == 0.05
+    rules = candidates.candidate_rules(post, THREE_GENERALISTS, seed=0).learned
+    best = candidates.best_probabilities(post, THREE_GENERALISTS, seed=0)
+    for task in (TaskType.MATH, TaskType.GENERAL):
+        cell = Cell(task, RoutingPreference.QUALITY)
+        pool = [m for m, p in best[cell].items() if p > 0]
+        shares = {r.model_id: r.selection_probability for r in rules if (r.task_type, r.preference) == cell}
+        floor = floors[task]
+        for m in pool:  # P(best) mixed with the task type's own floor, spread over the contenders
+            assert shares[m] == pytest.approx(floor / len(pool) + (1 - floor) * best[cell][m], abs=2e-6), (task, m)
+    math_m2 = best[Cell(TaskType.MATH, RoutingPreference.QUALITY)]["m2"]
+    assert 0.05 < math_m2 < 0.5  # m2 is in contention, so the floor matters for it

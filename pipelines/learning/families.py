@@ -95,13 +95,14 @@ class BetaQuality(_Family):
             object.__setattr__(self, name, _array(name, getattr(self, name), check=False))
 
     @classmethod
-    def from_totals(cls, n, sum_q, *, prior_mean, prior_count: float, validate: bool = True) -> BetaQuality:
+    def from_totals(cls, n, sum_q, *, prior_mean, prior_count, validate: bool = True) -> BetaQuality:
         """The posterior from the weighted count ``n`` and weighted quality sum ``sum_q``, with a
-        prior of mean ``prior_mean`` (in (0, 1]) worth ``prior_count`` observations. ``validate``:
-        see :func:`compute_posteriors <routing_pipelines.learning.posteriors.compute_posteriors>`."""
+        prior of mean ``prior_mean`` (in (0, 1]) worth ``prior_count`` observations (one number,
+        or one per row). ``validate``: see :func:`compute_posteriors
+        <routing_pipelines.learning.posteriors.compute_posteriors>`."""
         n, sum_q = _array("n", n, check=validate), _array("sum_q", sum_q, check=validate)
         prior_mean = _array("prior_mean", prior_mean, strict=True, high=1.0, check=validate)
-        k = float(_array("prior_count", prior_count, strict=True, check=validate)[0])
+        k = _array("prior_count", prior_count, strict=True, check=validate)
         return cls(prior_mean * k + sum_q, (1 - prior_mean) * k + (n - sum_q))
 
     @property
@@ -219,12 +220,13 @@ class DirichletOutcomes(_Family):
         object.__setattr__(self, "concentration", concentration)
 
     @classmethod
-    def from_totals(cls, n_success, n_partial, n_failure, *, prior_mean, prior_count: float, validate: bool = True) -> DirichletOutcomes:
-        """The posterior from weighted outcome counts and the prior quality ``prior_mean``."""
+    def from_totals(cls, n_success, n_partial, n_failure, *, prior_mean, prior_count, validate: bool = True) -> DirichletOutcomes:
+        """The posterior from weighted outcome counts and the prior quality ``prior_mean`` worth
+        ``prior_count`` observations (one number, or one per row)."""
         named = (("n_success", n_success), ("n_partial", n_partial), ("n_failure", n_failure))
         counts = [_array(name, v, check=validate) for name, v in named]
         prior_mean = _array("prior_mean", prior_mean, high=1.0, check=validate)
-        k = float(_array("prior_count", prior_count, strict=True, check=validate)[0])
+        k = _array("prior_count", prior_count, strict=True, check=validate)
         return cls(np.stack([
             prior_mean * k / 2 + counts[0] + 0.5,
             np.full_like(prior_mean, 0.5) + counts[1],

@@ -2,7 +2,8 @@
 
 * quality: :class:`~routing_pipelines.learning.families.BetaQuality`, prior mean from the
   registry, shrunk toward the pooled specialist or generalist group of the task type (empirical
-  Bayes), worth ``prior_pseudo_count`` observations;
+  Bayes), worth at most ``prior_pseudo_count`` observations: fewer where the task type's
+  outcomes show the registry's priors to be off (:func:`prior_counts`);
 * outcomes: :class:`~routing_pipelines.learning.families.DirichletOutcomes` (reported);
 * latency and cost per request:
   :class:`~routing_pipelines.learning.families.NormalInverseGammaLog`, prior centred on the
@@ -71,6 +72,49 @@ def posteriors_as_of(daily: pl.LazyFrame | None, as_of: dt.date, registry: Model
     return frame, detected
 
 
+#: A model needs this many effective observations on a task type to say how far its registry
+#: prior was; a task type needs this many such models before its prior weight is learned.
+PRIOR_FIT_MIN_N = 30.0
+PRIOR_FIT_MIN_MODELS = 3
+#: The least a learned prior is worth (observations): it still keeps an untried model's mean.
+PRIOR_COUNT_MIN = 1.0
+
+
+def prior_counts(frame: pl.DataFrame, most: float) -> pl.Expr:
+    """Per row of ``frame`` (columns task_type, prior_quality, n, sum_q), the pseudo-count its
+    registry prior is worth: empirical Bayes on how far the task type's priors are from outcomes.
+
+    Model by model, the registry's prior quality p is off from the observed quality q̂ by
+    (q̂ − p)², of which q̂(1 − q̂)/n is sampling noise; the rest, averaged over the task type's
+    models with at least PRIOR_FIT_MIN_N observations, is the variance τ² of true qualities
+    around their priors. A Beta prior of mean p worth k observations has variance
+    p(1 − p)/(k + 1), so k = p̄(1 − p̄)/τ² − 1, kept within [PRIOR_COUNT_MIN, ``most``]. With fewer
+    than PRIOR_FIT_MIN_MODELS such models, ``most``. Registry priors that are right keep their
+    weight; priors that are off (a registry that says 0.5 for every model) stop slowing learning.
+
+    >>> frame = pl.DataFrame({"task_type": ["math"] * 3, "prior_quality": [0.5] * 3,
+    ...                       "n": [400.0] * 3, "sum_q": [40.0, 120.0, 280.0]})
+    >>> [round(k, 2) for k in frame.select(prior_counts(frame, 10.0)).to_series()]
+    [2.14, 2.14, 2.14]
+    >>> frame.select(prior_counts(frame.head(2), 10.0)).to_series().to_list()
+    [10.0, 10.0, 10.0]
+    """
+    observed = pl.col("sum_q") / pl.col("n")
+    fit = (
+        frame.filter(pl.col("n") >= PRIOR_FIT_MIN_N)
+        .group_by("task_type")
+        .agg(
+            pl.len().alias("models"),
+            ((observed - pl.col("prior_quality")) ** 2 - observed * (1 - observed) / pl.col("n")).mean().alias("tau2"),
+            pl.col("prior_quality").mean().alias("p"),
+        )
+        .filter(pl.col("models") >= PRIOR_FIT_MIN_MODELS)
+        .select("task_type", (pl.col("p") * (1 - pl.col("p")) / pl.col("tau2").clip(1e-12) - 1).clip(PRIOR_COUNT_MIN, most).alias("k"))
+    )
+    learned = dict(fit.iter_rows())
+    return pl.col("task_type").replace_strict(learned, default=most, return_dtype=pl.Float64).alias("prior_count")
+
+
 def compute_posteriors(totals: pl.DataFrame, registry: ModelRegistry) -> pl.DataFrame:
     """One row per (enabled or not) registry model × task type, evidence or none.
 
@@ -78,7 +122,7 @@ def compute_posteriors(totals: pl.DataFrame, registry: ModelRegistry) -> pl.Data
     not validated here: corrupt statistics (an infinite sum) give non-finite posteriors, which the
     ``posterior_sanity`` check names per model and task type and which block publication.
     """
-    k = registry.learning.prior_pseudo_count
+    most = registry.learning.prior_pseudo_count
     grid = []
     for task in TaskType:
         policy = registry.policy(task)
@@ -92,6 +136,8 @@ def compute_posteriors(totals: pl.DataFrame, registry: ModelRegistry) -> pl.Data
             })
     frame = pl.DataFrame(grid).join(totals, on=["model_id", "task_type"], how="left").fill_null(0.0)
     frame = frame.with_columns(pl.col("n_raw").cast(pl.Float64))
+    frame = frame.with_columns(prior_counts(frame, most))
+    k = pl.col("prior_count")
 
     # Empirical Bayes: the pooled quality of the *other* models of the same group (specialists or
     # generalists) on the task, so a model's own evidence is not counted twice.
@@ -105,23 +151,23 @@ def compute_posteriors(totals: pl.DataFrame, registry: ModelRegistry) -> pl.Data
         pl.when(pl.col("group_n") > 1e-9).then(pl.col("group_sum_q") / pl.col("group_n"))
         .otherwise(pl.col("prior_quality")).alias("group_quality"),
     )
-    capped = pl.min_horizontal(pl.col("group_n"), pl.lit(k))
-    group_weight = capped / (pl.lit(k) + capped)
+    capped = pl.min_horizontal(pl.col("group_n"), k)
+    group_weight = capped / (k + capped)
     frame = frame.with_columns(
         ((1 - group_weight) * pl.col("prior_quality") + group_weight * pl.col("group_quality")).clip(0.01, 0.99).alias("prior_mean"),
     )
 
     d = {c: frame[c].to_numpy() for c in frame.columns if frame[c].dtype.is_numeric()}
     level = registry.learning.credible_level
-    quality = BetaQuality.from_totals(d["n"], d["sum_q"], prior_mean=d["prior_mean"], prior_count=k, validate=False)
+    quality = BetaQuality.from_totals(d["n"], d["sum_q"], prior_mean=d["prior_mean"], prior_count=d["prior_count"], validate=False)
     latency = NormalInverseGammaLog.from_totals(
         d["n_latency"], d["sum_log_latency"], d["sum_log_latency2"], typical_log=d["prior_log_latency"], validate=False)
     # Share of calls that cost anything; the prior (list prices) says all, worth k observations.
-    charged = (d["n_cost_positive"] + k) / (d["n_cost"] + k)
+    charged = (d["n_cost_positive"] + most) / (d["n_cost"] + most)
     cost = NormalInverseGammaLog.from_totals(
         d["n_cost_positive"], d["sum_log_cost"], d["sum_log_cost2"], typical_log=d["prior_log_cost"], scale=charged, validate=False)
     outcomes = DirichletOutcomes.from_totals(
-        d["n_success"], d["n_partial"], d["n_failure"], prior_mean=d["prior_mean"], prior_count=k, validate=False)
+        d["n_success"], d["n_partial"], d["n_failure"], prior_mean=d["prior_mean"], prior_count=d["prior_count"], validate=False)
     tokens = np.where(d["n_tokens"] > 0, (d["sum_tokens"] + d["prior_tokens"]) / (d["n_tokens"] + 1), d["prior_tokens"])
     cost_mean = cost.mean
 
@@ -147,7 +193,8 @@ def compute_posteriors(totals: pl.DataFrame, registry: ModelRegistry) -> pl.Data
         **{f"cost_per_1k{suffix}_usd": values / np.maximum(tokens, 1.0) * 1000.0
            for suffix, values in zip(("", "_ci_low", "_ci_high"), (cost_mean, *cost.interval(level)))},
     }
-    return frame.select("model_id", "task_type", "is_specialized", "is_enabled", "prior_quality", "prior_mean", "n_raw", "n").with_columns(
+    kept = ("model_id", "task_type", "is_specialized", "is_enabled", "prior_quality", "prior_mean", "prior_count", "n_raw", "n")
+    return frame.select(kept).with_columns(
         pl.Series(name, values) for name, values in columns.items()
     ).drop("n").sort("task_type", "model_id")
 
