@@ -96,7 +96,12 @@ class LearningSettings:
 
     Forgetting and priors:
 
-    * ``half_life_days`` (30): a day's evidence weighs 2^(-age / half-life).
+    * ``half_life_days`` (30): a day's evidence weighs 2^(-age / half-life) for a (model, task
+      type) whose last ``drift_window_days`` (7) differ from the evidence before them (|z| >
+      ``drift_z_threshold``, 3, on quality, log latency or log cost);
+    * ``steady_half_life_days`` (180): the half-life of the others, whose evidence shows no
+      drift: forgetting it would only widen their posteriors (see
+      ``routing_pipelines.learning.changes.drifting``).
     * ``prior_pseudo_count`` (10): observations the registry's prior quality is worth.
     * ``credible_level`` (0.90): the central probability of every posterior interval.
 
@@ -139,6 +144,9 @@ class LearningSettings:
     """
 
     half_life_days: float = _setting(30.0, 1e-6)
+    steady_half_life_days: float = _setting(180.0, 1e-6)
+    drift_window_days: int = _setting(7, 1, 3650)
+    drift_z_threshold: float = _setting(3.0, 0.0)
     prior_pseudo_count: float = _setting(10.0, 1e-6)
     exploration_floor: float = _setting(0.05, 0.0, 0.5)
     exploration_floor_evidence: float = _setting(500.0, 1.0)

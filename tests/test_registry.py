@@ -247,6 +247,9 @@ def test_cli_init_with_bad_registry_leaves_existing_home_unchanged(tmp_path, wri
 ALL_LEARNING = """
 [learning]
 half_life_days = 7
+steady_half_life_days = 90.0
+drift_window_days = 5
+drift_z_threshold = 4.0
 prior_pseudo_count = 4.0
 exploration_floor = 0.1
 exploration_floor_evidence = 250.0

@@ -495,3 +495,33 @@ def test_the_exploration_floor_shrinks_with_a_task_types_evidence():
             assert shares[m] == pytest.approx(floor / len(pool) + (1 - floor) * best[cell][m], abs=2e-6), (task, m)
     math_m2 = best[Cell(TaskType.MATH, RoutingPreference.QUALITY)]["m2"]
     assert 0.05 < math_m2 < 0.5  # m2 is in contention, so the floor matters for it
+
+
+def test_a_slipping_cell_is_forgotten_at_the_half_life_and_a_steady_one_at_the_steady_half_life():
+    # Regression (issue 12): a fixed 30-day half-life widened the posteriors of steady cells too,
+    # which cost the replay 1–2% of the best model's quality; forgetting now follows drift.
+    settings = LearningSettings()
+    days = [dt.date(2026, 1, 1) + dt.timedelta(days=d) for d in range(14)]
+    rows = []
+    for i, day in enumerate(days):
+        for model, q in (("a", 0.8), ("b", 0.8 if i < 7 else 0.8 - 0.03 * (i - 6))):  # b slips from day 8
+            n = 100.0
+            rows.append({"model_id": model, "task_type": "math", "day": day, **{c: 0.0 for c in statistics.SUM_COLUMNS},
+                         "n": n, "sum_q": n * q, "sum_q2": n * q})
+    daily = pl.DataFrame(rows, schema={**statistics.STATS_SCHEMA, "day": pl.Date})
+    post, detected = posteriors.posteriors_as_of(daily.lazy(), days[-1], THREE_AB)
+    assert detected.height == 0  # no single day jumps: no change point
+    effective = dict(post.filter(pl.col("task_type") == "math").select("model_id", "n_effective").iter_rows())
+    ages = np.arange(13, -1, -1)
+    assert effective["a"] == pytest.approx(100 * (2.0 ** (-ages / settings.steady_half_life_days)).sum())
+    assert effective["b"] == pytest.approx(100 * (2.0 ** (-ages / settings.half_life_days)).sum())
+
+
+THREE_AB = ModelRegistry.from_toml("".join(f"""
+[[models]]
+id = "{m}"
+input_cost_per_1k = 0.001
+output_cost_per_1k = 0.001
+prior_quality = 0.8
+typical_latency_ms = 1000
+""" for m in ("a", "b")))

@@ -12,6 +12,7 @@ deterministic, so every re-run over the same days finds the same change points.
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 
 import polars as pl
@@ -78,3 +79,61 @@ def discount_before_changes(daily: pl.LazyFrame, changes: pl.DataFrame, settings
     return daily.join(last, on=KEYS, how="left").with_columns(
         pl.when(pl.col("day") < pl.col("last_change")).then(settings.change_discount).otherwise(1.0).alias("change_weight"),
     ).drop("last_change")
+
+
+#: What :func:`drifting` compares: (what, count, Σ, Σ²) of quality, log latency and log cost.
+_DRIFT_MEASURES = (
+    ("quality", "n", "sum_q", "sum_q2"),
+    ("latency", "n_latency", "sum_log_latency", "sum_log_latency2"),
+    ("cost", "n_cost_positive", "sum_log_cost", "sum_log_cost2"),
+)
+
+
+def drifting(daily: pl.DataFrame, as_of: dt.date, settings: LearningSettings) -> pl.DataFrame:
+    """Per (model, task type): whether its last ``drift_window_days`` up to ``as_of`` differ from
+    the evidence before them, by more than ``drift_z_threshold`` standard errors on quality, log
+    latency or log cost (each side with at least ``change_min_day_count`` observations).
+
+    A change point catches a jump; this catches a slow slip, which no single day shows. It has no
+    practical-size condition: a cell that moves at all is forgotten at ``half_life_days``, the
+    others at ``steady_half_life_days``, since forgetting a steady cell only widens its posterior.
+    Evidence before the cell's last change point is left out (it is discounted already).
+
+    >>> rows = [{"model_id": "m", "task_type": "math", "day": dt.date(2026, 1, d), "n": 100.0,
+    ...          "sum_q": 100.0 * q, "sum_q2": 100.0 * q, **{c: 0.0 for c in ("n_latency", "sum_log_latency",
+    ...          "sum_log_latency2", "n_cost_positive", "sum_log_cost", "sum_log_cost2")}}
+    ...         for d, q in zip(range(1, 15), [0.8] * 7 + [0.8, 0.77, 0.74, 0.71, 0.68, 0.65, 0.62])]
+    >>> drifting(pl.DataFrame(rows), dt.date(2026, 1, 14), LearningSettings()).row(0)
+    ('m', 'math', True)
+    >>> drifting(pl.DataFrame(rows), dt.date(2026, 1, 7), LearningSettings()).row(0)
+    ('m', 'math', False)
+    """
+    recent_from = as_of - dt.timedelta(days=settings.drift_window_days - 1)
+    sums = [c for _, *columns in _DRIFT_MEASURES for c in columns]
+    side = pl.when(pl.col("day") >= recent_from).then(pl.lit("recent")).otherwise(pl.lit("before"))
+    sides = (
+        daily.filter(pl.col("day") <= as_of)
+        .group_by(*KEYS, side.alias("side"))
+        .agg(pl.col(sums).sum())
+    )
+    recent = sides.filter(pl.col("side") == "recent").drop("side")
+    before = sides.filter(pl.col("side") == "before").drop("side")
+    both = recent.join(before, on=KEYS, how="full", coalesce=True, suffix="_before").fill_null(0.0)
+    moved = pl.lit(False)
+    for _, count, s1, s2 in _DRIFT_MEASURES:
+        n_r, n_b = pl.col(count), pl.col(f"{count}_before")
+        mean_r, mean_b = pl.col(s1) / n_r, pl.col(f"{s1}_before") / n_b
+        var_r = (pl.col(s2) / n_r - mean_r**2).clip(0.01)
+        var_b = (pl.col(f"{s2}_before") / n_b - mean_b**2).clip(0.01)
+        z = (mean_r - mean_b) / (var_r / n_r + var_b / n_b).sqrt()
+        enough = (n_r >= settings.change_min_day_count) & (n_b >= settings.change_min_day_count)
+        moved = moved | (enough & (z.abs() > settings.drift_z_threshold))
+    return both.select(*KEYS, moved.fill_null(False).alias("drifting")).sort(KEYS)
+
+
+def with_half_lives(daily: pl.LazyFrame, drift: pl.DataFrame, settings: LearningSettings) -> pl.LazyFrame:
+    """Adds ``half_life_days`` per row: ``half_life_days`` where :func:`drifting`, else ``steady_half_life_days``."""
+    return daily.join(drift.lazy(), on=KEYS, how="left").with_columns(
+        pl.when(pl.col("drifting").fill_null(False)).then(settings.half_life_days).otherwise(settings.steady_half_life_days)
+        .alias("half_life_days"),
+    ).drop("drifting")

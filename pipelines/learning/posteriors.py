@@ -63,8 +63,13 @@ def posteriors_as_of(daily: pl.LazyFrame | None, as_of: dt.date, registry: Model
         totals = pl.DataFrame(schema={**statistics.STATS_SCHEMA, "n_raw": pl.Float64, "last_day": pl.Date})
     else:
         daily = daily.filter(pl.col("day") <= as_of)
-        detected = changes.detect_changes(daily.collect(), settings)
-        totals = statistics.weighted_totals(changes.discount_before_changes(daily, detected, settings), as_of, settings.half_life_days)
+        collected = daily.collect()
+        detected = changes.detect_changes(collected, settings)
+        # The drift test compares evidence since each cell's last change point only.
+        since_change = changes.discount_before_changes(collected.lazy(), detected, settings).filter(pl.col("change_weight") >= 1.0)
+        drift = changes.drifting(since_change.collect(), as_of, settings)
+        discounted = changes.with_half_lives(changes.discount_before_changes(daily, detected, settings), drift, settings)
+        totals = statistics.weighted_totals(discounted, as_of, settings.half_life_days)
     # The day of each cell's last change point travels with its posterior: the off-policy
     # evaluation judges a task type on the days since its models last changed.
     last_change = detected.group_by(statistics.KEYS).agg(pl.col("changed_on").max().alias("last_change"))

@@ -71,20 +71,23 @@ def merge(stats: pl.DataFrame | pl.LazyFrame) -> pl.DataFrame:
     return stats.lazy().group_by(KEYS).agg(pl.col(SUM_COLUMNS).sum()).collect().sort(KEYS)
 
 
-def forgetting_weight(age_days: pl.Expr, half_life_days: float) -> pl.Expr:
+def forgetting_weight(age_days: pl.Expr, half_life_days: float | pl.Expr) -> pl.Expr:
     """2^(-age / half-life): yesterday's evidence counts fully, two half-lives ago a quarter."""
     return (2.0 ** (-age_days / half_life_days)).alias("weight")
 
 
 def weighted_totals(daily: pl.LazyFrame, as_of: dt.date, half_life_days: float) -> pl.DataFrame:
     """Exponentially forgotten totals per (model, task) from daily statistics with a ``day`` column
-    (and optionally a ``change_weight`` column, see ``changes.discount_before_changes``).
+    (and optionally a ``change_weight`` column, see ``changes.discount_before_changes``, and a
+    ``half_life_days`` column, see ``changes.with_half_lives``, which overrides
+    ``half_life_days`` row by row).
 
     Adds ``n_raw`` (unweighted count) and ``last_day`` (latest day with evidence).
     """
     age = (pl.lit(as_of) - pl.col("day")).dt.total_days().cast(pl.Float64)
-    weight = forgetting_weight(age, half_life_days)
-    if "change_weight" in daily.collect_schema().names():
+    names = daily.collect_schema().names()
+    weight = forgetting_weight(age, pl.col("half_life_days") if "half_life_days" in names else half_life_days)
+    if "change_weight" in names:
         weight = (weight * pl.col("change_weight")).alias("weight")
     return (
         daily.filter(pl.col("day") <= as_of)
