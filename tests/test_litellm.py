@@ -6,8 +6,12 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
+import subprocess
+import sys
+import textwrap
 import time
 import warnings
+from pathlib import Path
 
 import pytest
 
@@ -15,7 +19,9 @@ litellm = pytest.importorskip("litellm")
 
 from conftest import count_rows, db_connect  # noqa: E402
 from routing_runtime import ModelRouter  # noqa: E402
+from routing_runtime.admin import initialise  # noqa: E402
 from routing_runtime.integrations.litellm import attach  # noqa: E402
+from routing_runtime.integrations.sdk import track_call  # noqa: E402
 
 RATE_LIMITED = "litellm.RateLimitError"
 CHAT = ["gpt-4o", "gpt-4o-mini", "claude-haiku-4-5"]
@@ -573,3 +579,338 @@ def test_a_sync_flush_inside_an_event_loop_points_to_aflush(home, routed):
         return await routing.aflush()
 
     assert asyncio.run(run()) == 0 and count_rows(home, "model_performance") == 1
+
+
+# Faults found by the second attack (each test reproduced one on the code before its fix).
+
+def performance_rows(home) -> list:
+    conn = db_connect(home)
+    try:
+        return conn.execute("SELECT * FROM model_performance").fetchall()
+    finally:
+        conn.close()
+
+
+
+
+def test_calls_sharing_a_caller_supplied_litellm_trace_id_each_get_their_outcome(home, routed):
+    """LiteLLM lets the caller pass ``litellm_trace_id`` to link the requests of one session in its
+    logs. The attachment keys a request's decision chain by that id and *replaces* the chain at
+    every new request, so concurrent (or async, whose callbacks run later) requests of one session
+    find the wrong chain: their outcomes are lost (or credited to another request's decision).
+    Every request should get its own outcome."""
+    llm, routing = routed([deployment(m) for m in CHAT])
+
+    async def run():
+        await asyncio.gather(*[
+            llm.acompletion(model="chat", **ask(f"Plan step {i} of the migration"), litellm_trace_id="session-42")
+            for i in range(6)
+        ])
+        return await routing.aflush(timeout=3)
+
+    left = asyncio.run(run())
+    assert count_rows(home, "routing_decisions") == 6
+    assert (left, count_rows(home, "model_performance")) == (0, 6)
+
+
+def test_a_long_call_keeps_its_outcome_while_many_other_calls_run(home, routed, monkeypatch):
+    """A request's chain is kept in an LRU of MAX_CHAINS (10,000) entries that also holds every
+    request that has long finished (chains are never dropped when their request reports). A call
+    that is still running after MAX_CHAINS newer requests (a stream of a few minutes on a service
+    doing 100 requests/s) has its chain evicted, and its outcome is then never recorded (it waits
+    20 minutes to be "abandoned"). MAX_CHAINS is lowered here only to keep the test short."""
+    import routing_runtime.integrations.litellm as integration
+
+    monkeypatch.setattr(integration, "MAX_CHAINS", 50)
+    llm, routing = routed([deployment(m, mock="one two three four") for m in CHAT])
+    stream = llm.completion(model="chat", stream=True, **ask("Write a haiku about retries"))
+    chunks = iter(stream)
+    next(chunks)
+    for i in range(60):  # more finished requests than MAX_CHAINS while the stream is open
+        llm.completion(model="chat", **ask(f"What is {i} + 1?"))
+    "".join(chunk.choices[0].delta.content or "" for chunk in chunks)
+    assert routing.flush(timeout=3) == 0
+    assert count_rows(home, "model_performance") == 61
+
+
+def test_a_cached_answer_is_not_credited_to_the_model_the_router_picked(home, routed, monkeypatch):
+    """With LiteLLM's response cache (``cache_responses=True``) the cache key is the model *group*:
+    a call routed to gpt-4o may be answered from the cache with another model's earlier answer.
+    The attachment records that as gpt-4o's outcome: success or failure by ``score`` of an answer
+    gpt-4o never gave, ~1 ms latency, cost 0. A cache hit is no evidence about the picked model:
+    it should not be recorded as that model's outcome."""
+    from litellm.caching import caching_handler
+    from litellm.caching.caching import Cache
+
+    try:  # LiteLLM's cache lookup imports its proxy package; without the proxy extras, do the same check
+        from litellm.llms.anthropic.messages.native.response_cache import CachedAnthropicMessagesStreamIterator  # noqa: F401
+    except ImportError:
+        from litellm.litellm_core_utils.streaming_handler import CustomStreamWrapper
+        monkeypatch.setattr(
+            caching_handler, "_should_defer_streaming_cache_hit_callbacks",
+            lambda *, cached_result: isinstance(cached_result, CustomStreamWrapper),
+        )
+    monkeypatch.setattr(litellm, "cache", Cache())  # in memory
+    answers = {"gpt-4o": "four", "gpt-4o-mini": "4", "claude-haiku-4-5": "It is 4."}
+    llm, routing = routed([deployment(m, mock=answers[m]) for m in CHAT], cache_responses=True,
+                          score=lambda kwargs, response: 0.9)
+    served = []
+    for _ in range(12):
+        response = llm.completion(model="chat", caching=True, **ask("What is 2 + 2?"))
+        served.append((response._hidden_params.get("model_id"), response.choices[0].message.content))
+    assert routing.flush() == 0
+    wrong = []
+    for row in decisions(home):
+        outcome = outcome_of(home, row["id"])
+        first = next(text for model, text in served if model == row["selected_model"])
+        if outcome is not None and first != answers[row["selected_model"]]:
+            wrong.append((row["selected_model"], first))
+    # Any outcome recorded must be for an answer the decision's own model gave.
+    assert wrong == [], f"outcomes credited to a model for another model's cached answer: {wrong}"
+
+
+def test_the_exit_hook_writes_the_outcomes_the_writer_thread_is_writing(home, tmp_path):
+    """When the process goes quiet the writer thread takes the queued reports and writes them. If
+    routing.db is busy then (another process of the home writing, within the 10 s busy timeout),
+    the writer waits, and the exit hook, finding the queue empty, returns at once: the process
+    exits, the daemon writer dies, and the outcome is lost. The exit hook should wait for the
+    writes in progress (as flush() does)."""
+    deployments = [deployment(m) for m in CHAT]
+    done_flag = tmp_path / "holder-done"
+    holder = tmp_path / "holder.py"
+    holder.write_text(textwrap.dedent("""
+        import pathlib, sqlite3, sys, time
+        c = sqlite3.connect(sys.argv[1], isolation_level=None)
+        c.execute("BEGIN IMMEDIATE")
+        print("locked", flush=True)
+        time.sleep(4)
+        c.execute("COMMIT")
+        c.close()
+        pathlib.Path(sys.argv[2]).write_text("done")
+    """), encoding="utf-8")
+    script = textwrap.dedent(f"""
+        import os, subprocess, sys, time
+        os.environ["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"
+        import litellm
+        from routing_runtime import ModelRouter
+        from routing_runtime.integrations.litellm import attach
+        llm = litellm.Router(model_list={deployments!r})
+        attach(llm, ModelRouter.open({str(home)!r}))
+        for i in range(3):
+            llm.completion(model="chat", messages=[{{"role": "user", "content": f"What is {{i}} + 1?"}}])
+        # Another process of the home holds the write lock for 4 s (less than the busy timeout).
+        lock = subprocess.Popen([sys.executable, {str(holder)!r}, {str(home / "routing.db")!r}, {str(done_flag)!r}],
+                                stdout=subprocess.PIPE)
+        lock.stdout.readline()
+        time.sleep(0.6)  # the script's last work: the writer thread takes the last report meanwhile
+    """)
+    subprocess.run([sys.executable, "-c", script], check=True, capture_output=True, timeout=120)
+    deadline = time.monotonic() + 15
+    while not done_flag.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    time.sleep(0.5)
+    assert count_rows(home, "routing_decisions") == 3
+    assert count_rows(home, "model_performance") == 3
+
+
+def test_a_score_returning_a_numpy_float32_is_the_recorded_quality(home, routed):
+    """Scores often come out of numpy/ML code as ``numpy.float32`` (a cosine similarity of float32
+    embeddings, a classifier's probability). ``_quality`` accepts only ``int``/``float``, so the
+    quality is dropped and the outcome recorded as ``success`` with no quality: a bad answer
+    (0.1) is recorded as a success. ``record_performance`` itself takes any real number ("numpy
+    scalars included"); the attachment should too."""
+    np = pytest.importorskip("numpy")
+    llm, routing = routed([deployment(m) for m in CHAT], score=lambda kwargs, response: np.float32(0.1))
+    llm.completion(model="chat", **ask())
+    assert routing.flush() == 0
+    [row] = performance_rows(home)
+    assert routing.errors == []
+    assert (row["outcome"], row["quality_score"]) == ("failure", pytest.approx(0.1))
+
+
+def test_an_answer_that_fails_json_schema_validation_is_a_bad_answer_not_a_provider_error(home, routed):
+    """With ``response_format`` and ``enable_json_schema_validation``, LiteLLM raises
+    JSONSchemaValidationError *after* the model answered, when its answer does not match the
+    schema. The attachment takes every exception for a provider error, so the decision gets no
+    outcome: learning never sees that this model fails at structured output and keeps choosing
+    it. The model was reached and answered badly: that is an outcome (``failure``)."""
+    llm, routing = routed([deployment(m, mock="this is not JSON") for m in CHAT], num_retries=0)
+    schema = {"type": "json_schema", "json_schema": {
+        "name": "answer", "strict": True,
+        "schema": {"type": "object", "properties": {"value": {"type": "integer"}}, "required": ["value"]},
+    }}
+    with pytest.raises(litellm.JSONSchemaValidationError):
+        llm.completion(model="chat", response_format=schema, enable_json_schema_validation=True, **ask("2+2 as JSON"))
+    assert routing.flush() == 0
+    [decision] = decisions(home)
+    assert "provider error" not in decision["selection_reason"]
+    outcome = outcome_of(home, decision["id"])
+    assert outcome is not None and outcome["outcome"] == "failure"
+
+
+def test_a_routing_db_locked_past_the_busy_timeout_does_not_fail_the_llm_call(home, routed, monkeypatch):
+    """Selection writes the decision to routing.db inside LiteLLM's pick. When the database stays
+    locked past the busy timeout (another process of the home in a long write, a backup), the
+    pick raises sqlite3.OperationalError and the caller's LLM call fails, after blocking for the
+    whole busy timeout (10 s). Recording problems "never fail your call"; a selection problem
+    should not either: serve a deployment of the group (noted in ``errors``). The busy timeout
+    is lowered only to keep the test short."""
+    import routing_runtime.store as store
+
+    monkeypatch.setattr(store, "BUSY_TIMEOUT_MS", 300)
+    llm, routing = routed([deployment(m) for m in CHAT], num_retries=0)
+    llm.completion(model="chat", **ask())  # warm: the router works
+    assert routing.flush() == 0
+    import sqlite3
+
+    holder = sqlite3.connect(home / "routing.db", isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        response = llm.completion(model="chat", **ask("What is 3 + 3?"))
+    finally:
+        holder.execute("COMMIT")
+        holder.close()
+    assert response._hidden_params["model_id"] in CHAT
+    assert routing.errors, "the selection problem should be kept in errors"
+
+
+def test_a_group_whose_registry_models_are_all_disabled_still_answers(home, routed, tmp_path):
+    """Disabling a model in the routing registry (``enabled = false``, ``routing init``) while a
+    LiteLLM group has only that registry model makes every call to the group fail with
+    ``ValueError: within=['gpt-4o-mini'] leaves no enabled model for task_type='math'`` (naming
+    neither the group nor the disabled model). A group with no *usable* registry model should be
+    served like a group with no registry model (a deployment at random, nothing recorded), or at
+    least fail naming the group and the disabled model."""
+    registry = (Path(__import__("routing_runtime").__path__[0]) / "default_registry.toml").read_text(encoding="utf-8")
+    marker = 'id = "gpt-4o-mini"'
+    head, tail = registry.split(marker, 1)
+    tail = tail.replace("\n\n[[models]]", "\nenabled = false\n\n[[models]]", 1)
+    (tmp_path / "reg.toml").write_text(head + marker + tail, encoding="utf-8")
+    initialise(home, tmp_path / "reg.toml")
+    llm, routing = routed([deployment("gpt-4o"), deployment("gpt-4o-mini", group="small")], num_retries=0)
+    response = llm.completion(model="small", **ask())
+    assert response._hidden_params["model_id"] == "gpt-4o-mini"
+
+
+def test_a_model_added_to_the_registry_is_routed_to_without_a_restart(home, routed, tmp_path):
+    """The attachment warns that a deployment whose model_info id is not a registry model is never
+    chosen, "add the model to the registry". Doing so (``routing init --registry``) publishes a
+    rule set that the ModelRouter serves within a second, but the attachment keeps the group as
+    it first saw it (cached by LiteLLM's registry version only): the new model is never chosen
+    until the process restarts. The group should be re-read when the router's models change."""
+    registry = (Path(__import__("routing_runtime").__path__[0]) / "default_registry.toml").read_text(encoding="utf-8")
+    (tmp_path / "reg.toml").write_text(registry + textwrap.dedent("""
+        [[models]]
+        id = "my-finetune"
+        provider = "openai"
+        specialized_for = ["math"]
+        input_cost_per_1k = 0.0001
+        output_cost_per_1k = 0.0001
+        prior_quality = 0.99
+        typical_latency_ms = 300
+    """), encoding="utf-8")
+    finetune = {**deployment("gpt-4o-mini"), "model_info": {"id": "my-finetune"}}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        llm, routing = routed([deployment("gpt-4o-mini"), finetune], preference="quality")
+        llm.completion(model="chat", **ask())
+        assert routing.unrouted_deployments == {"chat": ["my-finetune"]}
+        initialise(home, tmp_path / "reg.toml")
+        time.sleep(1.2)  # the router picks up a newly published set within a second
+        assert "my-finetune" in routing.router.registered_models
+        served = {llm.completion(model="chat", **ask(f"Solve {i}x + 1 = 7"))._hidden_params["model_id"] for i in range(10)}
+    assert "my-finetune" in served and routing.unrouted_deployments == {}
+
+
+def test_detach_right_after_a_call_returns_keeps_its_outcome(home, routed):
+    """``completion()`` has returned, but LiteLLM reports a sync success from its logging thread a
+    moment later; ``detach()`` called then (a ``finally:`` clean-up, a test teardown, a worker
+    shutting down) releases the callback first and the outcome is silently lost (in a loop of
+    attach/call/detach, 28 of 30 were). The caller cannot know whether LiteLLM has "reported";
+    detach should wait, as flush() does, for the calls that have returned."""
+    llm, routing = routed([deployment(m) for m in CHAT])
+    lost = 0
+    for i in range(10):
+        before = count_rows(home, "model_performance")
+        llm.completion(model="chat", **ask(f"What is {i} + 1?"))
+        routing.detach()
+        time.sleep(0.3)
+        lost += count_rows(home, "model_performance") == before
+        routing = attach(llm, routing.router)
+    routing.detach()
+    assert lost == 0, f"{lost} of 10 outcomes lost by a detach() right after the call returned"  # of 10
+
+
+def test_a_call_slower_than_the_abandon_age_still_gets_its_outcome(home, routed, monkeypatch):
+    """The abandon age (ABANDONED_AFTER_S, 20 min) is a memory bound for streams nobody reads to the
+    end, but it also gives up calls that are merely slow (a long stream read by a slow client, a
+    deep-research model with timeout=3600): when their success arrives after the age, _report
+    finds the decision no longer open and drops the outcome, though LiteLLM reported it. A late
+    report should still be written. The age is lowered only to keep the test short."""
+    import routing_runtime.integrations.litellm as integration
+
+    llm, routing = routed([deployment(m, mock="one two three four") for m in CHAT])
+    stream = llm.completion(model="chat", stream=True, **ask("Write a haiku about retries"))
+    chunks = iter(stream)
+    next(chunks)
+    monkeypatch.setattr(integration, "ABANDONED_AFTER_S", 0.3)
+    time.sleep(0.4)
+    routing.flush(timeout=0.1)  # the sweep gives the slow call up
+    "".join(chunk.choices[0].delta.content or "" for chunk in chunks)  # ... and then it answers
+    [decision] = decisions(home)
+    deadline = time.monotonic() + 10  # a given-up call is not pending: flush() does not wait for it
+    while outcome_of(home, decision["id"]) is None and time.monotonic() < deadline:
+        routing.flush(timeout=0.1)
+        time.sleep(0.05)
+    outcome = outcome_of(home, decision["id"])
+    assert outcome is not None and outcome["outcome"] == "success"
+
+
+# ---------------------------------------------------------------------------------- track_call
+
+RESPONSE = {"usage": {"prompt_tokens": 900, "completion_tokens": 300, "total_tokens": 1200}}
+
+
+def test_track_call_a_second_done_does_not_lose_the_first_answer(router, home):
+    """``done()`` twice raises ValueError (misuse) and marks the call ``misused``; the block then
+    ends with that ValueError and track_call records nothing, though the model answered and the
+    first ``done`` gave its response. The first ``done``'s outcome should be recorded."""
+    decision = router.select_model("Write a pytest test for slugify()")
+    with pytest.raises(ValueError, match="already called"):
+        with track_call(router, decision) as call:
+            call.done(RESPONSE, quality=0.9)
+            call.done(RESPONSE, quality=0.9)
+    row = outcome_of(home, decision.decision_id)
+    assert row is not None and row["quality_score"] == 0.9
+
+
+def test_track_call_a_bad_quality_does_not_replace_the_callers_own_exception(router):
+    """After ``done(response, quality=1.5)`` the caller's code raises (parsing the answer). The
+    except branch records the outcome, whose ValueError for the quality replaces the caller's
+    KeyError: the caller's ``except KeyError`` no longer catches its own error. The caller's
+    exception should propagate (the recording problem attached as a note)."""
+    decision = router.select_model("Write a pytest test for slugify()")
+    with pytest.raises(KeyError):
+        with track_call(router, decision) as call:
+            call.done(RESPONSE, quality=1.5)
+            raise KeyError("answer has no 'code' field")
+
+
+def test_track_call_counts_anthropic_prompt_cache_tokens(router, home):
+    """Anthropic's ``usage.input_tokens`` excludes the prompt-cache tokens
+    (``cache_creation_input_tokens``, ``cache_read_input_tokens``), which are billed. usage_of reads
+    only input/output tokens, so a call with a 20k-token cached prompt is recorded as 15 tokens
+    and priced as nearly free: learning takes a cache-heavy model for a cheap one. The tokens
+    (and the list-price cost) should include the cache tokens."""
+    class Usage:
+        input_tokens, output_tokens = 10, 5
+        cache_creation_input_tokens, cache_read_input_tokens = 20_000, 0
+
+    class Message:
+        usage = Usage()
+
+    decision = router.select_model("Write a pytest test for slugify()")
+    with track_call(router, decision) as call:
+        call.done(Message())
+    row = outcome_of(home, decision.decision_id)
+    assert row["tokens_used"] >= 20_015

@@ -60,8 +60,10 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import numbers
 import os
 import random
+import sqlite3
 import threading
 import time
 import warnings
@@ -95,8 +97,8 @@ __all__ = ["Attachment", "attach"]
 PREFERENCE_KEY, AGENT_KEY, TASK_KEY = "routing_preference", "agent_execution_id", "routing_task_type"
 #: The key the strategy writes: the id of the decision behind the call's current attempt.
 DECISION_KEY = "routing_decision_id"
-#: Requests whose decision chains are kept (oldest dropped first): a chain is needed only until
-#: its request ends, and a request that never reports must not grow memory without bound.
+#: Trace ids whose decision chains are kept: a chain is dropped when its request answers; beyond
+#: this many, the oldest traces with no call in flight are dropped (requests that failed for good).
 MAX_CHAINS = 10_000
 #: Errors kept for :attr:`Attachment.errors`.
 MAX_ERRORS = 100
@@ -165,7 +167,9 @@ class _Group(NamedTuple):
     """A LiteLLM model group as the strategy sees it, for one registry version."""
 
     version: int
-    #: registry model id -> its deployment, in the group's order.
+    #: The router's models when the group was read: a new rule set or registry re-reads it.
+    known: frozenset[str]
+    #: enabled registry model id -> its deployment, in the group's order.
     routed: dict[str, Any]
     every: tuple[Any, ...]
     unrouted: tuple[str, ...]
@@ -209,8 +213,11 @@ class Attachment:
         self._open: dict[str, _Open] = {}
         self._abandoned = 0
         self._next_sweep = time.monotonic() + ABANDONED_AFTER_S
-        #: LiteLLM trace id -> the request's decisions, in order (retries and fallbacks append).
-        self._chains: OrderedDict[str, list[str]] = OrderedDict()
+        #: LiteLLM trace id -> its requests' decision chains: (decision id, model id) in order,
+        #: retries and fallbacks appended. Callers may share a trace id between requests.
+        self._chains: OrderedDict[str, list[list[tuple[str, str]]]] = OrderedDict()
+        #: Decisions given up as abandoned, whose report is still written should it come.
+        self._given_up: OrderedDict[str, str] = OrderedDict()
         #: Reported outcomes not yet written, and how many are being written now.
         self._ready: deque[_Report] = deque()
         self._recording = 0
@@ -295,11 +302,15 @@ class Attachment:
             await asyncio.sleep(pause)
             pause = min(0.005, pause * 2 or 0.0001)
 
-    def detach(self) -> None:
+    def detach(self, timeout: float = 5.0) -> None:
         """Stop routing and recording, and give the Router back the routing strategy it had
         (its ``routing_strategy`` and ``routing_strategy_args``; what that strategy had
-        learnt, such as latencies, starts afresh). Outcomes already reported are written; those
-        of calls still running are not. The Router may then be attached again."""
+        learnt, such as latencies, starts afresh). First waits, up to ``timeout`` seconds, for
+        the outcomes of routed calls (LiteLLM reports a sync call just after it returns); in
+        async code it cannot wait without blocking the loop: ``await aflush()`` before. Calls
+        still running after that are not recorded. The Router may then be attached again."""
+        if self._attached and _running_loop() is None:
+            self.flush(timeout)
         with self._settled:
             if not self._attached:
                 return
@@ -352,41 +363,62 @@ class Attachment:
             # The failure may have put a deployment in cooldown, and LiteLLM may not have run the
             # failure callback yet (async ones wait in its logging queue).
             self._cooldowns.pop(model, None)
-        with self._lock:
-            chain = self._chains.get(trace) if retrying and trace is not None else None
         failed = frozenset(
             str(p["deployment_id"]) for p in metadata.get("previous_models") or () if isinstance(p, Mapping) and p.get("deployment_id")
         )
+        with self._lock:
+            chain = self._retried_chain(trace, failed) if retrying and trace is not None else None
         cooling = self._cooling(model, group)
         reachable = [m for m in group.routed if m not in cooling] or list(group.routed)
         # Bad metadata fails the call with the field named, before anything is recorded.
         named = metadata.get(PREFERENCE_KEY)
         pref = self.preference if named is None else parse_enum(RoutingPreference, named, f"metadata[{PREFERENCE_KEY!r}]")
         task = _task(messages, metadata.get(TASK_KEY))
-        if chain:
-            decision = self._retry(chain, failed, reachable, metadata, task, pref)
-        else:
-            chain = []
-            decision = self.router.select_model(
-                task, pref, metadata.get(AGENT_KEY), exclude=failed & self.router.registered_models, within=reachable,
-                at=self._now(),
-            )
+        try:
+            if chain:
+                decision = self._retry(chain, failed, reachable, metadata, task, pref)
+            else:
+                decision = self.router.select_model(
+                    task, pref, metadata.get(AGENT_KEY), exclude=failed & self.router.registered_models, within=reachable,
+                    at=self._now(),
+                )
+        except (sqlite3.Error, OSError) as exc:
+            # routing.db cannot take the decision (locked past its busy timeout, disk full): the
+            # call is served all the same, unrecorded, as recording problems never fail it.
+            self._note(f"decision not recorded ({type(exc).__name__}: {exc}); the call went to a deployment at random")
+            return _shuffle(tuple(group.routed[m] for m in reachable))
         now = time.monotonic()
         with self._lock:
             self._open[decision.decision_id] = _Open(decision.model_id, now)
             if now >= self._next_sweep:
                 self._expire_open()
-            chain.append(decision.decision_id)
             if trace is not None:
-                self._chains[trace] = chain
+                if chain is None:
+                    chain = []
+                    self._chains.setdefault(trace, []).append(chain)
+                chain.append((decision.decision_id, decision.model_id))
                 self._chains.move_to_end(trace)
-                while len(self._chains) > MAX_CHAINS:
-                    self._chains.popitem(last=False)
+                if len(self._chains) > MAX_CHAINS:
+                    self._drop_ended_chains()
         metadata[DECISION_KEY] = decision.decision_id
         return group.routed[decision.model_id]
 
+    def _retried_chain(self, trace: str, failed: frozenset[str]) -> list[tuple[str, str]] | None:
+        """The chain LiteLLM is retrying (under the lock): of the trace's chains whose last call is
+        over, the newest whose last model failed for this request (else the newest over)."""
+        over = [chain for chain in reversed(self._chains.get(trace, ())) if chain[-1][0] not in self._open]
+        return next((chain for chain in over if chain[-1][1] in failed), over[0] if over else None)
+
+    def _drop_ended_chains(self) -> None:
+        """Drop the oldest traces with no call in flight, down to 90% of MAX_CHAINS (under the lock)."""
+        for trace in list(self._chains):
+            if len(self._chains) <= MAX_CHAINS * 0.9:
+                return
+            if not any(d in self._open for chain in self._chains[trace] for d, _ in chain):
+                del self._chains[trace]
+
     def _retry(
-        self, chain: list[str], failed: frozenset[str], reachable: list[str], metadata: Mapping[str, Any],
+        self, chain: list[tuple[str, str]], failed: frozenset[str], reachable: list[str], metadata: Mapping[str, Any],
         task: TaskType, pref: RoutingPreference,
     ) -> RoutingDecision:
         """The decision for LiteLLM's next attempt after the call of the chain's last decision raised."""
@@ -394,30 +426,33 @@ class Attachment:
         error = str(previous[-1].get("exception_string") or previous[-1].get("exception_type")) if previous else "retried by LiteLLM"
         registered = self.router.registered_models
         try:
-            return self.router.fallback(chain[-1], error=error, exclude=failed & registered, within=reachable, at=self._now())
+            return self.router.fallback(chain[-1][0], error=error, exclude=failed & registered, within=reachable, at=self._now())
         except (ValueError, LookupError):
             # Nothing else is left in the group: LiteLLM tries the same deployment again, as a
             # decision of its own for the same agent execution (by default the first decision's id).
-            return self.router.select_model(task, pref, metadata.get(AGENT_KEY) or chain[0], within=reachable, at=self._now())
+            return self.router.select_model(task, pref, metadata.get(AGENT_KEY) or chain[0][0], within=reachable, at=self._now())
 
     def _group(self, model: str) -> _Group:
         registry = self.llm_router.registry()
         version = registry.version
-        group = self._groups.get(model)
-        if group is not None and group.version == version:
-            return group
-        every = tuple(registry.deployments(model) or ())
         registered = self.router.registered_models
+        earlier = self._groups.get(model)
+        if earlier is not None and earlier.version == version and earlier.known is registered:
+            return earlier
+        every = tuple(registry.deployments(model) or ())
+        disabled = {m.id for m in self.router.registry.models if not m.enabled}
         routed: dict[str, Any] = {}
         unrouted = []
         for deployment in every:
             model_id = (deployment.get("model_info") or {}).get("id")
+            if model_id in disabled:
+                continue  # a registry model switched off: no traffic (a group of only such is not routed)
             if model_id in registered and model_id not in routed:
                 routed[model_id] = deployment
             else:
                 unrouted.append(str(model_id))
-        group = _Group(version, routed, every, tuple(unrouted) if routed else ())
-        if group.unrouted:
+        group = _Group(version, registered, routed, every, tuple(unrouted) if routed else ())
+        if group.unrouted and (earlier is None or earlier.unrouted != group.unrouted):
             warnings.warn(
                 f"LiteLLM group {model!r}: deployments {', '.join(group.unrouted)} are not registry models and are never"
                 " chosen: set their model_info['id'] to a registry model id (or add the model to the registry)",
@@ -453,42 +488,63 @@ class Attachment:
     # its next pick, at flush(), or, when the process goes quiet, a writer thread after
     # WRITE_DELAY_S (and at exit).
 
-    def _report(self, kwargs: Mapping[str, Any], report: Callable[[str, str], _Report]) -> None:
-        """Queue ``report(decision_id, model_id)`` for the open decision a callback is about: in its
-        request's chain, the first decision still open for the deployment that was called."""
+    def _report(self, kwargs: Mapping[str, Any], report: Callable[[str, str], _Report | None], *, ends: bool) -> None:
+        """Queue ``report(decision_id, model_id)`` (None: close the decision without writing) for
+        the decision a callback is about: of its trace's chains, the first decision still open
+        (else given up) for the deployment that was called. ``ends``: the request is over (it
+        answered), so its chain is dropped."""
         params = kwargs.get("litellm_params") or {}
         model_id = (params.get("model_info") or {}).get("id")
+        trace = str(kwargs.get("litellm_trace_id"))
         with self._lock:
-            chain = self._chains.get(str(kwargs.get("litellm_trace_id")))  # None: another Router's call
-            decision_id = next((d for d in chain if d in self._open and self._open[d].model_id == model_id), None) if chain else None
-        if decision_id is None:
+            chains = self._chains.get(trace) or ()  # empty: another Router's call
+            found = next(((chain, d) for chain in chains for d, m in chain if m == model_id and d in self._open), None) or next(
+                ((chain, d) for chain in chains for d, m in chain if m == model_id and d in self._given_up), None)
+        if found is None:
             return
+        chain, decision_id = found
         item = report(decision_id, str(model_id))  # outside the lock: it runs the caller's score()
         with self._settled:
-            if self._open.pop(decision_id, None) is not None:
-                self._ready.append(item)
+            if self._open.pop(decision_id, None) is not None or self._given_up.pop(decision_id, None) is not None:
+                if item is not None:
+                    self._ready.append(item)
                 self._settled.notify_all()
+            if ends and chain in self._chains.get(trace, ()):
+                self._chains[trace].remove(chain)
+                if not self._chains[trace]:
+                    del self._chains[trace]
 
     def _succeeded(self, kwargs: Mapping[str, Any], response: Any, start: Any, end: Any) -> None:
-        def report(decision_id: str, model_id: str) -> _Report:
+        def report(decision_id: str, model_id: str) -> _Report | None:
+            if kwargs.get("cache_hit"):
+                # LiteLLM's cache is keyed by the group: the answer may be another model's, and
+                # its latency and cost are the cache's. No evidence about this model.
+                return None
             usage = usage_of(response)
             tokens = getattr(getattr(response, "usage", None), "total_tokens", None)
             cost = kwargs.get("response_cost")
             # LiteLLM prices a model missing from its cost table at 0.0: learning would take it
             # for free. Such a call (None here) is priced by the writer at the registry's list price.
-            if not isinstance(cost, (int, float)) or (cost <= 0 and not kwargs.get("cache_hit")):
+            if not isinstance(cost, (int, float)) or cost <= 0:
                 cost = None
             return _Report(
                 decision_id, model_id, self._quality(kwargs, response), _elapsed_ms(start, end),
                 tokens if isinstance(tokens, int) else (usage.total_tokens if usage else None), cost, usage, None, self._now(),
             )
-        self._report(kwargs, report)
+        self._report(kwargs, report, ends=True)
 
-    def _failed(self, kwargs: Mapping[str, Any]) -> None:
+    def _failed(self, kwargs: Mapping[str, Any], start: Any = None, end: Any = None) -> None:
         self._cooldowns.clear()  # a failure may have put a deployment in cooldown
         error = kwargs.get("exception")
+        if isinstance(error, _ANSWER_REFUSED):
+            # The model answered, and its answer failed the caller's response_format schema: a
+            # bad answer (quality 0), not an unreached model.
+            self._report(kwargs, lambda decision_id, model_id: _Report(
+                decision_id, model_id, 0.0, _elapsed_ms(start, end), None, None, None, None, self._now()), ends=True)
+            return
         text = f"{type(error).__name__}: {error}" if error is not None else "LiteLLM reported a failure"
-        self._report(kwargs, lambda decision_id, model_id: _Report(decision_id, model_id, None, None, None, None, None, text, None))
+        self._report(kwargs, lambda decision_id, model_id: _Report(decision_id, model_id, None, None, None, None, None, text, None),
+                     ends=False)
 
     def _pending(self) -> int:
         return len(self._open) + len(self._ready) + self._recording
@@ -499,7 +555,9 @@ class Attachment:
         cutoff = now - ABANDONED_AFTER_S
         stale = [d for d, call in self._open.items() if call.since <= cutoff]
         for decision_id in stale:
-            del self._open[decision_id]
+            self._given_up[decision_id] = self._open.pop(decision_id).model_id
+            if len(self._given_up) > MAX_CHAINS:
+                self._given_up.popitem(last=False)
             self._errors.append(
                 f"decision {decision_id}: no outcome reported within {ABANDONED_AFTER_S:.0f} s (a stream not read to its"
                 " end?); left without an outcome"
@@ -529,9 +587,12 @@ class Attachment:
 
     def _at_exit(self) -> None:
         """At exit (before LiteLLM's own exit flush, which would report too late): run what
-        LiteLLM still queues, then write every report."""
+        LiteLLM still queues, write every report, and wait for the writes in progress (the
+        writer thread's, which exit would cut off)."""
         self._run_orphaned_callbacks(timeout=5.0)
         self._write_ready()
+        with self._settled:
+            self._settled.wait_for(lambda: not self._recording, timeout=15.0)
 
     def _write_ready(self) -> None:
         """Write the queued reports to ``routing.db`` (on the calling thread)."""
@@ -588,16 +649,17 @@ class Attachment:
         if self._score is None:
             return None
         try:
-            quality = self._score(kwargs, response)
+            quality: object = self._score(kwargs, response)
         except Exception as exc:  # noqa: BLE001 - the caller's scorer: its failure costs the quality only
             self._note(f"score raised {type(exc).__name__}: {exc}; outcome recorded without a quality")
             return None
         if quality is None:
             return None
-        if isinstance(quality, bool) or not isinstance(quality, (int, float)) or not 0.0 <= quality <= 1.0:
+        value = None if isinstance(quality, bool) or not isinstance(quality, numbers.Real) else float(quality)
+        if value is None or not 0.0 <= value <= 1.0:
             self._note(f"score returned {quality!r}, not a quality in [0, 1]; outcome recorded without a quality")
             return None
-        return float(quality)
+        return value
 
     def _note(self, text: str) -> None:
         with self._lock:
@@ -646,7 +708,7 @@ class _Outcomes(CustomLogger):
 
     def log_failure_event(self, kwargs, response_obj, start_time, end_time):
         if (attachment := self._attachment) is not None:
-            attachment._failed(kwargs)
+            attachment._failed(kwargs, start_time, end_time)
 
     async def async_log_success_event(self, kwargs, response_obj, start_time, end_time):
         self.log_success_event(kwargs, response_obj, start_time, end_time)
@@ -656,6 +718,9 @@ class _Outcomes(CustomLogger):
 
 
 _RANDOM = random.Random()
+#: Failures raised after the model answered, about its answer: outcomes, not provider errors.
+_ANSWER_REFUSED: tuple[type[BaseException], ...] = tuple(
+    e for e in (getattr(litellm, "JSONSchemaValidationError", None),) if isinstance(e, type))
 
 
 def _shuffle(deployments: tuple[Any, ...]) -> Any:

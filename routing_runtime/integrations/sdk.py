@@ -62,17 +62,29 @@ def usage_of(response: Any) -> Usage | None:
     Usage(input_tokens=1200, output_tokens=400)
     >>> usage_of({"usage": {"input_tokens": 30, "output_tokens": 5}}).total_tokens
     35
+    >>> usage_of({"usage": {"input_tokens": 30, "output_tokens": 5, "cache_read_input_tokens": 2000}})
+    Usage(input_tokens=2030, output_tokens=5)
     >>> usage_of({"choices": []}) is None
     True
     """
     usage = _field(response, "usage")
     if usage is None:
         return None
-    for names in (("prompt_tokens", "completion_tokens"), ("input_tokens", "output_tokens")):
+    # Anthropic counts prompt-cache tokens apart from input_tokens, and bills them.
+    for names, extra_input in ((("prompt_tokens", "completion_tokens"), ()), (("input_tokens", "output_tokens"), _CACHE_TOKENS)):
         tokens = [_field(usage, name) for name in names]
-        if all(isinstance(t, int) and not isinstance(t, bool) and t >= 0 for t in tokens):
+        if all(_count(t) for t in tokens):
+            tokens[0] += sum(t for t in (_field(usage, n) for n in extra_input) if _count(t))
             return Usage(*tokens)
     return None
+
+
+#: Anthropic's prompt-cache token counts, beside ``input_tokens`` (priced here as input tokens).
+_CACHE_TOKENS = ("cache_creation_input_tokens", "cache_read_input_tokens")
+
+
+def _count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 def list_price_usd(router: ModelRouter, model_id: str, usage: Usage) -> float | None:
@@ -153,10 +165,14 @@ def track_call(router: ModelRouter, decision: RoutingDecision, *, at: datetime |
     try:
         yield call
     except BaseException as exc:
-        if call._finished is not None and not call.misused:
+        if call._finished is not None:
             # The model answered (done() was called); the error is the caller's own, after it
-            # (parsing a bad answer): the answer's outcome is recorded, never an outage.
-            call._record(router, at)
+            # (parsing a bad answer, a second done()): the answer's outcome is recorded, never
+            # an outage, and a problem recording it never replaces the caller's error.
+            try:
+                call._record(router, at)
+            except (LookupError, ValueError) as problem:
+                exc.add_note(f"routing: outcome not recorded on {decision.decision_id}: {problem}")
         elif isinstance(exc, Exception) and not call.misused:
             try:
                 router.record_provider_error(decision.decision_id, f"{type(exc).__name__}: {exc}")
