@@ -47,8 +47,13 @@ What happens to each call:
   LiteLLM left queued on an event loop that has ended, as does the exit hook. A call that never
   reports (a stream not read to its end) is given up after :data:`ABANDONED_AFTER_S`
   (:attr:`Attachment.abandoned`).
+* **Not evidence**: an answer from LiteLLM's response cache closes its decision without an
+  outcome; an answer failing the caller's ``response_format`` schema is an outcome of quality 0.
 * **One attachment per Router**: a second :func:`attach` on the same Router is refused;
-  :meth:`Attachment.detach` gives the Router back its own routing strategy.
+  :meth:`Attachment.detach` waits for returned calls' outcomes and gives the Router back its own
+  routing strategy.
+* **Never fails the call**: a ``routing.db`` that cannot take a decision (locked, full) serves
+  the call from a deployment at random, unrecorded (:attr:`Attachment.errors`).
 
 Calls LiteLLM routes without messages (embeddings, files) and groups with no deployment of a
 registry model are not routed: they get a deployment at random, as LiteLLM's ``simple-shuffle``,
