@@ -27,9 +27,8 @@ What is replayed, per repeat (seed ``--seed + r``, everything seeded):
 * **Router** (the product's learning code, unmodified): a registry built in memory with the models
   as generalists, their real prices, ``prior_quality = 0.5`` for all (no prior knowledge),
   ``typical_latency_ms = 1000`` (no latency data), ``min_quality_score = 0`` and the default
-  ``[learning]`` settings (half-life 30 days where a cell drifts, 180 where it is steady; prior
-  pseudo-count at most 10, learned below it; exploration floor 0.05, shrinking beyond 500
-  observations of a task type).
+  ``[learning]`` settings (half-life 30 days; prior pseudo-count at most 10, learned below it;
+  exploration floor 0.05).
   Day 1 uses the registry rule set (``build_rules(registry_estimates(...))``). Each request draws a
   model from the rule set's ``selection_probability`` for (task type, ``quality``) and observes that
   model's real ``correct`` on that question (success/failure, ``quality_score`` = correct, cost =
@@ -56,8 +55,9 @@ given up by spreading the floor evenly over all models: floor × (best fixed −
 / best fixed.
 
 With ``--ablations`` a second table re-runs the router on the same streams with one learning choice
-changed at a time. First the three of issue 12 undone, one by one and together (the router before
-it): a fixed 5% floor, a fixed 30-day half-life, the registry's pseudo-count as it is. Then: day 1
+changed at a time. First issue 12's: the registry's pseudo-count as it is (the router before it);
+the floor shrinking beyond 500 observations of a task type, a 180-day half-life for cells that
+show no drift, and both (settings off by default: they cost the drift scenario's reaction). Then: day 1
 routed by the rule set of an empty history instead of the registry rule set (tied priors share
 it); exploration floor 0; a fixed 14-day half-life; no forgetting; prior pseudo-count 2 instead of
 10; then the last four at once. That last variant has the ingredients of plain TS (what remains
@@ -125,26 +125,26 @@ class LearningKnobs:
 
     label: str
     half_life_days: float = 30.0
-    steady_half_life_days: float = 180.0
+    steady_half_life_days: float = 30.0
     prior_pseudo_count: float = 10.0
     #: False: the registry's pseudo-count as it is, not learned from how far priors are off.
     learned_prior_weight: bool = True
     exploration_floor: float = 0.05
-    exploration_floor_evidence: float = 500.0
+    exploration_floor_evidence: float = 0.0
     cold_start: Literal["registry", "posterior"] = "registry"
 
 
 NO_FORGETTING = 1e9  # days: weights 2^(-age / 1e9) = 1 for any replay
-FIXED_FLOOR = 1e12  # effective observations: the floor never shrinks in any replay
+SHRINKING_FLOOR = 500.0  # effective observations of a task type before the floor shrinks
+STEADY_HALF_LIFE = 180.0  # days: the half-life of cells that show no drift, in the variants
 ROUTER = LearningKnobs("router (as shipped)")
 #: Router variants with one learning knob changed at a time, then all together; the last one has
 #: the same ingredients as plain TS (no floor, no decay, 2 pseudo-observations, no day-1 bias).
 ABLATIONS = (
-    LearningKnobs("router, a fixed 5% floor (before issue 12)", exploration_floor_evidence=FIXED_FLOOR),
-    LearningKnobs("router, a fixed 30-day half-life (before issue 12)", steady_half_life_days=30.0),
     LearningKnobs("router, the registry's prior weight, not learned (before issue 12)", learned_prior_weight=False),
-    LearningKnobs("router before issue 12 (all three)", exploration_floor_evidence=FIXED_FLOOR, steady_half_life_days=30.0,
-                  learned_prior_weight=False),
+    LearningKnobs("router, the floor shrinking beyond 500 observations (off by default)", exploration_floor_evidence=SHRINKING_FLOOR),
+    LearningKnobs("router, a 180-day half-life where a cell shows no drift (off by default)", steady_half_life_days=STEADY_HALF_LIFE),
+    LearningKnobs("router, both", exploration_floor_evidence=SHRINKING_FLOOR, steady_half_life_days=STEADY_HALF_LIFE),
     LearningKnobs("router, day 1 from empty posteriors", cold_start="posterior"),
     LearningKnobs("router, floor 0", exploration_floor=0.0),
     LearningKnobs("router, a fixed 14-day half-life (the design's default)", half_life_days=14.0, steady_half_life_days=14.0),
@@ -592,9 +592,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"data: {data.note}; {args.days} days × {args.per_day} requests per task type per day; "
           f"{args.repeats} repeat(s), seeds {args.seed}..{args.seed + args.repeats - 1}"
           + (" (figures are mean ± sd across repeats)" if args.repeats > 1 else ""))
-    print(f"router: {len(data.models)} generalists, prior_quality 0.5, real prices, half-life {ROUTER.half_life_days:g} d drifting "
-          f"/ {ROUTER.steady_half_life_days:g} d steady, pseudo-count ≤ {ROUTER.prior_pseudo_count:g} (learned), exploration floor "
-          f"{ROUTER.exploration_floor:g} (shrinking beyond {ROUTER.exploration_floor_evidence:g} observations); preference quality\n")
+    print(f"router: {len(data.models)} generalists, prior_quality 0.5, real prices, half-life {ROUTER.half_life_days:g} d, "
+          f"pseudo-count ≤ {ROUTER.prior_pseudo_count:g} (learned), exploration floor {ROUTER.exploration_floor:g}; preference quality\n")
     print(markdown(summary, data, args.repeats, runs[0]["variants"], args.days, args.per_day))
     tops = "; ".join(f"{t} {short(v['model'])} {v['share']:.0%}" for t, v in runs[0]["router_final_top"].items())
     print(f"\nrouter's last rule set (seed {args.seed}), top model and its share: {tops}")

@@ -521,9 +521,10 @@ def main(argv: list[str] | None = None) -> int:
     print()
     learning = sorted({(s.registry.learning.exploration_floor, s.registry.learning.exploration_floor_evidence) for s in scenarios})
     print("Policies: the router is the product path (`simulate`: ModelRouter + nightly `routing learn`, registry priors with a "
-          "learned weight, forgetting where a cell drifts, change points, exploration floor; the floor, "
-          + "/".join(f"{f:.0%} of a cell's traffic on other plausible models until its task type has {n:g} observations, then "
-                     f"shrinking as √({n:g} / n)" for f, n in learning)
+          "learned weight, forgetting, change points, exploration floor; the floor, "
+          + "/".join(f"{f:.0%} of a cell's traffic on other plausible models"
+                     + (f" until its task type has {n:g} observations, then shrinking as √({n:g} / n)" if n else "")
+                     for f, n in learning)
           + ", caps its converged share to the true best by design). Plain TS: Beta(1,1) quality posteriors and Normal cost/latency "
           f"posteriors (list price / typical latency as a one-observation prior) per (task type, model), per-draw eligibility, "
           f"frozen per day, no forgetting, no floor, no change detection. ε-greedy: the same posterior means, ε = {EPSILON:g} "

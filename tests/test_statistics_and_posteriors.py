@@ -500,7 +500,8 @@ def test_the_exploration_floor_shrinks_with_a_task_types_evidence():
 def test_a_slipping_cell_is_forgotten_at_the_half_life_and_a_steady_one_at_the_steady_half_life():
     # Regression (issue 12): a fixed 30-day half-life widened the posteriors of steady cells too,
     # which cost the replay 1–2% of the best model's quality; forgetting now follows drift.
-    settings = LearningSettings()
+    settings = THREE_AB.learning
+    assert settings.steady_half_life_days != settings.half_life_days
     days = [dt.date(2026, 1, 1) + dt.timedelta(days=d) for d in range(14)]
     rows = []
     for i, day in enumerate(days):
@@ -517,7 +518,7 @@ def test_a_slipping_cell_is_forgotten_at_the_half_life_and_a_steady_one_at_the_s
     assert effective["b"] == pytest.approx(100 * (2.0 ** (-ages / settings.half_life_days)).sum())
 
 
-THREE_AB = ModelRegistry.from_toml("".join(f"""
+THREE_AB = ModelRegistry.from_toml("[learning]\nsteady_half_life_days = 180\n" + "".join(f"""
 [[models]]
 id = "{m}"
 input_cost_per_1k = 0.001
