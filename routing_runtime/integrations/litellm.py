@@ -68,7 +68,6 @@ import atexit
 import numbers
 import os
 import random
-import sqlite3
 import threading
 import time
 import warnings
@@ -94,6 +93,7 @@ except ImportError as exc:  # pragma: no cover - exercised by a runtime-only ins
 from routing_runtime.classifier import classify_task
 from routing_runtime.integrations.sdk import Usage, usage_of
 from routing_runtime.router import ModelRouter, RoutingDecision
+from routing_runtime.store import StoreError
 from routing_runtime.types import RoutingPreference, TaskType, outcome_for_quality, parse_enum
 
 __all__ = ["Attachment", "attach"]
@@ -387,7 +387,7 @@ class Attachment:
                     task, pref, metadata.get(AGENT_KEY), exclude=failed & self.router.registered_models, within=reachable,
                     at=self._now(),
                 )
-        except (sqlite3.Error, OSError) as exc:
+        except (StoreError, OSError) as exc:
             # routing.db cannot take the decision (locked past its busy timeout, disk full): the
             # call is served all the same, unrecorded, as recording problems never fail it.
             self._note(f"decision not recorded ({type(exc).__name__}: {exc}); the call went to a deployment at random")
