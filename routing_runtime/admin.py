@@ -16,6 +16,8 @@ from routing_runtime.registry import ModelRegistry
 from routing_runtime.rules import ModelEstimate, build_rules, registry_estimates
 from routing_runtime.compiled_rules import RuleSet
 from routing_runtime.hub import Hub
+from routing_runtime.classifier import LOW_CONFIDENCE
+from routing_runtime.router import CLASSIFIED_MARK, LOW_CONFIDENCE_MARK
 from routing_runtime.store import DB_NAME, Store, utc_timestamp
 from routing_runtime.types import RoutingPreference, TaskType
 
@@ -295,6 +297,7 @@ def home_status(home: str | os.PathLike | None = None) -> dict:
         settings = db.settings()
         enabled, total = db.model_counts()
         logs = db.log_summary()
+        classified = db.classification_summary(CLASSIFIED_MARK, LOW_CONFIDENCE_MARK)
         version = db.schema_version()
         quarantined, held = db.quarantine_summary()
         last_learn = db.last_learn()
@@ -311,6 +314,7 @@ def home_status(home: str | os.PathLike | None = None) -> dict:
         "hub": {"url": settings["hub_url"], "host_id": settings.get("host_id")} if "hub_url" in settings else None,
         "models": {"enabled": enabled, "disabled": total - enabled},
         "logs": logs, "inbox": inbox,
+        "classified_decisions": {**classified, "low_confidence_below": LOW_CONFIDENCE},
         "last_learn": None if last_learn is None else {
             k: last_learn.get(k) for k in ("status", "as_of", "finished_at", "problems", "rule_set_version", "tables")
         },

@@ -1,21 +1,31 @@
 """Deterministic task-type classification of free prompt text.
 
-Weighted features, no model download: every feature that is present adds its weight to its
-task type, the highest total wins, and ``general`` wins when nothing scores enough.
+Two layers, no download: hand-written rules (weighted keywords, tracebacks, diff hunks, formulas)
+fire as named features, and a multinomial logistic regression weighs them together with the
+prompt's words, opening words and word pairs. The weights are trained offline on real public
+prompts (``scripts/train_classifier.py``; corpus and held-out split in
+``benchmarks/classifier_corpus.py``) and ship as package data, ``classifier_model.json``, read
+on the first call.
 
 Speed comes from doing almost no regular-expression work: the text is lower-cased and split
 into words once (C-level string methods), keyword features are set look-ups, multi-word
 phrases are substring checks behind a first-word filter, and only a handful of structural
-markers (tracebacks, diff headers, formulas) are looked for in the raw text. Very long prompts
-are read at the head and the tail, where the instruction and a pasted traceback or diff sit.
+markers (tracebacks, diff headers, formulas) are looked for in the raw text. Scoring is one dict
+look-up per feature and a C-level sum per task type over the features the model knows. Very
+long prompts are read at the head and the tail, where the instruction and a pasted traceback or
+diff sit.
 """
 
 from __future__ import annotations
 
+import itertools
+import json
+import math
 import re
 import string
-from itertools import islice
 from collections import namedtuple
+from itertools import islice
+from pathlib import Path
 
 from routing_runtime.types import TaskType
 
@@ -244,53 +254,114 @@ def _index(features):
 
 _INDEXED_KEYWORDS = _index(_KEYWORD_FEATURES)
 
+#: The learned weights (``scripts/train_classifier.py`` writes them): package data, read on first use.
+MODEL_FILE = Path(__file__).with_name("classifier_model.json")
+#: A classification whose confidence is below this is "low confidence": the decision's
+#: ``selection_reason`` says so and ``routing status`` counts such decisions.
+LOW_CONFIDENCE = 0.6
+#: How many of the strongest features ``Classification.matched`` names.
+_MATCHED_SHOWN = 4
+
 
 class Classification(namedtuple("Classification", "task_type confidence matched scores")):
     """The result of :func:`classify_task`: ``task_type`` (TaskType), ``confidence`` (float),
     ``matched`` (tuple of feature names), ``scores`` (dict TaskType -> float).
 
-    ``confidence`` is the winner's share of all matched weight (1.0 when only one task type
-    matched; ``general`` with nothing matched has confidence 0.5). ``matched`` names the
-    features that fired for the winning type; ``scores`` has every type's total.
+    ``confidence`` is the model's probability of the winning type; ``scores`` has every type's
+    probability (they sum to 1). ``matched`` names the features that pulled most towards the
+    winner: a rule's name (``traceback``, ``write tests``) or a quoted word or word pair.
+    ``low_confidence`` is True below :data:`LOW_CONFIDENCE`.
     """
 
     __slots__ = ()
 
+    @property
+    def low_confidence(self) -> bool:
+        return self.confidence < LOW_CONFIDENCE
 
-def classify_task(text: str) -> Classification:
-    """Classify a prompt into one of the eight task types.
 
-    Keyword and marker features only, no model: microseconds per call, the same answer every
-    time, and ``matched`` says why, so a surprising route can be explained.
+class _Model:
+    """Multinomial logistic regression over binary features: words, word pairs and rule hits."""
 
-    >>> classify_task("Traceback (most recent call last): ... KeyError: 'id'").task_type
-    <TaskType.DEBUGGING: 'debugging'>
-    >>> classify_task("Write pytest tests for parse_date()").task_type
-    <TaskType.TESTING: 'testing'>
-    >>> c = classify_task("Plan the migration of our billing service to Postgres")
-    >>> c.task_type.value, c.confidence, c.matched
-    ('planning', 0.882, ('design decision', 'plan word', 'opens with a planning verb'))
+    def __init__(self, path: Path) -> None:
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            self.task_types = tuple(TaskType(t) for t in data["task_types"])
+            self.bias = tuple(float(b) for b in data["bias"])
+            index: dict[object, int] = {}
+            names: list[str] = [""]  # index 0 is never used: a feature's index is truthy
+            weights: list[list[float]] = [[0.0] * len(self.task_types)]
+            for kind, key_of, name_of in (
+                ("words", lambda k: k, _word_name),
+                ("pairs", lambda k: tuple(k.split(" ")), lambda k: f'"{k}"'),
+                ("rules", lambda k: _RULE_PREFIX + k, _rule_name),
+            ):
+                for key, row in data[kind].items():
+                    index[key_of(key)] = len(names)
+                    names.append(name_of(key))
+                    weights.append([float(w) for w in row])
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise RuntimeError(
+                f"the classifier's model {path} cannot be read ({exc}): reinstall routing-runtime, "
+                "or rebuild it with `python scripts/train_classifier.py`"
+            ) from exc
+        self.index = index
+        self.names = names
+        #: One column of weights per task type, indexed by feature: scoring sums a column over
+        #: the hits with C-level ``map``.
+        self.columns = tuple([row[c] for row in weights] for c in range(len(self.task_types)))
 
-    Nothing recognised is ``general`` with confidence 0.5 (and no matched feature):
 
-    >>> classify_task("hello")
-    Classification(task_type=<TaskType.GENERAL: 'general'>, confidence=0.5, matched=(), scores={})
+def _word_name(key: str) -> str:
+    return f'opens with "{key[1:]}"' if key.startswith(_OPENING_PREFIX) else f'"{key}"'
+
+
+def _rule_name(key: str) -> str:
+    """``"debugging:traceback"`` -> ``"traceback"``; the rules' own vote ``"rules:math"`` -> ``"rules say math"``."""
+    task, name = key.split(":", 1)
+    return f"rules say {name}" if task == "rules" else name
+
+
+_OPENING_WORDS = 3
+_OPENING_PREFIX = "^"  # punctuation, like the rules' prefix: no word can start with it
+_RULE_PREFIX = "!"  # punctuation never survives into a word, so a rule's key cannot collide with one
+_model: _Model | None = None
+
+
+def _load() -> _Model:
+    global _model
+    if _model is None:
+        _model = _Model(MODEL_FILE)
+    return _model
+
+
+def features(text: str) -> tuple[set[str], set[tuple[str, str]], set[str]]:
+    """The binary features of ``text`` the model weighs: its words (and its first three, marked
+    ``"^"``), its word pairs, and the rules that fire (``"!<task type>:<rule name>"``, plus ``"!rules:<type>"`` for the rules' own vote).
+
+    Very long prompts are read at the head and the tail, where the instruction and a pasted
+    traceback or diff sit.
+
+    >>> words, pairs, rules = features("Traceback (most recent call last): KeyError: 'id'")
+    >>> sorted(rules)
+    ['!debugging:error message', '!debugging:error word', '!debugging:traceback', '!rules:debugging']
+    >>> ("keyerror", "id") in pairs
+    True
     """
-    if not isinstance(text, str):
-        raise ValueError(f"text={text!r} must be a string")
     if len(text) > _HEAD_CHARS + _TAIL_CHARS:
         text = text[:_HEAD_CHARS] + "\n" + text[-_TAIL_CHARS:]
     words_list = text.lower().translate(_NORMALISE).split()
-    words = set(words_list)
+    # The opening words are the instruction more often than not: "^write" is not "write".
+    words = set(words_list) | {_OPENING_PREFIX + w for w in words_list[:_OPENING_WORDS]}
     pairs = set(zip(words_list, words_list[1:]))
     padded = None
 
     scores: dict[TaskType, float] = {}
-    matched: dict[TaskType, list[str]] = {}
+    rules: set[str] = set()
 
     def hit(task: TaskType, weight: float, name: str) -> None:
         scores[task] = scores.get(task, 0.0) + weight
-        matched.setdefault(task, []).append(name)
+        rules.add(f"{_RULE_PREFIX}{task.value}:{name}")
 
     for task, weight, name, single, two, longer in _INDEXED_KEYWORDS:
         if not words.isdisjoint(single) or not pairs.isdisjoint(two):
@@ -323,8 +394,48 @@ def classify_task(text: str) -> Classification:
         hit(T.MATH, 3.0, "formula")
     if len(list(islice(_NUMBER.finditer(head), 3))) == 3:
         hit(T.MATH, 1.5, "several numbers")
+    if scores and max(scores.values()) >= _MIN_SCORE:
+        rules.add(f"{_RULE_PREFIX}rules:{max(scores, key=scores.__getitem__).value}")
+    return words, pairs, rules
 
-    if not scores or max(scores.values()) < _MIN_SCORE:
-        return Classification(T.GENERAL, 0.5, (), scores)
-    best = max(scores, key=scores.__getitem__)
-    return Classification(best, round(scores[best] / sum(scores.values()), 3), tuple(matched[best]), scores)
+
+def classify_task(text: str) -> Classification:
+    """Classify a prompt into one of the eight task types.
+
+    Hand-written rules (keywords, tracebacks, diff hunks, formulas) and the prompt's words and word
+    pairs are weighed by a logistic regression trained offline on real public prompts and shipped
+    with the package: the same answer every time, no download, tens of microseconds per call, and
+    ``matched`` says why, so a surprising route can be explained.
+
+    >>> classify_task("Traceback (most recent call last): ... KeyError: 'id'").task_type
+    <TaskType.DEBUGGING: 'debugging'>
+    >>> classify_task("Write pytest tests for parse_date()").task_type
+    <TaskType.TESTING: 'testing'>
+    >>> c = classify_task("Plan the migration of our billing service to Postgres")
+    >>> c.task_type.value, c.confidence > 0.6, "design decision" in c.matched
+    ('planning', True, True)
+
+    Text with no feature the model knows is ``general`` with confidence 0.5 (and no matched feature):
+
+    >>> classify_task("")
+    Classification(task_type=<TaskType.GENERAL: 'general'>, confidence=0.5, matched=(), scores={})
+    """
+    if not isinstance(text, str):
+        raise ValueError(f"text={text!r} must be a string")
+    model = _load()
+    words, pairs, rules = features(text)
+    index = model.index
+    hits = [i for i in map(index.get, itertools.chain(words, pairs, rules)) if i]
+    if not hits:
+        return Classification(T.GENERAL, 0.5, (), {})
+    logits = [b + sum(map(column.__getitem__, hits)) for b, column in zip(model.bias, model.columns)]
+    top = max(logits)
+    exps = [math.exp(x - top) for x in logits]
+    total = sum(exps)
+    best = logits.index(top)
+    column = model.columns[best]
+    strongest = sorted((i for i in hits if column[i] > 0), key=column.__getitem__, reverse=True)[:_MATCHED_SHOWN]
+    return Classification(
+        model.task_types[best], round(exps[best] / total, 3), tuple(model.names[i] for i in strongest),
+        {t: round(e / total, 4) for t, e in zip(model.task_types, exps)},
+    )

@@ -271,6 +271,10 @@ def _status(args) -> int:
     print(f"dagster storage:   {'PostgreSQL ' + storage['url'] if storage['kind'] == 'postgres' else 'SQLite in dagster_home/'}")
     for table, counts in status["logs"].items():
         print(f"{table + ':':<19}{counts['rows']} rows, last at {counts['last'] or '-'}")
+    classified = status["classified_decisions"]
+    share = f" ({classified['low_confidence'] / classified['classified']:.1%})" if classified["classified"] else ""
+    print(f"classified:        {classified['classified']} decisions from prompt text, "
+          f"{classified['low_confidence']} with low confidence{share} (below {classified['low_confidence_below']})")
     for table, files in status["inbox"].items():
         print(f"inbox/{table}: {files} file(s) waiting")
     quarantined = ", ".join(f"{t} {n}" for t, n in status["quarantined"].items()) or "none"

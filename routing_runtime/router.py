@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from routing_runtime.classifier import classify_task
+from routing_runtime.classifier import Classification, classify_task
 from routing_runtime.compiled_rules import CompiledRules, RuleSet, short_repr
 from routing_runtime.home import resolve_home
 from routing_runtime.store import Store, StoredDecision, utc_timestamp
@@ -38,7 +38,21 @@ MAX_ERROR_TEXT = 200
 PROVIDER_ERROR_MARK = "; provider error: "
 #: Appended to the ``selection_reason`` of a decision made by :meth:`ModelRouter.fallback`.
 FALLBACK_MARK = "; fallback of "
+#: Appended to the ``selection_reason`` of a decision whose task type was classified from the
+#: prompt: ``"; classified: debugging 0.93"``, or, below the classifier's ``LOW_CONFIDENCE``,
+#: ``"; classified (low confidence): debugging 0.48, testing 0.31"`` (the runner-up beside it).
+#: ``routing status`` counts both.
+CLASSIFIED_MARK = "; classified: "
+LOW_CONFIDENCE_MARK = "; classified (low confidence): "
 _FALLBACK_LINK = re.compile(re.escape(FALLBACK_MARK) + r"([0-9A-Za-z_.:-]+)")
+
+
+def _classified(c: Classification) -> str:
+    """What a decision's ``selection_reason`` says of the classification it was made for."""
+    if not c.low_confidence:
+        return f"{CLASSIFIED_MARK}{c.task_type.value} {c.confidence:.2f}"
+    runner_up = sorted(c.scores.items(), key=lambda kv: -kv[1])[1:2]
+    return LOW_CONFIDENCE_MARK + ", ".join(f"{t.value} {p:.2f}" for t, p in [(c.task_type, c.confidence), *runner_up])
 
 
 def new_id() -> str:
@@ -218,7 +232,7 @@ class ModelRouter:
         rules = self._rules
         decision_id = new_id()
         choice = rules.choose(task_type, pref, self._random.random(), excluded or None, within)
-        reason = choice.reason + link
+        reason = choice.reason + link + (_classified(classification) if classification is not None else "")
         # What the decision left out: everything ``exclude`` named (a fallback's whole chain,
         # even models its cell does not list) and the drawable models ``within`` kept out.
         left_out = excluded | frozenset(choice.excluded)

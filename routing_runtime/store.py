@@ -851,6 +851,15 @@ class Store:
             for table, column in TIME_COLUMN.items()
         }
 
+    def classification_summary(self, classified_mark: str, low_confidence_mark: str) -> dict[str, int]:
+        """How many decisions were made for a classified prompt, and how many of those with low
+        confidence (their ``selection_reason`` holds the router's marks)."""
+        classified, low = self._execute(
+            "SELECT COALESCE(SUM(instr(selection_reason, ?) > 0), 0), COALESCE(SUM(instr(selection_reason, ?) > 0), 0)"
+            " FROM routing_decisions", (classified_mark, low_confidence_mark),
+        ).fetchone()
+        return {"classified": classified + low, "low_confidence": low}
+
     def quarantine_summary(self) -> tuple[dict[str, int], list[dict]]:
         """Rows quarantined per table (learned days plus undatable rows of staged drops), and the
         days held out of learning with the reason; nothing before the learning ledger (schema 4)."""

@@ -41,10 +41,11 @@ EXPECTED = {
                                      "Closest call per scenario"]),
     "litellm": (("litellm",), ["| sync `completion()`, decision and outcome committed |",
                                "| select_model(within=…), decision committed |", "- target ≤ 0.3 ms added per completion"]),
-    "classifier": ((), ["**Held out, all sources**", "| MT-Bench |", "Confusion on the held-out prompts", "- held out: "]),
+    "classifier": ((), ["**Held out, all sources**", "Mean of the per-type recalls", "| dataset:mbpp |",
+                        "Confusion on the held-out prompts", "- held out: "]),
 }
 #: Benchmarks that read the real data in ../shared/data, and skip cleanly without it.
-NEEDS_SHARED_DATA = {"replay", "classifier"}
+NEEDS_SHARED_DATA = {"replay"}
 
 
 def _missing(modules: tuple[str, ...]) -> list[str]:
@@ -102,8 +103,10 @@ def test_explicit_sizes_win_over_quick(tmp_path: Path):
     assert "n=300 per operation in 2 interleaved blocks after 20 warm-up calls" in proc.stdout
 
 
-def test_classifier_without_the_shared_data_skips_cleanly(tmp_path: Path):
+def test_classifier_without_the_shared_data_runs_on_the_shipped_prompts(tmp_path: Path):
     proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "bench_classifier.py"), "--quick", "--data", str(tmp_path / "absent")],
                           cwd=REPO, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.startswith("SKIP bench_classifier: real prompts not found at "), proc.stdout
+    assert f"The shared data was not found at {tmp_path / 'absent'}: GSM8K, MMLU and MT-Bench are left out." in proc.stdout
+    assert "dataset:gsm8k" not in proc.stdout and "dataset:mmlu" not in proc.stdout and "| dataset:mbpp |" in proc.stdout
+    assert "prompts referenced without their text (GitHub issues, Q&A pages) are left out: pass --texts to count them." in proc.stdout

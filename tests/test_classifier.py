@@ -152,3 +152,63 @@ def test_very_long_prompt_with_traceback_at_the_end_is_debugging():
     c = classify_task(text)
     assert c.task_type is TaskType.DEBUGGING, (c.task_type, c.scores)
     assert c.matched
+
+
+# ----------------------------------------------------------------------------- the learned model and its corpus
+
+def test_corrupted_model_file_fails_with_what_to_do(tmp_path, monkeypatch):
+    from routing_runtime import classifier
+
+    broken = tmp_path / "classifier_model.json"
+    broken.write_text('{"format": 1, "task_types": ["math"', encoding="utf-8")
+    monkeypatch.setattr(classifier, "MODEL_FILE", broken)
+    monkeypatch.setattr(classifier, "_model", None)
+    with pytest.raises(RuntimeError, match=r"classifier_model.json cannot be read .*reinstall routing-runtime"):
+        classify_task("Write a function that adds two numbers")
+
+
+def test_matched_names_rules_words_and_openings():
+    c = classify_task("Traceback (most recent call last):\n  File \"app.py\", line 3\nKeyError: 'id'")
+    assert c.task_type is TaskType.DEBUGGING and c.matched
+    assert "traceback" in c.matched or "rules say debugging" in c.matched, c.matched
+    assert abs(sum(c.scores.values()) - 1.0) < 1e-3 and max(c.scores, key=c.scores.get) is TaskType.DEBUGGING
+
+
+def test_low_confidence_property_follows_the_threshold():
+    from routing_runtime.classifier import LOW_CONFIDENCE
+
+    assert classify_task("zxqv").low_confidence and classify_task("zxqv").confidence < LOW_CONFIDENCE
+    assert not classify_task("Write pytest unit tests for parse_date()").low_confidence
+
+
+def _corpus():
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import classifier_corpus
+
+    return classifier_corpus
+
+
+def test_shipped_corpus_only_holds_redistributable_texts_and_references_the_rest():
+    corpus = _corpus()
+    shipped = [json.loads(line) for line in corpus.COLLECTED.read_text(encoding="utf-8").splitlines()]
+    references = [json.loads(line) for line in corpus.REFERENCES.read_text(encoding="utf-8").splitlines()]
+    assert shipped and references
+    assert {r["licence"] for r in shipped} <= corpus.SHIPPED_LICENCES
+    assert not any("text" in r for r in references), "a referenced prompt's text must not be shipped"
+    assert all(r["licence"] not in corpus.SHIPPED_LICENCES for r in references)
+    digests = [r["sha256"] for r in references] + [corpus.digest(r["text"]) for r in shipped]
+    assert len(set(digests)) == len(digests), "a prompt is listed twice"
+    for row in shipped + references:
+        TaskType(row["task_type"])
+        assert row["split"] in ("train", "held_out") and row["source"]
+    texts = [r["text"] for r in shipped]
+    assert all(corpus.hashed_split(t, 0.6) == r["split"] for t, r in zip(texts, shipped)), "splits are the hash's"
+
+
+def test_texts_that_match_no_reference_are_refused(tmp_path):
+    corpus = _corpus()
+    wrong = tmp_path / "texts.jsonl"
+    wrong.write_text(json.dumps({"text": "not one of ours"}) + "\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=r"texts=.*none of its texts matches a digest in references.jsonl"):
+        corpus.collected(wrong)
+    assert len(corpus.collected()) == len(corpus.COLLECTED.read_text(encoding="utf-8").splitlines())

@@ -220,3 +220,22 @@ def test_status_reports_rules_logs_and_inbox(tmp_path):
     assert status["logs"]["routing_decisions"]["rows"] == 1 and status["logs"]["model_performance"]["rows"] == 0
     assert status["inbox"] == {"routing_decisions": 0, "model_performance": 1}
     assert routing(["status", "--home", str(tmp_path / "nowhere")]) == 2
+
+
+def test_status_counts_low_confidence_classifications(routing):
+    """Issue 12: a low-confidence classification is visible in the decision and countable in
+    `routing status`; a task type given with --task is not a classification at all."""
+    assert routing("init").returncode == 0
+    confident = json.loads(routing("select", "Write pytest unit tests for parse_date()", "--json").stdout)
+    assert confident["classification"]["confidence"] >= 0.6
+    assert confident["selection_reason"].endswith(f"; classified: testing {confident['classification']['confidence']:.2f}")
+    # Words the model has never seen: nothing to go on, so `general` at 0.5, below the 0.6 line.
+    unsure = json.loads(routing("select", "zxqv blorft", "--json").stdout)
+    assert unsure["task_type"] == "general" and unsure["classification"]["confidence"] == 0.5
+    assert unsure["selection_reason"].endswith("; classified (low confidence): general 0.50")
+    assert routing("select", "x", "--task", "math").returncode == 0
+
+    status = json.loads(routing("status", "--json").stdout)
+    assert status["classified_decisions"] == {"classified": 2, "low_confidence": 1, "low_confidence_below": 0.6}
+    text = routing("status").stdout
+    assert "classified:        2 decisions from prompt text, 1 with low confidence (50.0%) (below 0.6)" in text
