@@ -342,7 +342,8 @@ def _load() -> _Model:
 def features(text: str) -> tuple[set[str], set[tuple[str, str]], set[str]]:
     """The binary features of ``text`` the model weighs: its words (and its first three, marked
     ``"^"``; and the first five letters of the longer ones, marked ``"~"``, so "tests", "tested"
-    and "testing" share evidence), its word pairs, and the rules that fire (``"!<task type>:<rule name>"``, plus ``"!rules:<type>"`` for the rules' own vote).
+    and "testing" share evidence), its word pairs, and the rules that fire
+    (``"!<task type>:<rule name>"``, plus ``"!rules:<type>"`` for the rules' own vote).
 
     Very long prompts are read at the head and the tail, where the instruction and a pasted
     traceback or diff sit.
