@@ -7,6 +7,7 @@ from typing import NamedTuple
 import numpy as np
 import polars as pl
 
+from routing_pipelines.learning import statistics
 from routing_pipelines.learning.posteriors import families as posterior_families
 from routing_runtime.registry import ModelRegistry
 from routing_runtime.rules import PREFERENCES, ModelEstimate, RuleRow, build_rules, meets_thresholds, registry_estimates
@@ -98,7 +99,7 @@ def exploration_floors(posteriors: pl.DataFrame, registry: ModelRegistry) -> dic
     settings = registry.learning
     if not settings.exploration_floor_evidence:
         return dict.fromkeys(TaskType, settings.exploration_floor)
-    evidence = dict(posteriors.group_by("task_type").agg(pl.col("n_effective").sum()).iter_rows())
+    evidence = dict(posteriors.group_by("task_type").agg(statistics.exact_sum(pl.col("n_effective"))).iter_rows())
     return {
         task: settings.exploration_floor * min(1.0, (settings.exploration_floor_evidence / max(evidence.get(task.value, 0.0), 1e-9)) ** 0.5)
         for task in TaskType

@@ -17,7 +17,7 @@ import math
 
 import polars as pl
 
-from routing_pipelines.learning.statistics import KEYS
+from routing_pipelines.learning.statistics import KEYS, exact_sum
 from routing_runtime.registry import LearningSettings
 
 CHANGES_SCHEMA = {
@@ -114,7 +114,7 @@ def drifting(daily: pl.DataFrame, as_of: dt.date, settings: LearningSettings) ->
     sides = (
         daily.filter(pl.col("day") <= as_of)
         .group_by(*KEYS, side.alias("side"))
-        .agg(pl.col(sums).sum())
+        .agg(exact_sum(pl.col(c)) for c in sums)
     )
     recent = sides.filter(pl.col("side") == "recent").drop("side")
     before = sides.filter(pl.col("side") == "before").drop("side")

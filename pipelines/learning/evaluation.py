@@ -15,7 +15,7 @@ import numpy as np
 import polars as pl
 
 from routing_pipelines.learning.estimators import COMPONENTS, OBJECTIVES, CellRows, Comparison, compare
-from routing_pipelines.learning.statistics import implied_quality
+from routing_pipelines.learning.statistics import exact_mean, exact_sum, implied_quality
 from routing_runtime.router import FALLBACK_MARK
 from routing_runtime.types import RoutingPreference
 
@@ -72,20 +72,22 @@ def off_policy_estimates(feedback: pl.DataFrame, policy: pl.DataFrame, direct: p
     ``direct``: posteriors per (model, task type) (quality_mean, cost_mean_usd, latency_mean_ms)."""
     if not feedback.height:
         return pl.DataFrame(schema=EVALUATION_SCHEMA)
-    # Every sum below runs over rows in one fixed order (a join's output order varies with its
-    # threads), so that one worker and two publish the same figures to the last bit.
+    # One worker and two must publish the same figures to the last bit: Polars' sums here are
+    # exact (order-free), and the estimators' arrays run over rows sorted by decision id (a join's
+    # output order varies with its threads).
     cell_model = ["task_type", "preference", "model_id"]
     target = policy.select(*cell_model, pl.col("selection_probability").alias("target")).sort(cell_model)
     model = direct.select("task_type", "model_id", *[pl.col(c).alias(f"predicted_{k}") for k, c in _DIRECT.items()])
     expected = target.join(model, on=["task_type", "model_id"], how="left").sort(cell_model).group_by(
         "task_type", "preference", maintain_order=True).agg(
-        (pl.col("target") * pl.col(f"predicted_{k}").fill_null(0.0)).sum().alias(f"expected_{k}") for k in COMPONENTS
+        exact_sum(pl.col("target") * pl.col(f"predicted_{k}").fill_null(0.0)).alias(f"expected_{k}") for k in COMPONENTS
     )
     # The target's share on models the logged policy never chose in the cell: importance weights
     # cannot see it (SNIPS then estimates the rest of the target alone).
     logged_models = feedback.select("task_type", "preference", "model_id").unique().with_columns(pl.lit(True).alias("seen"))
     unsupported = target.join(logged_models, on=cell_model, how="left").sort(cell_model).group_by(
-        "task_type", "preference", maintain_order=True).agg(pl.col("target").filter(pl.col("seen").is_null()).sum().alias("unsupported"))
+        "task_type", "preference", maintain_order=True,
+    ).agg(exact_sum(pl.col("target").filter(pl.col("seen").is_null())).alias("unsupported"))
     rows = (
         feedback.join(target, on=["task_type", "preference", "model_id"], how="left")
         .join(model, on=["task_type", "model_id"], how="left")
@@ -97,7 +99,7 @@ def off_policy_estimates(feedback: pl.DataFrame, policy: pl.DataFrame, direct: p
     # A logged model the posteriors no longer cover (removed from the registry) is predicted by
     # its cell's observed mean: the direct model only has to be reasonable, not right.
     rows = rows.with_columns(
-        pl.col(f"predicted_{k}").fill_null(pl.col(k).mean().over("task_type", "preference")).fill_null(0.0) for k in COMPONENTS
+        pl.col(f"predicted_{k}").fill_null(exact_mean(pl.col(k)).over("task_type", "preference")).fill_null(0.0) for k in COMPONENTS
     ).with_columns(pl.col(f"expected_{k}").fill_null(0.0) for k in COMPONENTS)
     rows = _restricted(rows, target, model)
 
@@ -125,8 +127,8 @@ def _restricted(rows: pl.DataFrame, target: pl.DataFrame, model: pl.DataFrame) -
     ).explode("model_id").join(
         target.join(model, on=["task_type", "model_id"], how="left"), on=["task_type", "preference", "model_id"], how="inner",
     ).sort("decision_id", "model_id").group_by("decision_id", maintain_order=True).agg(
-        pl.col("target").sum().alias("left_out_mass"),
-        *[(pl.col("target") * pl.col(f"predicted_{k}").fill_null(0.0)).sum().alias(f"left_out_{k}") for k in COMPONENTS],
+        exact_sum(pl.col("target")).alias("left_out_mass"),
+        *[exact_sum(pl.col("target") * pl.col(f"predicted_{k}").fill_null(0.0)).alias(f"left_out_{k}") for k in COMPONENTS],
     )
     kept = 1.0 - pl.col("left_out_mass")
     return rows.join(left_out, on="decision_id", how="left").with_columns(

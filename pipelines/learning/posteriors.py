@@ -110,8 +110,8 @@ def prior_counts(frame: pl.DataFrame, most: float) -> pl.Expr:
         .group_by("task_type")
         .agg(
             pl.len().alias("models"),
-            ((observed - pl.col("prior_quality")) ** 2 - observed * (1 - observed) / pl.col("n")).mean().alias("tau2"),
-            pl.col("prior_quality").mean().alias("p"),
+            statistics.exact_mean((observed - pl.col("prior_quality")) ** 2 - observed * (1 - observed) / pl.col("n")).alias("tau2"),
+            statistics.exact_mean(pl.col("prior_quality")).alias("p"),
         )
         .filter(pl.col("models") >= PRIOR_FIT_MIN_MODELS)
         .select("task_type", (pl.col("p") * (1 - pl.col("p")) / pl.col("tau2").clip(1e-12) - 1).clip(PRIOR_COUNT_MIN, most).alias("k"))
@@ -147,7 +147,7 @@ def compute_posteriors(totals: pl.DataFrame, registry: ModelRegistry) -> pl.Data
     # Empirical Bayes: the pooled quality of the *other* models of the same group (specialists or
     # generalists) on the task, so a model's own evidence is not counted twice.
     group = frame.group_by("task_type", "is_specialized").agg(
-        pl.col("sum_q").sum().alias("group_sum_q"), pl.col("n").sum().alias("group_n_all"),
+        statistics.exact_sum(pl.col("sum_q")).alias("group_sum_q"), statistics.exact_sum(pl.col("n")).alias("group_n_all"),
     )
     frame = frame.join(group, on=["task_type", "is_specialized"], how="left").with_columns(
         (pl.col("group_n_all") - pl.col("n")).alias("group_n"),

@@ -9,6 +9,7 @@ the publication gate trusts a posterior only as far as such outcomes back it.
 from __future__ import annotations
 
 import datetime as dt
+import math
 
 import polars as pl
 
@@ -21,6 +22,39 @@ SUM_COLUMNS = [
 #: Bumped whenever a column is added: the partitions built before are rebuilt by the next run.
 STATS_VERSION = 2
 STATS_SCHEMA = {"model_id": pl.String, "task_type": pl.String, **{c: pl.Float64 for c in SUM_COLUMNS}}
+
+
+def exact_sum(values: pl.Expr) -> pl.Expr:
+    """The correctly rounded sum (``math.fsum``) of a group's non-null values, 0 for none.
+
+    ``Expr.sum`` adds floats in whatever order Polars' threads split the rows, so its last bits
+    vary from run to run; this one does not, so one worker and two, or a busy machine and an idle
+    one, publish the same rules to the last bit. NaN anywhere, or infinities of both signs, give NaN.
+
+    >>> frame = pl.DataFrame({"k": ["a", "a", "a", "b"], "x": [1e16, 1.0, -1e16, None]})
+    >>> frame.group_by("k", maintain_order=True).agg(exact_sum(pl.col("x"))).rows()
+    [('a', 1.0), ('b', 0.0)]
+    """
+    return values.map_batches(_fsum, return_dtype=pl.Float64, returns_scalar=True)
+
+
+def exact_mean(values: pl.Expr) -> pl.Expr:
+    """``exact_sum`` over the count of non-null values; null where there are none.
+
+    >>> pl.DataFrame({"x": [0.5, 1.0, None]}).select(exact_mean(pl.col("x"))).item()
+    0.75
+    """
+    count = values.count()
+    return pl.when(count > 0).then(exact_sum(values) / count)
+
+
+def _fsum(values: pl.Series) -> pl.Series:
+    array = values.drop_nulls().cast(pl.Float64).to_numpy()
+    try:
+        total = math.fsum(array)
+    except ValueError:  # inf + -inf
+        total = math.nan
+    return pl.Series([total], dtype=pl.Float64)
 
 
 def implied_quality() -> pl.Expr:
@@ -50,16 +84,16 @@ def daily_stats(performance: pl.DataFrame | pl.LazyFrame) -> pl.DataFrame:
         (pl.col("outcome") == "success").sum().cast(pl.Float64).alias("n_success"),
         (pl.col("outcome") == "partial").sum().cast(pl.Float64).alias("n_partial"),
         (pl.col("outcome") == "failure").sum().cast(pl.Float64).alias("n_failure"),
-        q.sum().alias("sum_q"),
-        (q * q).sum().alias("sum_q2"),
+        exact_sum(q).alias("sum_q"),
+        exact_sum(q * q).alias("sum_q2"),
         has_latency.sum().cast(pl.Float64).alias("n_latency"),
-        log_latency.sum().alias("sum_log_latency"),
-        (log_latency * log_latency).sum().alias("sum_log_latency2"),
+        exact_sum(log_latency).alias("sum_log_latency"),
+        exact_sum(log_latency * log_latency).alias("sum_log_latency2"),
         has_cost.sum().cast(pl.Float64).alias("n_cost"),
         charged.sum().cast(pl.Float64).alias("n_cost_positive"),
-        log_cost.sum().alias("sum_log_cost"),
-        (log_cost * log_cost).sum().alias("sum_log_cost2"),
-        pl.col("cost_usd").sum().alias("sum_cost"),
+        exact_sum(log_cost).alias("sum_log_cost"),
+        exact_sum(log_cost * log_cost).alias("sum_log_cost2"),
+        exact_sum(pl.col("cost_usd")).alias("sum_cost"),
         pl.col("tokens_used").is_not_null().sum().cast(pl.Float64).alias("n_tokens"),
         pl.col("tokens_used").sum().cast(pl.Float64).alias("sum_tokens"),
     )
@@ -68,7 +102,7 @@ def daily_stats(performance: pl.DataFrame | pl.LazyFrame) -> pl.DataFrame:
 
 def merge(stats: pl.DataFrame | pl.LazyFrame) -> pl.DataFrame:
     """Add statistics up over days (or partitions, or hosts): the sum is the statistic of the union."""
-    return stats.lazy().group_by(KEYS).agg(pl.col(SUM_COLUMNS).sum()).collect().sort(KEYS)
+    return stats.lazy().group_by(KEYS).agg(exact_sum(pl.col(c)) for c in SUM_COLUMNS).collect().sort(KEYS)
 
 
 def forgetting_weight(age_days: pl.Expr, half_life_days: float | pl.Expr) -> pl.Expr:
@@ -94,7 +128,7 @@ def weighted_totals(daily: pl.LazyFrame, as_of: dt.date, half_life_days: float) 
         .with_columns(weight)
         .group_by(KEYS)
         .agg(
-            *[(pl.col(c) * pl.col("weight")).sum().alias(c) for c in SUM_COLUMNS],
+            *[exact_sum(pl.col(c) * pl.col("weight")).alias(c) for c in SUM_COLUMNS],
             pl.col("n").sum().alias("n_raw"),
             pl.col("day").max().alias("last_day"),
         )
