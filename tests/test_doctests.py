@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import doctest
 import importlib
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -54,11 +55,16 @@ def docstring_examples() -> list:
 
 
 @pytest.mark.parametrize("test", docstring_examples())
-def test_docstring_examples_pass(test: doctest.DocTest):
+def test_docstring_examples_pass_and_leave_no_temporary_homes_behind(
+    test: doctest.DocTest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+):
+    # An example that makes a home in the temporary folder removes it: readers copy the examples.
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     report: list[str] = []
     runner = doctest.DocTestRunner(optionflags=OPTIONS)
     runner.run(test, out=report.append, clear_globs=True)
     assert runner.failures == 0, "".join(report)
+    assert not list(tmp_path.iterdir()), f"{test.name} left {sorted(p.name for p in tmp_path.iterdir())} behind"
 
 
 @pytest.mark.parametrize("module, names", DOCUMENTED.items())

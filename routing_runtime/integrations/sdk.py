@@ -98,6 +98,8 @@ def list_price_usd(router: ModelRouter, model_id: str, usage: Usage) -> float | 
     >>> with ModelRouter.open(home) as router:
     ...     round(list_price_usd(router, "gpt-4o", Usage(1200, 400)), 6)
     0.007
+    >>> import shutil
+    >>> shutil.rmtree(home)
     """
     model = next((m for m in router.registry.models if m.id == model_id), None)
     return None if model is None else model.call_cost_usd(usage.input_tokens, usage.output_tokens)
@@ -158,6 +160,8 @@ def track_call(router: ModelRouter, decision: RoutingDecision, *, at: datetime |
     ...     response = {"usage": {"prompt_tokens": 900, "completion_tokens": 300, "total_tokens": 1200}}
     ...     call.done(response, quality=0.9)
     >>> router.close()
+    >>> import shutil
+    >>> shutil.rmtree(home)
     """
     if not isinstance(decision, RoutingDecision):
         raise TypeError(f"decision={decision!r} must be the RoutingDecision select_model (or fallback) returned")
