@@ -113,6 +113,13 @@ class LearningSettings:
       most that many effective observations and shrinking as √(``exploration_floor_evidence`` / n)
       beyond (see ``routing_pipelines.learning.candidates.exploration_floors``): cheaper on a
       stationary world, slower to see a collapse.
+    * ``min_best_probability`` (0: off, the default): in each cell, a model whose posterior
+      probability of being the best eligible one is below this gets no traffic, neither its
+      Thompson share nor the floor; the others' shares are scaled up to make up for it. 0.01
+      stops spending traffic on long shots in a stationary world (on the real-data replay with
+      a 180-day ``steady_half_life_days``: level with plain Thompson sampling) but leaves the
+      runners-up with less evidence when the top model collapses (the drift scenario's worst
+      cell: 3-4 nights instead of 2-4). See ``routing_pipelines.learning.candidates.without_long_shots``.
     * ``thompson_draws`` (4000): posterior draws per task type for P(best) and the specialist comparison.
     * ``plausibly_eligible`` (0.05): a model eligible in fewer draws than this share gets no traffic.
     * ``evaluation_window_days`` (7): days of logged decisions the off-policy evaluation reads.
@@ -152,6 +159,7 @@ class LearningSettings:
     prior_pseudo_count: float = _setting(10.0, 1e-6)
     exploration_floor: float = _setting(0.05, 0.0, 0.5)
     exploration_floor_evidence: float = _setting(0.0, 0.0)
+    min_best_probability: float = _setting(0.0, 0.0, 0.5)
     credible_level: float = _setting(0.90, 0.5, 0.999)
     thompson_draws: int = _setting(4000, 10, 1_000_000)
     plausibly_eligible: float = _setting(0.05, 0.0, 1.0)

@@ -253,6 +253,7 @@ drift_z_threshold = 4.0
 prior_pseudo_count = 4.0
 exploration_floor = 0.1
 exploration_floor_evidence = 250.0
+min_best_probability = 0.02
 credible_level = 0.8
 thompson_draws = 500
 plausibly_eligible = 0.1
@@ -299,6 +300,7 @@ def test_every_learning_setting_comes_from_the_registry_and_survives_the_home(wr
     ("credible_level = 1.0", "field 'credible_level' = 1.0 must be within [0.5, 0.999]"),
     ("change_discount = \"none\"", "field 'change_discount' = 'none' must be a number"),
     ("max_quarantined_share = nan", "field 'max_quarantined_share' = nan must be a number"),
+    ("min_best_probability = 0.6", "field 'min_best_probability' = 0.6 must be within [0.0, 0.5]"),
 ])
 def test_a_bad_learning_setting_is_named_with_its_value_and_range(write_registry, body, message):
     text, path = _load_error(write_registry, f"[learning]\n{body}\n\n" + GOOD_MODEL)

@@ -518,6 +518,40 @@ def test_the_exploration_floor_shrinks_with_a_task_types_evidence():
     assert 0.05 < math_m2 < 0.5  # m2 is in contention, so the floor matters for it
 
 
+def test_a_long_shot_gets_no_traffic_below_min_best_probability_and_the_floor_otherwise():
+    import dataclasses
+
+    from routing_pipelines.learning import candidates
+    from routing_runtime import RoutingPreference, TaskType
+
+    # On math m1 and m2 are close and m3 a long shot: P(best) about 0.7 / 0.3 / 0.003.
+    qualities = {"m1": 0.5, "m2": 0.49, "m3": 0.44}
+    totals = totals_for({(m, "math"): {"n": 1000.0, "sum_q": 1000.0 * q, "n_raw": 1000.0} for m, q in qualities.items()})
+    def with_learning(registry, **settings):
+        return dataclasses.replace(registry, learning=dataclasses.replace(registry.learning, **settings))
+
+    default = with_learning(THREE_GENERALISTS, exploration_floor_evidence=0.0)
+    cutting = with_learning(default, min_best_probability=0.01)
+    post = posteriors.compute_posteriors(totals, default)
+    cell = Cell(TaskType.MATH, RoutingPreference.QUALITY)
+
+    def shares(registry):
+        rules = candidates.candidate_rules(post, registry, seed=0).learned
+        return {r.model_id: r.selection_probability for r in rules if (r.task_type, r.preference) == cell}
+
+    as_is = candidates.best_probabilities(post, default, seed=0)[cell]
+    assert 0 < as_is["m3"] < 0.01 and as_is["m2"] > 0.1
+    kept = shares(default)  # off (the default): the long shot keeps its share and a third of the floor
+    assert kept["m3"] == pytest.approx(0.05 / 3 + 0.95 * as_is["m3"], abs=2e-6)
+    cut = shares(cutting)
+    assert cut["m3"] == 0.0
+    scale = 1.0 / (as_is["m1"] + as_is["m2"])
+    for m in ("m1", "m2"):  # the rest scaled up, and the floor shared by the two contenders
+        assert cut[m] == pytest.approx(0.05 / 2 + 0.95 * as_is[m] * scale, abs=2e-6), m
+    assert sum(cut.values()) == pytest.approx(1.0, abs=1e-5)
+    assert candidates.coverage_problems(candidates.candidate_rules(post, cutting, seed=0).learned) == []
+
+
 def test_a_slipping_cell_is_forgotten_at_the_half_life_and_a_steady_one_at_the_steady_half_life():
     # Regression (issue 12): a fixed 30-day half-life widened the posteriors of steady cells too,
     # which cost the replay 1–2% of the best model's quality; forgetting now follows drift.

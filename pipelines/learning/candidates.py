@@ -66,10 +66,29 @@ def best_probabilities(
                 continue
             winners = np.where(usable, objective, -np.inf)[draws_with_choice].argmax(axis=1)
             wins = np.bincount(winners, minlength=len(ids)) / draws_with_choice.sum()
-            result[Cell(task, preference)] = {
+            result[Cell(task, preference)] = without_long_shots({
                 m: float(w) for m, w, ok, allowed in zip(ids, wins, plausible, candidates_allowed) if ok and allowed
-            }
+            }, registry.learning.min_best_probability)
     return result
+
+
+def without_long_shots(best: dict[str, float], least: float) -> dict[str, float]:
+    """P(best) of one cell with the models below ``least`` (the registry's
+    ``min_best_probability``) set to 0 and the others scaled up to sum as before: a long shot
+    then gets neither its Thompson share nor the exploration floor, which ``build_rules``
+    spreads over the models with P(best) > 0. With ``least`` 0, or when no model reaches it,
+    the probabilities as they are.
+
+    >>> without_long_shots({"a": 0.9, "b": 0.095, "c": 0.005}, 0.01)
+    {'a': 0.9045226130653267, 'b': 0.09547738693467336, 'c': 0.0}
+    >>> without_long_shots({"a": 0.9, "b": 0.095, "c": 0.005}, 0.0)
+    {'a': 0.9, 'b': 0.095, 'c': 0.005}
+    """
+    total = sum(best.values())
+    kept = sum(p for p in best.values() if p >= least)
+    if least <= 0 or kept <= 0:
+        return best
+    return {m: p * total / kept if p >= least else 0.0 for m, p in best.items()}
 
 
 def exploration_floors(posteriors: pl.DataFrame, registry: ModelRegistry) -> dict[TaskType, float]:
