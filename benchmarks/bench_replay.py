@@ -1,8 +1,21 @@
 """Replay benchmark: the router's nightly learning loop on real per-question LLM outcomes.
 
-Run with ``python benchmarks/bench_replay.py [--days 20] [--per-day 300] [--seed 0] [--repeats 5]
-[--incomplete drop-questions|drop-models] [--ablations] [--data DIR] [--quick] [--json out.json]``.
-``--quick`` (3 days × 20 requests, one repeat; seconds) only proves it still runs: ``make test``.
+Run with ``python benchmarks/bench_replay.py [--source all|openllm_v2|routellm|routerbench_mini]
+[--days 20] [--per-day 300] [--seed 0] [--repeats 5] [--incomplete drop-questions|drop-models]
+[--ablations] [--data DIR] [--quick] [--json out.json]``. ``--quick`` (3 days × 20 requests, one
+repeat; seconds) only proves it still runs: ``make test``.
+
+Every source of real per-question outcomes in ``../shared/data`` is a replay (``--source all``, the
+default, runs each whose files are there and says SKIP for the others):
+
+* ``routellm``: RouteLLM's answers of Mixtral-8x7B and GPT-4-1106 to GSM8K (1,319 questions → math)
+  and MMLU (57 subjects, 14,042 questions → general), correct or not; list prices from the shared
+  LiteLLM price table.
+* ``routerbench_mini``: 800 prompts each answered by two Qwen3.5 models (35B-A3B and 397B-A17B),
+  correct or not; its task types math → math, tool (function calling) → planning, mcq, text and
+  vqa → general; prices per token from the logged costs (CNY: only their ratio matters). The two
+  models are close (0.72 against 0.73 on mcq), the hard case for an exploration floor.
+* ``openllm_v2`` (19 models, the many-arm case), described next.
 
 Data (not ours, not shipped): the Open LLM Leaderboard v2 outcomes in
 ``../shared/data/outcomes/openllm_v2/`` beside the project (``--data DIR`` for another folder):
@@ -78,7 +91,7 @@ import shlex
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -229,6 +242,56 @@ def load_data(incomplete: str, outcomes_dir: Path = DATA_DIR / OUTCOMES) -> Repl
         tasks[task] = TaskData(task, tuple(sorted(frame["subtask"].unique().to_list())), correct)
     tasks = {t: tasks[t] for t in TaskType if t in tasks}  # stable TaskType order
     return ReplayData(tuple(models), {m: float(prices[m]) for m in models}, tasks, note)
+
+
+ROUTELLM = Path("outcomes") / "routellm"
+ROUTELLM_GSM8K = "routellm_evals_gsm8k_gsm8k_responses.csv"
+ROUTELLM_MODELS = ("mistralai/Mixtral-8x7B-Instruct-v0.1", "gpt-4-1106-preview")
+#: Their list prices in the shared LiteLLM price table: (input + output) / 2 per token.
+ROUTELLM_PRICE_KEYS = {"mistralai/Mixtral-8x7B-Instruct-v0.1": "together_ai/mistralai/Mixtral-8x7B-Instruct-v0.1",
+                       "gpt-4-1106-preview": "gpt-4-1106-preview"}
+LITELLM_PRICES = Path("prices") / "litellm-1.110.2_model_prices_and_context_window_backup.json"
+ROUTERBENCH = Path("outcomes") / "routerbench_mini" / "per_query_fixed_model.csv"
+#: routerbench_mini's task types → ours (function calling → planning, as the data README suggests).
+ROUTERBENCH_TASKS = {"math": TaskType.MATH, "mcq": TaskType.GENERAL, "text": TaskType.GENERAL, "vqa": TaskType.GENERAL,
+                     "tool": TaskType.PLANNING}
+
+
+def _grid(task: TaskType, subtasks: Sequence[str], frame: pl.DataFrame, models: Sequence[str]) -> TaskData:
+    correct = frame.select(pl.col(m).cast(pl.Float64) for m in models).to_numpy()
+    if np.isnan(correct).any():
+        raise ValueError(f"{task.value}: missing outcomes; the replay needs full information")
+    return TaskData(task, tuple(subtasks), correct)
+
+
+def load_routellm(data_dir: Path) -> ReplayData:
+    """RouteLLM's GSM8K (math) and MMLU (general) answers of Mixtral-8x7B and GPT-4-1106, correct or not."""
+    folder = data_dir / ROUTELLM
+    gsm8k = pl.read_csv(folder / ROUTELLM_GSM8K, columns=list(ROUTELLM_MODELS))
+    subjects = sorted((folder / "mmlu_responses").glob("mmlu_*.csv"))
+    mmlu = pl.concat([pl.read_csv(f, columns=list(ROUTELLM_MODELS)) for f in subjects])
+    table = json.loads((data_dir / LITELLM_PRICES).read_text())
+    prices = {m: (table[key]["input_cost_per_token"] + table[key]["output_cost_per_token"]) / 2 * 1e6
+              for m, key in ROUTELLM_PRICE_KEYS.items()}
+    tasks = {TaskType.MATH: _grid(TaskType.MATH, ["gsm8k"], gsm8k, ROUTELLM_MODELS),
+             TaskType.GENERAL: _grid(TaskType.GENERAL, [f.stem for f in subjects], mmlu, ROUTELLM_MODELS)}
+    return ReplayData(ROUTELLM_MODELS, prices, tasks, f"2 models; GSM8K {gsm8k.height} and MMLU {mmlu.height} questions")
+
+
+def load_routerbench(data_dir: Path) -> ReplayData:
+    """routerbench_mini's 800 prompts, each answered by both Qwen3.5 models (always-cheap, always-strong)."""
+    rows = pl.read_csv(data_dir / ROUTERBENCH)
+    models = tuple(sorted(rows["selected_model"].unique().to_list()))
+    wide = rows.pivot(on="selected_model", index=["canonical_id", "task_type"], values="correct").drop_nulls().sort("canonical_id")
+    # Price per million tokens from the logged costs (in the data's currency, CNY): only ratios matter here.
+    tokens = pl.col("prompt_tokens") + pl.col("completion_tokens")
+    prices = dict(rows.group_by("selected_model").agg((pl.col("cost").sum() / tokens.sum() * 1e6)).iter_rows())
+    tasks = {}
+    for task in TaskType:
+        mapped = sorted(k for k, v in ROUTERBENCH_TASKS.items() if v is task)
+        if mapped:
+            tasks[task] = _grid(task, mapped, wide.filter(pl.col("task_type").is_in(mapped)), models)
+    return ReplayData(models, prices, tasks, f"2 models on {wide.height} prompts (every prompt answered by both)")
 
 
 def registry_toml(models: Sequence[str], price_per_million: dict[str, float], knobs: LearningKnobs) -> str:
@@ -562,6 +625,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--per-day", type=int, default=300, help="requests per task type per day (default 300)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the first repeat (default 0)")
     parser.add_argument("--repeats", type=int, default=5, help="independent replays, seeds seed..seed+repeats-1 (default 5)")
+    parser.add_argument("--source", choices=("all", *SOURCES), default="all",
+                        help="which real-data replay (default all: each whose data is present)")
     parser.add_argument("--incomplete", choices=("drop-questions", "drop-models"), default="drop-questions",
                         help="full information: keep questions every model answered (default), or models that answered all")
     parser.add_argument("--ablations", action="store_true",
@@ -578,24 +643,62 @@ def main(argv: list[str] | None = None) -> int:
     if args.days < 1 or args.per_day < 1 or args.repeats < 1:
         parser.error("--days, --per-day and --repeats must be at least 1")
 
-    outcomes_dir = args.data / OUTCOMES
-    if not ((outcomes_dir / CORRECTNESS_NAME).is_file() and (outcomes_dir / PRICE_NAME).is_file()):
-        print(f"SKIP bench_replay: real outcome data not found at {outcomes_dir} "
-              "(the Open LLM Leaderboard v2 outcomes, not shipped; expected in ../shared/data beside the project, or --data DIR)")
-        return 0
+    command = shlex.join([sys.executable, *sys.argv]) if argv is None else shlex.join(["bench_replay.py", *argv])
+    version = code_version()
+    payloads = {}
+    for name in SOURCES if args.source == "all" else [args.source]:
+        source = SOURCES[name]
+        missing = [path for path in source.files if not (args.data / path).is_file()]
+        if missing:
+            print(f"SKIP bench_replay: real outcome data not found at {args.data / missing[0]} "
+                  f"({source.title}, not shipped; expected in ../shared/data beside the project, or --data DIR)")
+            continue
+        payloads[name] = replay_source(name, source, args, command, version)
+    if args.json and payloads:
+        payload = {
+            "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version()},
+            "command": command,
+            "code_version": version,
+            "settings": {"days": args.days, "per_day": args.per_day, "seed": args.seed, "repeats": args.repeats,
+                         "incomplete": args.incomplete, "last_days": LAST_DAYS, "tokens_per_request": TOKENS_PER_REQUEST},
+            "sources": payloads,
+        }
+        Path(args.json).write_text(json.dumps(payload, indent=2) + "\n")
+        print(f"\nJSON written to {args.json}")
+    return 0
 
+
+@dataclass(frozen=True)
+class Source:
+    """One real-data replay: what it is, the files it reads (under the data folder), its loader."""
+
+    title: str
+    files: tuple[Path, ...]
+    load: Callable[[Path, str], ReplayData]
+
+
+#: Every replay on real per-question outcomes in ../shared/data (`--source all`, the default, runs each).
+SOURCES = {
+    "openllm_v2": Source("Open LLM Leaderboard v2 outcomes, 19 open models", (OUTCOMES / CORRECTNESS_NAME, OUTCOMES / PRICE_NAME),
+                         lambda data_dir, incomplete: load_data(incomplete, data_dir / OUTCOMES)),
+    "routellm": Source("RouteLLM's GSM8K and MMLU answers, Mixtral-8x7B against GPT-4", (ROUTELLM / ROUTELLM_GSM8K, LITELLM_PRICES),
+                       lambda data_dir, _: load_routellm(data_dir)),
+    "routerbench_mini": Source("routerbench_mini, two Qwen3.5 models on the same 800 prompts", (ROUTERBENCH,),
+                               lambda data_dir, _: load_routerbench(data_dir)),
+}
+
+
+def replay_source(name: str, source: Source, args: argparse.Namespace, command: str, version: str) -> dict:
+    """Replays one source ``args.repeats`` times and prints its report; returns its JSON figures."""
     started = time.perf_counter()
-    data = load_data(args.incomplete, outcomes_dir)
+    data = source.load(args.data, args.incomplete)
     load_seconds = time.perf_counter() - started
     runs = [run_repeat(data, args.days, args.per_day, args.seed + r, args.ablations) for r in range(args.repeats)]
     summary = summarise(runs, data, ROUTER)
     elapsed = time.perf_counter() - started
-
-    command = shlex.join([sys.executable, *sys.argv]) if argv is None else shlex.join(["bench_replay.py", *argv])
-    print(f"## Replay benchmark (Open LLM Leaderboard v2 outcomes) — {platform.platform()}, {os.cpu_count()} CPUs, "
+    print(f"## Replay benchmark ({source.title}) — {platform.platform()}, {os.cpu_count()} CPUs, "
           f"Python {platform.python_version()}, numpy {np.__version__}, polars {pl.__version__}")
-    version = code_version()
-    print(f"command: `{command}`; code: {version}")
+    print(f"command: `{command}`; source `{name}`; code: {version}")
     print(f"data: {data.note}; {args.days} days × {args.per_day} requests per task type per day; "
           f"{args.repeats} repeat(s), seeds {args.seed}..{args.seed + args.repeats - 1}"
           + (" (figures are mean ± sd across repeats)" if args.repeats > 1 else ""))
@@ -605,27 +708,18 @@ def main(argv: list[str] | None = None) -> int:
     tops = "; ".join(f"{t} {short(v['model'])} {v['share']:.0%}" for t, v in runs[0]["router_final_top"].items())
     print(f"\nrouter's last rule set (seed {args.seed}), top model and its share: {tops}")
     nightly = sum(r["router_nightly_seconds"] for r in runs) / len(runs)
-    print(f"runtime: {elapsed:.1f} s total (data load {load_seconds:.1f} s; router nightly learning {nightly:.1f} s per replay)")
-
-    if args.json:
-        payload = {
-            "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version()},
-            "command": command,
-            "code_version": version,
-            "settings": {"days": args.days, "per_day": args.per_day, "seed": args.seed, "repeats": args.repeats,
-                         "incomplete": args.incomplete, "last_days": LAST_DAYS, "tokens_per_request": TOKENS_PER_REQUEST},
-            "data": {
-                "note": data.note,
-                "models": list(data.models),
-                "tasks": {t.value: {"questions": td.correct.shape[0], "subtasks": list(td.subtasks)} for t, td in data.tasks.items()},
-            },
-            "summary": summary,
-            "runs": runs,
-            "runtime_seconds": elapsed,
-        }
-        Path(args.json).write_text(json.dumps(payload, indent=2) + "\n")
-        print(f"\nJSON written to {args.json}")
-    return 0
+    print(f"runtime: {elapsed:.1f} s total (data load {load_seconds:.1f} s; router nightly learning {nightly:.1f} s per replay)\n")
+    return {
+        "title": source.title,
+        "data": {
+            "note": data.note,
+            "models": list(data.models),
+            "tasks": {t.value: {"questions": td.correct.shape[0], "subtasks": list(td.subtasks)} for t, td in data.tasks.items()},
+        },
+        "summary": summary,
+        "runs": runs,
+        "runtime_seconds": elapsed,
+    }
 
 
 if __name__ == "__main__":
