@@ -119,7 +119,8 @@ class LearningSettings:
       stops spending traffic on long shots in a stationary world (on the real-data replay with
       a 180-day ``steady_half_life_days``: level with plain Thompson sampling) but leaves the
       runners-up with less evidence when the top model collapses (the drift scenario's worst
-      cell: 3-4 nights instead of 2-4). See ``routing_pipelines.learning.candidates.without_long_shots``.
+      cell: 3-4 nights instead of 2-4), and a newly added model that its prior makes a long shot
+      is not tried. See ``routing_pipelines.learning.candidates.without_long_shots``.
     * ``thompson_draws`` (4000): posterior draws per task type for P(best) and the specialist comparison.
     * ``plausibly_eligible`` (0.05): a model eligible in fewer draws than this share gets no traffic.
     * ``evaluation_window_days`` (7): days of logged decisions the off-policy evaluation reads.
