@@ -53,6 +53,9 @@ What is replayed, per repeat (seed ``--seed + r``, everything seeded):
   other prior, no forgetting, no exploration floor. Each request draws one sample per model from
   the posteriors frozen at the start of the day and takes the argmax; successes and failures are
   added nightly. Same feedback delay as the router.
+* **Epsilon-greedy** (ε = 0.1, batched), as in the scenario benchmark: with probability ε a model
+  drawn uniformly, else the best by the posterior means (s + 1) / (n + 2) frozen at the start of
+  the day, ties broken at random.
 * **Uniform random**: a model drawn uniformly per request.
 * **Best fixed model in hindsight**, per task type: the model with the highest mean correctness over
   exactly the questions served for that task type (with repeats, as served). The overall row uses
@@ -449,6 +452,30 @@ def run_thompson(data: ReplayData, streams: Streams, days: int, per_day: int, se
     return rewards
 
 
+EPSILON = 0.1
+
+
+def run_egreedy(data: ReplayData, streams: Streams, days: int, per_day: int, seed: int) -> Rewards:
+    """Batched epsilon-greedy: uniform with probability EPSILON, else the best posterior mean of the day."""
+    rng = np.random.default_rng([seed, 4])
+    rewards: Rewards = {}
+    for task, td in data.tasks.items():
+        k = td.correct.shape[1]
+        successes, n = np.zeros(k), np.zeros(k)
+        out = np.empty(days * per_day)
+        for d in range(days):
+            window = slice(d * per_day, (d + 1) * per_day)
+            mean = (successes + 1) / (n + 2)
+            leaders = np.flatnonzero(mean == mean.max())
+            choice = np.where(rng.random(per_day) < EPSILON, rng.integers(k, size=per_day), rng.choice(leaders, size=per_day))
+            q = td.correct[streams[task][window], choice]
+            out[window] = q
+            successes += np.bincount(choice, weights=q, minlength=k)
+            n += np.bincount(choice, minlength=k)
+        rewards[task] = out
+    return rewards
+
+
 def run_random(data: ReplayData, streams: Streams, seed: int) -> Rewards:
     rng = np.random.default_rng([seed, 3])
     return {
@@ -505,6 +532,7 @@ def run_repeat(data: ReplayData, days: int, per_day: int, seed: int, ablations: 
     policies: dict[str, Rewards] = {
         "router": router.rewards,
         "thompson": run_thompson(data, streams, days, per_day, seed),
+        "egreedy": run_egreedy(data, streams, days, per_day, seed),
         "random": run_random(data, streams, seed),
         "best_fixed": best.rewards,
         "oracle": best.oracle,
@@ -568,9 +596,10 @@ def markdown(summary: dict, data: ReplayData, repeats: int, ablations: Sequence[
     served, last_days = days * per_day, min(LAST_DAYS, days)
     fmt = lambda pair, d=3: _fmt(*pair, repeats, d)  # noqa: E731
     lines = [
-        f"| task type | questions (served / unique) | best fixed model | best fixed | router | plain TS | random | oracle "
-        f"| router / best | TS / best | router / best, last {last_days} d | TS / best, last {last_days} d |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        f"| task type | questions (served / unique) | best fixed model | best fixed | router | plain TS | ε-greedy | random | oracle "
+        f"| router / best | TS / best | ε-greedy / best | router / best, last {last_days} d | TS / best, last {last_days} d "
+        f"| ε-greedy / best, last {last_days} d |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row, e in rows.items():
         tasks = list(data.tasks.values()) if row == OVERALL else [data.tasks[TaskType(row)]]
@@ -579,9 +608,9 @@ def markdown(summary: dict, data: ReplayData, repeats: int, ablations: Sequence[
         model = "per task type" if row == OVERALL else f"{short(e['best_model'])} ({e['best_model_agreement']})"
         lines.append(
             f"| {row} | {n} / {unique} | {model} | {fmt(e['best_fixed_all'])} | {fmt(e['router_all'])} | "
-            f"{fmt(e['thompson_all'])} | {fmt(e['random_all'])} | {fmt(e['oracle_all'])} | "
-            f"{fmt(e['router_ratio_all'])} | {fmt(e['thompson_ratio_all'])} | "
-            f"{fmt(e['router_ratio_last'])} | {fmt(e['thompson_ratio_last'])} |"
+            f"{fmt(e['thompson_all'])} | {fmt(e['egreedy_all'])} | {fmt(e['random_all'])} | {fmt(e['oracle_all'])} | "
+            f"{fmt(e['router_ratio_all'])} | {fmt(e['thompson_ratio_all'])} | {fmt(e['egreedy_ratio_all'])} | "
+            f"{fmt(e['router_ratio_last'])} | {fmt(e['thompson_ratio_last'])} | {fmt(e['egreedy_ratio_last'])} |"
         )
     task_rows = [r for r in rows if r != OVERALL]
     lines.append("")
