@@ -433,23 +433,30 @@ def _run_router(data: ReplayData, knobs: LearningKnobs, streams: Streams, days: 
     return RouterTrace(rewards, final_top, nightly)
 
 
-def run_thompson(data: ReplayData, streams: Streams, days: int, per_day: int, seed: int) -> Rewards:
-    """Plain batched Thompson sampling: Beta(1, 1), posteriors frozen for a day, no floor, no decay."""
-    rng = np.random.default_rng([seed, 2])
+def _run_batched(data: ReplayData, streams: Streams, days: int, per_day: int, choose) -> Rewards:
+    """A baseline that picks the day's models from counts frozen at its start and learns nightly:
+    ``choose(successes, n)`` returns the day's ``per_day`` model indices."""
     rewards: Rewards = {}
     for task, td in data.tasks.items():
         k = td.correct.shape[1]
-        alpha, beta = np.ones(k), np.ones(k)
+        successes, n = np.zeros(k), np.zeros(k)
         out = np.empty(days * per_day)
         for d in range(days):
             window = slice(d * per_day, (d + 1) * per_day)
-            choice = rng.beta(alpha, beta, size=(per_day, k)).argmax(axis=1)
+            choice = choose(successes, n)
             q = td.correct[streams[task][window], choice]
             out[window] = q
-            alpha += np.bincount(choice, weights=q, minlength=k)
-            beta += np.bincount(choice, weights=1.0 - q, minlength=k)
+            successes += np.bincount(choice, weights=q, minlength=k)
+            n += np.bincount(choice, minlength=k)
         rewards[task] = out
     return rewards
+
+
+def run_thompson(data: ReplayData, streams: Streams, days: int, per_day: int, seed: int) -> Rewards:
+    """Plain batched Thompson sampling: Beta(1, 1), posteriors frozen for a day, no floor, no decay."""
+    rng = np.random.default_rng([seed, 2])
+    return _run_batched(data, streams, days, per_day,
+                        lambda s, n: rng.beta(1 + s, 1 + n - s, size=(per_day, len(n))).argmax(axis=1))
 
 
 EPSILON = 0.1
@@ -458,22 +465,13 @@ EPSILON = 0.1
 def run_egreedy(data: ReplayData, streams: Streams, days: int, per_day: int, seed: int) -> Rewards:
     """Batched epsilon-greedy: uniform with probability EPSILON, else the best posterior mean of the day."""
     rng = np.random.default_rng([seed, 4])
-    rewards: Rewards = {}
-    for task, td in data.tasks.items():
-        k = td.correct.shape[1]
-        successes, n = np.zeros(k), np.zeros(k)
-        out = np.empty(days * per_day)
-        for d in range(days):
-            window = slice(d * per_day, (d + 1) * per_day)
-            mean = (successes + 1) / (n + 2)
-            leaders = np.flatnonzero(mean == mean.max())
-            choice = np.where(rng.random(per_day) < EPSILON, rng.integers(k, size=per_day), rng.choice(leaders, size=per_day))
-            q = td.correct[streams[task][window], choice]
-            out[window] = q
-            successes += np.bincount(choice, weights=q, minlength=k)
-            n += np.bincount(choice, minlength=k)
-        rewards[task] = out
-    return rewards
+
+    def choose(successes: np.ndarray, n: np.ndarray) -> np.ndarray:
+        mean = (successes + 1) / (n + 2)
+        leaders = np.flatnonzero(mean == mean.max())
+        return np.where(rng.random(per_day) < EPSILON, rng.integers(len(n), size=per_day), rng.choice(leaders, size=per_day))
+
+    return _run_batched(data, streams, days, per_day, choose)
 
 
 def run_random(data: ReplayData, streams: Streams, seed: int) -> Rewards:
