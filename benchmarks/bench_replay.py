@@ -204,6 +204,13 @@ def task_of(subtask: str) -> TaskType:
     raise ValueError(f"subtask {subtask!r} has no task type mapping; extend SUBTASK_TASKS")
 
 
+def _grid(task: TaskType, subtasks: Sequence[str], frame: pl.DataFrame, models: Sequence[str]) -> TaskData:
+    correct = frame.select(pl.col(m).cast(pl.Float64) for m in models).to_numpy()
+    if np.isnan(correct).any():
+        raise ValueError(f"{task.value}: missing outcomes; the replay needs full information")
+    return TaskData(task, tuple(subtasks), correct)
+
+
 def load_data(incomplete: str, outcomes_dir: Path = DATA_DIR / OUTCOMES) -> ReplayData:
     """Read the long CSV and the price table; keep a full-information (question × model) grid."""
     long = pl.read_csv(outcomes_dir / CORRECTNESS_NAME, schema_overrides={"correct": pl.Float64})
@@ -239,10 +246,7 @@ def load_data(incomplete: str, outcomes_dir: Path = DATA_DIR / OUTCOMES) -> Repl
     tasks: dict[TaskType, TaskData] = {}
     for (task_value,), frame in wide.group_by("task_type", maintain_order=True):
         task = TaskType(task_value)
-        correct = frame.select(models).to_numpy().astype(np.float64)
-        if np.isnan(correct).any():
-            raise ValueError(f"{task.value}: missing outcomes after filtering; the replay needs full information")
-        tasks[task] = TaskData(task, tuple(sorted(frame["subtask"].unique().to_list())), correct)
+        tasks[task] = _grid(task, sorted(frame["subtask"].unique().to_list()), frame, models)
     tasks = {t: tasks[t] for t in TaskType if t in tasks}  # stable TaskType order
     return ReplayData(tuple(models), {m: float(prices[m]) for m in models}, tasks, note)
 
@@ -258,13 +262,6 @@ ROUTERBENCH = Path("outcomes") / "routerbench_mini" / "per_query_fixed_model.csv
 #: routerbench_mini's task types → ours (function calling → planning, as the data README suggests).
 ROUTERBENCH_TASKS = {"math": TaskType.MATH, "mcq": TaskType.GENERAL, "text": TaskType.GENERAL, "vqa": TaskType.GENERAL,
                      "tool": TaskType.PLANNING}
-
-
-def _grid(task: TaskType, subtasks: Sequence[str], frame: pl.DataFrame, models: Sequence[str]) -> TaskData:
-    correct = frame.select(pl.col(m).cast(pl.Float64) for m in models).to_numpy()
-    if np.isnan(correct).any():
-        raise ValueError(f"{task.value}: missing outcomes; the replay needs full information")
-    return TaskData(task, tuple(subtasks), correct)
 
 
 def load_routellm(data_dir: Path) -> ReplayData:
@@ -285,7 +282,8 @@ def load_routerbench(data_dir: Path) -> ReplayData:
     """routerbench_mini's 800 prompts, each answered by both Qwen3.5 models (always-cheap, always-strong)."""
     rows = pl.read_csv(data_dir / ROUTERBENCH)
     models = tuple(sorted(rows["selected_model"].unique().to_list()))
-    wide = rows.pivot(on="selected_model", index=["canonical_id", "task_type"], values="correct").drop_nulls().sort("canonical_id")
+    pivoted = rows.pivot(on="selected_model", index=["canonical_id", "task_type"], values="correct")
+    wide = pivoted.drop_nulls().sort("canonical_id")  # full information: prompts both models answered
     # Price per million tokens from the logged costs (in the data's currency, CNY): only ratios matter here.
     tokens = pl.col("prompt_tokens") + pl.col("completion_tokens")
     prices = dict(rows.group_by("selected_model").agg((pl.col("cost").sum() / tokens.sum() * 1e6)).iter_rows())
@@ -294,7 +292,7 @@ def load_routerbench(data_dir: Path) -> ReplayData:
         mapped = sorted(k for k, v in ROUTERBENCH_TASKS.items() if v is task)
         if mapped:
             tasks[task] = _grid(task, mapped, wide.filter(pl.col("task_type").is_in(mapped)), models)
-    return ReplayData(models, prices, tasks, f"2 models on {wide.height} prompts (every prompt answered by both)")
+    return ReplayData(models, prices, tasks, f"2 models on the {wide.height} of {pivoted.height} prompts answered by both")
 
 
 def registry_toml(models: Sequence[str], price_per_million: dict[str, float], knobs: LearningKnobs) -> str:
