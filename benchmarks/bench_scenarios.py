@@ -1,9 +1,12 @@
 """Learning quality on each shipped scenario, against plain batched Thompson sampling and epsilon-greedy.
 
 Run with ``python benchmarks/bench_scenarios.py [--scenarios stationary drift ...] [--seeds 5]
-[--seed 0] [--days N] [--requests-per-day N] [--event-day N] [--quick] [--json out.json]`` (about 10
-minutes on 2 idle cores with the defaults: 4 scenarios × 5 seeds × 14 nights of the real learning
-job). ``--quick`` (drift alone, its event on day 2 of 3) only proves it still runs: ``make test``.
+[--seed 0] [--days N] [--requests-per-day N] [--event-day N] [--learning-from REGISTRY.toml] [--quick]
+[--json out.json]`` (about 10 minutes on 2 idle cores with the defaults: 4 scenarios × 5 seeds × 14
+nights of the real learning job). ``--quick`` (drift alone, its event on day 2 of 3) only proves it
+still runs: ``make test``. ``--learning-from`` runs the router with another registry's
+``[learning]`` settings (the scenarios' models and truth stay), to see what a setting does to every
+scenario before turning it on.
 
 The ground truth of every scenario is **synthetic** (``pipelines/simulation/scenarios/*.toml``): true
 qualities per task type, latencies and costs that nobody measured. What it gives is a known best
@@ -88,6 +91,7 @@ from common import add_scenario_arguments, loadavg, machine  # noqa: E402
 from routing_pipelines.simulation.report import CELLS, convergence, day_figures, reactions, static_policy  # noqa: E402
 from routing_pipelines.simulation.scenarios import SHIPPED, load_scenario  # noqa: E402
 from routing_pipelines.simulation.simulator import DayResult, Scenario, SimulationResult, _apply, simulate, true_best, true_cost  # noqa: E402
+from routing_runtime.registry import LearningSettings, ModelRegistry, RegistryError  # noqa: E402
 from routing_runtime.rules import PREFERENCES, meets_thresholds  # noqa: E402
 from routing_runtime.types import RoutingPreference, TaskType  # noqa: E402
 
@@ -437,9 +441,19 @@ SETTLED_FROM_DAY = 3
 QUICK = {"scenarios": ["drift"], "seeds": 1, "days": 3, "requests_per_day": 320, "event_day": 2}
 
 
+def learning_changes(learning: LearningSettings) -> str:
+    """The settings that differ from the shipped registry's, as ``name value (shipped value)``."""
+    shipped = ModelRegistry.load_default().learning
+    return ", ".join(f"{f.name} {getattr(learning, f.name):g} (shipped {getattr(shipped, f.name):g})"
+                     for f in dataclasses.fields(learning) if getattr(learning, f.name) != getattr(shipped, f.name))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_scenario_arguments(parser, DEFAULT_SCENARIOS, seeds=5)
+    parser.add_argument("--learning-from", metavar="REGISTRY", type=Path,
+                        help="run the router with the [learning] settings of this registry TOML (the scenario's models stay): "
+                             "e.g. to measure min_best_probability or steady_half_life_days before turning them on")
     parser.add_argument("--json", metavar="PATH", help="also write the figures as JSON to PATH")
     parser.add_argument("--quick", action="store_true",
                         help="tiny sizes, seconds: proves the benchmark still runs end to end (`make test`); figures mean nothing")
@@ -454,10 +468,16 @@ def main(argv: list[str] | None = None) -> int:
         scenarios = [load_scenario(n) for n in names]
     except ValueError as exc:
         parser.error(str(exc))
+    try:
+        router_learning = ModelRegistry.load(args.learning_from).learning if args.learning_from else None
+    except (OSError, RegistryError) as exc:
+        parser.error(f"--learning-from {args.learning_from}: {exc}")
     for i, s in enumerate(scenarios):
         events = [dataclasses.replace(e, day=args.event_day) for e in s.events] if args.event_day else s.events
+        registry = dataclasses.replace(s.registry, learning=router_learning) if router_learning else s.registry
         scenarios[i] = dataclasses.replace(
-            s, days=args.days or s.days, requests_per_day=args.requests_per_day or s.requests_per_day, events=events)
+            s, days=args.days or s.days, requests_per_day=args.requests_per_day or s.requests_per_day, events=events,
+            registry=registry)
 
     command = shlex.join(["python", "benchmarks/bench_scenarios.py", *(sys.argv[1:] if argv is None else argv)])
     started = time.perf_counter()
@@ -513,6 +533,10 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(markdown(summary))
     print()
+    if router_learning:
+        print(f"The router learned with the [learning] settings of {args.learning_from}: "
+              f"{learning_changes(router_learning) or 'the shipped ones'}.")
+        print()
     print("Cells whose true best an event changed, and the nights each policy needed there (seed "
           f"{seeds[0]}; — = not within the run):")
     print()
@@ -536,7 +560,9 @@ def main(argv: list[str] | None = None) -> int:
             "machine": mach, "command": command, "seeds": seeds,
             "load_average_1min": {"start": load_start, "end": load_end},
             "runtime_seconds": elapsed_total, "router_seconds": router_seconds,
-            "settings": {"epsilon": EPSILON, "noise_cv": NOISE_CV, "prior_weight": PRIOR_WEIGHT, "min_draw": MIN_DRAW},
+            "settings": {"epsilon": EPSILON, "noise_cv": NOISE_CV, "prior_weight": PRIOR_WEIGHT, "min_draw": MIN_DRAW,
+                         "router_learning": {f.name: getattr(router_learning, f.name) for f in dataclasses.fields(router_learning)}
+                         if router_learning else None},
             "policies": POLICIES, "summary": summary,
         }
         Path(args.json).write_text(json.dumps(payload, indent=2, default=str) + "\n")

@@ -9,6 +9,7 @@ The report goes to a temporary file: BENCHMARKS.md is never written by the tests
 from __future__ import annotations
 
 import hashlib
+import json
 import importlib.util
 import re
 import subprocess
@@ -111,3 +112,42 @@ def test_classifier_without_the_shared_data_runs_on_the_shipped_prompts(tmp_path
     assert f"The shared data was not found at {tmp_path / 'absent'}: GSM8K, MMLU and MT-Bench are left out." in proc.stdout
     assert "dataset:gsm8k" not in proc.stdout and "dataset:mmlu" not in proc.stdout and "| dataset:mbpp |" in proc.stdout
     assert "prompts referenced without their text (GitHub issues, Q&A pages) are left out: pass --texts to count them." in proc.stdout
+
+
+def _scenarios(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(REPO / "benchmarks" / "bench_scenarios.py"), "--quick", "--scenarios", "drift", *args],
+                          cwd=REPO, capture_output=True, text=True, timeout=timeout)
+
+
+def test_scenarios_learn_with_the_learning_settings_of_another_registry(tmp_path: Path):
+    if _missing(("dagster", "polars")):
+        pytest.skip("bench_scenarios needs the [pipeline] extra")
+    shipped = (REPO / "routing_runtime" / "default_registry.toml").read_text(encoding="utf-8")
+    stable = re.sub(r"(?m)^min_best_probability = 0 ", "min_best_probability = 0.01 ", shipped)
+    stable = re.sub(r"(?m)^steady_half_life_days = 30 ", "steady_half_life_days = 180 ", stable)
+    assert stable.count("0.01 ") >= 1 and "= 180 " in stable
+    registry = tmp_path / "stable.toml"
+    registry.write_text(stable, encoding="utf-8")
+    figures = tmp_path / "figures.json"
+
+    proc = _scenarios("--learning-from", str(registry), "--json", str(figures))
+
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert (f"The router learned with the [learning] settings of {registry}: steady_half_life_days 180 (shipped 30), "
+            "min_best_probability 0.01 (shipped 0).") in proc.stdout
+    learning = json.loads(figures.read_text(encoding="utf-8"))["settings"]["router_learning"]
+    assert learning["min_best_probability"] == 0.01 and learning["steady_half_life_days"] == 180.0
+
+
+@pytest.mark.parametrize("content, says", [
+    (None, "cannot read registry file"),
+    ("x = [", "not valid TOML"),
+    ("[learning]\nmin_best_probability = 0.9\n", "min_best_probability"),
+])
+def test_scenarios_refuse_a_bad_learning_registry_naming_it(tmp_path: Path, content: str | None, says: str):
+    registry = tmp_path / "learning.toml"
+    if content is not None:
+        registry.write_text(content, encoding="utf-8")
+    proc = _scenarios("--learning-from", str(registry), timeout=60)
+    assert proc.returncode == 2
+    assert f"--learning-from {registry}: " in proc.stderr and says in proc.stderr, proc.stderr
