@@ -72,12 +72,13 @@ given up by spreading the floor evenly over all models: floor × (best fixed −
 
 With ``--ablations`` a second table re-runs the router on the same streams with one learning choice
 changed at a time. First issue 12's: the registry's pseudo-count as it is (the router before it);
-the floor shrinking beyond 500 observations of a task type, a 180-day half-life for cells that
-show no drift, and both; no traffic for a model below 1% P(best) (``min_best_probability``), alone
-and with the 180-day half-life (settings off by default: they cost the drift scenario's reaction). Then: day 1
+no long-shot cut (``min_best_probability`` 0, the router before it); the floor shrinking beyond
+500 observations of a task type, a 180-day half-life for cells that show no drift, and both; the
+long-shot cut in every cell (``always_explored`` 0), alone and with the 180-day half-life
+(settings off by default: they cost the drift scenario's reaction). Then: day 1
 routed by the rule set of an empty history instead of the registry rule set (tied priors share
 it); exploration floor 0; a fixed 14-day half-life; no forgetting; prior pseudo-count 2 instead of
-10; then the last four at once. That last variant has the ingredients of plain TS (what remains
+10; then the last four at once (and no long-shot cut). That last variant has the ingredients of plain TS (what remains
 different: the prior mean is shrunk toward the pooled mean of the other models instead of 0.5,
 and P(best) is estimated from 4000 draws), so it checks the harness as much as the router: it
 should land on plain TS (over 30 seeds it did, within 0.012 on every task type).
@@ -148,14 +149,14 @@ class LearningKnobs:
     learned_prior_weight: bool = True
     exploration_floor: float = 0.05
     exploration_floor_evidence: float = 0.0
-    min_best_probability: float = 0.0
+    min_best_probability: float = 0.01
+    always_explored: int = 8
     cold_start: Literal["registry", "posterior"] = "registry"
 
 
 NO_FORGETTING = 1e9  # days: weights 2^(-age / 1e9) = 1 for any replay
 SHRINKING_FLOOR = 500.0  # effective observations of a task type before the floor shrinks
 STEADY_HALF_LIFE = 180.0  # days: the half-life of cells that show no drift, in the variants
-LONG_SHOT = 0.01  # P(best) below which a model gets no traffic, in the variants
 ROUTER = LearningKnobs("router (as shipped)")
 #: Router variants with one learning knob changed at a time, then all together; the last one has
 #: the same ingredients as plain TS (no floor, no decay, 2 pseudo-observations, no day-1 bias).
@@ -164,16 +165,17 @@ ABLATIONS = (
     LearningKnobs("router, the floor shrinking beyond 500 observations (off by default)", exploration_floor_evidence=SHRINKING_FLOOR),
     LearningKnobs("router, a 180-day half-life where a cell shows no drift (off by default)", steady_half_life_days=STEADY_HALF_LIFE),
     LearningKnobs("router, both", exploration_floor_evidence=SHRINKING_FLOOR, steady_half_life_days=STEADY_HALF_LIFE),
-    LearningKnobs("router, no traffic below 1% P(best) (off by default)", min_best_probability=LONG_SHOT),
-    LearningKnobs("router, no traffic below 1% P(best) and the 180-day steady half-life",
-                  min_best_probability=LONG_SHOT, steady_half_life_days=STEADY_HALF_LIFE),
+    LearningKnobs("router, no long-shot cut (before issue 12's many-arm cells)", min_best_probability=0.0),
+    LearningKnobs("router, long shots cut in every cell (off by default)", always_explored=0),
+    LearningKnobs("router, long shots cut in every cell and the 180-day steady half-life",
+                  always_explored=0, steady_half_life_days=STEADY_HALF_LIFE),
     LearningKnobs("router, day 1 from empty posteriors", cold_start="posterior"),
     LearningKnobs("router, floor 0", exploration_floor=0.0),
     LearningKnobs("router, a fixed 14-day half-life (the design's default)", half_life_days=14.0, steady_half_life_days=14.0),
     LearningKnobs("router, no forgetting", half_life_days=NO_FORGETTING, steady_half_life_days=NO_FORGETTING),
     LearningKnobs("router, pseudo-count 2", prior_pseudo_count=2.0),
     LearningKnobs("router, all four changes", half_life_days=NO_FORGETTING, steady_half_life_days=NO_FORGETTING,
-                  prior_pseudo_count=2.0, exploration_floor=0.0, cold_start="posterior"),
+                  prior_pseudo_count=2.0, exploration_floor=0.0, min_best_probability=0.0, cold_start="posterior"),
 )
 
 
@@ -311,6 +313,7 @@ def registry_toml(models: Sequence[str], price_per_million: dict[str, float], kn
         f"exploration_floor = {knobs.exploration_floor!r}",
         f"exploration_floor_evidence = {knobs.exploration_floor_evidence!r}",
         f"min_best_probability = {knobs.min_best_probability!r}",
+        f"always_explored = {knobs.always_explored!r}",
     ]
     for m in models:
         per_1k = price_per_million[m] / 1000.0  # one blended price: input = output

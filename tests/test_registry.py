@@ -254,6 +254,7 @@ prior_pseudo_count = 4.0
 exploration_floor = 0.1
 exploration_floor_evidence = 250.0
 min_best_probability = 0.02
+always_explored = 4
 credible_level = 0.8
 thompson_draws = 500
 plausibly_eligible = 0.1
@@ -301,6 +302,8 @@ def test_every_learning_setting_comes_from_the_registry_and_survives_the_home(wr
     ("change_discount = \"none\"", "field 'change_discount' = 'none' must be a number"),
     ("max_quarantined_share = nan", "field 'max_quarantined_share' = nan must be a number"),
     ("min_best_probability = 0.6", "field 'min_best_probability' = 0.6 must be within [0.0, 0.5]"),
+    ("always_explored = -1", "field 'always_explored' = -1 must be within [0, 1000000]"),
+    ("always_explored = 2.5", "field 'always_explored' = 2.5 must be a whole number"),
 ])
 def test_a_bad_learning_setting_is_named_with_its_value_and_range(write_registry, body, message):
     text, path = _load_error(write_registry, f"[learning]\n{body}\n\n" + GOOD_MODEL)

@@ -518,20 +518,22 @@ def test_the_exploration_floor_shrinks_with_a_task_types_evidence():
     assert 0.05 < math_m2 < 0.5  # m2 is in contention, so the floor matters for it
 
 
-def test_a_long_shot_gets_no_traffic_below_min_best_probability_and_the_floor_otherwise():
+def _with_learning(registry, **settings):
     import dataclasses
 
+    return dataclasses.replace(registry, learning=dataclasses.replace(registry.learning, **settings))
+
+
+def test_a_long_shot_gets_no_traffic_below_min_best_probability_and_the_floor_otherwise():
     from routing_pipelines.learning import candidates
     from routing_runtime import RoutingPreference, TaskType
 
     # On math m1 and m2 are close and m3 a long shot: P(best) about 0.7 / 0.3 / 0.003.
     qualities = {"m1": 0.5, "m2": 0.49, "m3": 0.44}
     totals = totals_for({(m, "math"): {"n": 1000.0, "sum_q": 1000.0 * q, "n_raw": 1000.0} for m, q in qualities.items()})
-    def with_learning(registry, **settings):
-        return dataclasses.replace(registry, learning=dataclasses.replace(registry.learning, **settings))
-
-    default = with_learning(THREE_GENERALISTS, exploration_floor_evidence=0.0)
-    cutting = with_learning(default, min_best_probability=0.01)
+    default = _with_learning(THREE_GENERALISTS, exploration_floor_evidence=0.0)
+    assert default.learning.min_best_probability == 0.01 and default.learning.always_explored == 8
+    cutting = _with_learning(default, always_explored=0)
     post = posteriors.compute_posteriors(totals, default)
     cell = Cell(TaskType.MATH, RoutingPreference.QUALITY)
 
@@ -539,17 +541,52 @@ def test_a_long_shot_gets_no_traffic_below_min_best_probability_and_the_floor_ot
         rules = candidates.candidate_rules(post, registry, seed=0).learned
         return {r.model_id: r.selection_probability for r in rules if (r.task_type, r.preference) == cell}
 
-    as_is = candidates.best_probabilities(post, default, seed=0)[cell]
+    as_is = candidates.best_probabilities(post, _with_learning(default, min_best_probability=0.0), seed=0)[cell]
     assert 0 < as_is["m3"] < 0.01 and as_is["m2"] > 0.1
-    kept = shares(default)  # off (the default): the long shot keeps its share and a third of the floor
+    # Three models are fewer than always_explored: the long shot keeps its share and a third of the floor.
+    kept = shares(default)
     assert kept["m3"] == pytest.approx(0.05 / 3 + 0.95 * as_is["m3"], abs=2e-6)
-    cut = shares(cutting)
-    assert cut["m3"] == 0.0
-    scale = 1.0 / (as_is["m1"] + as_is["m2"])
-    for m in ("m1", "m2"):  # the rest scaled up, and the floor shared by the two contenders
-        assert cut[m] == pytest.approx(0.05 / 2 + 0.95 * as_is[m] * scale, abs=2e-6), m
-    assert sum(cut.values()) == pytest.approx(1.0, abs=1e-5)
-    assert candidates.coverage_problems(candidates.candidate_rules(post, cutting, seed=0).learned) == []
+    assert shares(_with_learning(default, always_explored=3)) == kept
+    for registry in (cutting, _with_learning(default, always_explored=2)):  # m3 is not among the spared
+        cut = shares(registry)
+        assert cut["m3"] == 0.0
+        scale = 1.0 / (as_is["m1"] + as_is["m2"])
+        for m in ("m1", "m2"):  # the rest scaled up, and the floor shared by the two contenders
+            assert cut[m] == pytest.approx(0.05 / 2 + 0.95 * as_is[m] * scale, abs=2e-6), m
+        assert sum(cut.values()) == pytest.approx(1.0, abs=1e-5)
+        assert candidates.coverage_problems(candidates.candidate_rules(post, registry, seed=0).learned) == []
+
+
+def test_a_many_arm_cell_keeps_exploring_its_most_promising_models_and_drops_the_long_shots_beyond_them():
+    # Regression (issue 12): with 19 models on the real-data replay, most of the floor and of
+    # Thompson sampling's own tail went to models that had no chance of being best.
+    from routing_pipelines.learning import candidates
+    from routing_runtime import RoutingPreference, TaskType
+
+    qualities = {f"m{i:02d}": 0.60 - 0.01 * i for i in range(12)}  # m00 best; from m03 on, P(best) < 1%
+    registry = ModelRegistry.from_toml("[defaults]\nmin_quality_score = 0.0\n" + "".join(f"""
+[[models]]
+id = "{m}"
+input_cost_per_1k = 0.001
+output_cost_per_1k = 0.001
+prior_quality = 0.5
+typical_latency_ms = 1000
+""" for m in qualities))
+    totals = totals_for({(m, "math"): {"n": 2000.0, "sum_q": 2000.0 * q, "n_raw": 2000.0} for m, q in qualities.items()})
+    post = posteriors.compute_posteriors(totals, registry)
+    cell = Cell(TaskType.MATH, RoutingPreference.QUALITY)
+    as_is = candidates.best_probabilities(post, _with_learning(registry, min_best_probability=0.0), seed=0)[cell]
+    best = candidates.best_probabilities(post, registry, seed=0)[cell]
+    long_shots = {m for m, p in as_is.items() if p < 0.01}
+    spared = {f"m{i:02d}" for i in range(8)}  # the eight with the highest posterior mean quality
+    assert long_shots - spared and long_shots & spared, as_is
+    assert all(best[m] == 0.0 for m in long_shots - spared)
+    assert all(best[m] > 0.0 for m in spared if as_is[m] > 0)
+    assert sum(best.values()) == pytest.approx(sum(as_is.values()))
+    rules = candidates.candidate_rules(post, registry, seed=0).learned
+    share = {r.model_id: r.selection_probability for r in rules if (r.task_type, r.preference) == cell}
+    assert all(share[m] == 0.0 for m in long_shots - spared)
+    assert sum(share.values()) == pytest.approx(1.0, abs=1e-5)
 
 
 def test_a_slipping_cell_is_forgotten_at_the_half_life_and_a_steady_one_at_the_steady_half_life():

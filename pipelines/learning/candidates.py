@@ -64,31 +64,53 @@ def best_probabilities(
             draws_with_choice = usable.any(axis=1)
             if not draws_with_choice.any():
                 continue
-            winners = np.where(usable, objective, -np.inf)[draws_with_choice].argmax(axis=1)
+            scored = np.where(usable, objective, -np.inf)
+            winners = scored[draws_with_choice].argmax(axis=1)
             wins = np.bincount(winners, minlength=len(ids)) / draws_with_choice.sum()
-            result[Cell(task, preference)] = without_long_shots({
-                m: float(w) for m, w, ok, allowed in zip(ids, wins, plausible, candidates_allowed) if ok and allowed
-            }, registry.learning.min_best_probability)
+            contenders = [i for i in range(len(ids)) if plausible[i] and candidates_allowed[i]]
+            result[Cell(task, preference)] = without_long_shots(
+                {ids[i]: float(wins[i]) for i in contenders}, registry.learning.min_best_probability,
+                most_promising([ids[i] for i in contenders], scored[:, contenders], registry.learning.always_explored),
+            )
     return result
 
 
-def without_long_shots(best: dict[str, float], least: float) -> dict[str, float]:
+def most_promising(ids: list[str], scored: np.ndarray, count: int) -> frozenset[str]:
+    """The ``count`` models of ``ids`` with the highest mean objective over the posterior draws
+    in which they are usable (``scored``: draws x models, -inf where not usable); a model usable
+    in no draw comes last.
+
+    >>> draws = np.array([[0.9, 0.5, -np.inf], [0.7, 0.6, 0.2]])
+    >>> sorted(most_promising(["a", "b", "c"], draws, 2))
+    ['a', 'b']
+    """
+    finite = np.isfinite(scored)
+    with np.errstate(invalid="ignore"):
+        means = np.where(finite, scored, 0.0).sum(axis=0) / finite.sum(axis=0)
+    means = np.where(finite.any(axis=0), means, -np.inf)
+    return frozenset(ids[i] for i in np.argsort(-means, kind="stable")[:count])
+
+
+def without_long_shots(best: dict[str, float], least: float, spared: frozenset[str] = frozenset()) -> dict[str, float]:
     """P(best) of one cell with the models below ``least`` (the registry's
-    ``min_best_probability``) set to 0 and the others scaled up to sum as before: a long shot
+    ``min_best_probability``) set to 0, except the ``spared`` ones (its ``always_explored`` most
+    promising, :func:`most_promising`), and the others scaled up to sum as before: a long shot
     then gets neither its Thompson share nor the exploration floor, which ``build_rules``
-    spreads over the models with P(best) > 0. With ``least`` 0, or when no model reaches it,
-    the probabilities as they are.
+    spreads over the models with P(best) > 0. With ``least`` 0, with every model spared (a cell
+    of at most ``always_explored`` models), or when no model is kept, the probabilities as they are.
 
     >>> without_long_shots({"a": 0.9, "b": 0.095, "c": 0.005}, 0.01)
     {'a': 0.9045226130653267, 'b': 0.09547738693467336, 'c': 0.0}
+    >>> without_long_shots({"a": 0.9, "b": 0.095, "c": 0.005}, 0.01, spared=frozenset({"a", "c"}))
+    {'a': 0.9, 'b': 0.095, 'c': 0.005}
     >>> without_long_shots({"a": 0.9, "b": 0.095, "c": 0.005}, 0.0)
     {'a': 0.9, 'b': 0.095, 'c': 0.005}
     """
     total = sum(best.values())
-    kept = sum(p for p in best.values() if p >= least)
+    kept = sum(p for m, p in best.items() if p >= least or m in spared)
     if least <= 0 or kept <= 0:
         return best
-    return {m: p * total / kept if p >= least else 0.0 for m, p in best.items()}
+    return {m: p * total / kept if p >= least or m in spared else 0.0 for m, p in best.items()}
 
 
 def exploration_floors(posteriors: pl.DataFrame, registry: ModelRegistry) -> dict[TaskType, float]:
