@@ -72,10 +72,10 @@ given up by spreading the floor evenly over all models: floor × (best fixed −
 
 With ``--ablations`` a second table re-runs the router on the same streams with one learning choice
 changed at a time. First issue 12's: the registry's pseudo-count as it is (the router before it);
-no long-shot cut (``min_best_probability`` 0, the router before it); the floor shrinking beyond
-500 observations of a task type, a 180-day half-life for cells that show no drift, and both; the
-long-shot cut in every cell (``always_explored`` 0), alone and with the 180-day half-life
-(settings off by default: they cost the drift scenario's reaction). Then: day 1
+the floor shrinking beyond 500 observations of a task type, a 180-day half-life for cells that
+show no drift, and both; no long-shot cut (``min_best_probability`` 0, the router before the
+many-arm cut); the long-shot cut in every cell (``always_explored`` 0), alone and with the
+180-day half-life (settings off by default: they cost the drift scenario's reaction). Then: day 1
 routed by the rule set of an empty history instead of the registry rule set (tied priors share
 it); exploration floor 0; a fixed 14-day half-life; no forgetting; prior pseudo-count 2 instead of
 10; then the last four at once (and no long-shot cut). That last variant has the ingredients of plain TS (what remains

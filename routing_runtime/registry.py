@@ -113,19 +113,20 @@ class LearningSettings:
       most that many effective observations and shrinking as √(``exploration_floor_evidence`` / n)
       beyond (see ``routing_pipelines.learning.candidates.exploration_floors``): cheaper on a
       stationary world, slower to see a collapse.
-    * ``min_best_probability`` (0.01) and ``always_explored`` (8): in a cell with more models in
-      contention than ``always_explored``, a model outside the ``always_explored`` most promising
-      (by the posterior mean of the cell's objective) whose posterior probability of being the
-      best eligible one is below ``min_best_probability`` gets no traffic, neither its Thompson
-      share nor the floor; the others' shares are scaled up to make up for it. With 19 models
-      (the real-data replay) most of the floor and of Thompson sampling's own tail went to such
-      long shots: 0.925 of the best model against 0.916, over 15 seeds. A cell of at most
-      ``always_explored`` models is left as it is: there the floor buys the runners-up the
-      evidence that decides how fast the router follows a collapse of the top model (the drift
-      scenario). ``always_explored = 0`` cuts long shots in every cell (level with plain
-      Thompson sampling on the replay, with a 180-day ``steady_half_life_days``, but the drift
-      scenario's worst cell then takes 3 nights or more on 14 of 15 seeds, against 5 of 15);
-      ``min_best_probability = 0`` turns the cut off. See ``routing_pipelines.learning.candidates.without_long_shots``.
+    * ``min_best_probability`` (0.01) and ``always_explored`` (8): in a cell with more plausibly
+      eligible models than ``always_explored``, a model outside the ``always_explored`` most
+      promising (by the posterior mean of the cell's objective) whose posterior probability of
+      being the best eligible one is below ``min_best_probability`` leaves the cell's contention:
+      no Thompson share, no floor, no hold by the publication gate; the others' shares are
+      scaled up to make up for it. With 19 models (the real-data replay) most of the floor and
+      of Thompson sampling's own tail went to such long shots: 0.925 of the best model against
+      0.916, over 15 seeds. A cell of at most ``always_explored`` models is left as it is: there
+      the floor buys the runners-up the evidence that decides how fast the router follows a
+      collapse of the top model (the drift scenario). ``always_explored = 0`` cuts long shots in
+      every cell: with a 180-day ``steady_half_life_days`` that is level with plain Thompson
+      sampling on the replay, but the drift scenario's worst cell then takes 3 nights or more on
+      14 of 15 seeds, against 5 of 15 as shipped. ``min_best_probability = 0`` turns the cut off.
+      See ``routing_pipelines.learning.candidates.without_long_shots``.
     * ``thompson_draws`` (4000): posterior draws per task type for P(best) and the specialist comparison.
     * ``plausibly_eligible`` (0.05): a model eligible in fewer draws than this share gets no traffic.
     * ``evaluation_window_days`` (7): days of logged decisions the off-policy evaluation reads.

@@ -123,9 +123,9 @@ def test_scenarios_learn_with_the_learning_settings_of_another_registry(tmp_path
     if _missing(("dagster", "polars")):
         pytest.skip("bench_scenarios needs the [pipeline] extra")
     shipped = (REPO / "routing_runtime" / "default_registry.toml").read_text(encoding="utf-8")
-    stable = re.sub(r"(?m)^min_best_probability = 0 ", "min_best_probability = 0.01 ", shipped)
+    stable = re.sub(r"(?m)^always_explored = 8 ", "always_explored = 0 ", shipped)
     stable = re.sub(r"(?m)^steady_half_life_days = 30 ", "steady_half_life_days = 180 ", stable)
-    assert stable.count("0.01 ") >= 1 and "= 180 " in stable
+    assert "always_explored = 0 " in stable and "steady_half_life_days = 180 " in stable
     registry = tmp_path / "stable.toml"
     registry.write_text(stable, encoding="utf-8")
     figures = tmp_path / "figures.json"
@@ -134,9 +134,9 @@ def test_scenarios_learn_with_the_learning_settings_of_another_registry(tmp_path
 
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert (f"The router learned with the [learning] settings of {registry}: steady_half_life_days 180 (shipped 30), "
-            "min_best_probability 0.01 (shipped 0).") in proc.stdout
+            "always_explored 0 (shipped 8).") in proc.stdout
     learning = json.loads(figures.read_text(encoding="utf-8"))["settings"]["router_learning"]
-    assert learning["min_best_probability"] == 0.01 and learning["steady_half_life_days"] == 180.0
+    assert learning["always_explored"] == 0 and learning["steady_half_life_days"] == 180.0
 
 
 @pytest.mark.parametrize("content, says", [

@@ -66,9 +66,11 @@ def test_no_gate_records_what_it_would_have_blocked():
     assert "code_generation/quality: candidate quality 0.6 against 0.8 logged" in gate.describe(verdict)[0]
 
 
-def posteriors(untied_rows: int, tied_quality: float = 0.5) -> pl.DataFrame:
+def posteriors(untied_rows: int, tied_quality: float = 0.5, registry: ModelRegistry = REGISTRY,
+               untied_deepseek: int = 0) -> pl.DataFrame:
     """A day of outcomes on general, 40 per model tied to decisions (the stationary scenario's
-    qualities), and ``untied_rows`` outcomes at 0.99 for qwen2.5-math outside any decision."""
+    qualities), and ``untied_rows`` outcomes at 0.99 for qwen2.5-math outside any decision (and
+    ``untied_deepseek`` at its own 0.77 for deepseek-chat)."""
     rows = []
     for model, quality in (("claude-sonnet-4-5", 0.9), ("gpt-4o", 0.84), ("claude-haiku-4-5", 0.78), ("deepseek-chat", 0.77),
                            ("gpt-4o-mini", 0.62), ("codestral-2508", 0.6), ("qwen2.5-math-72b-instruct", tied_quality)):
@@ -76,8 +78,10 @@ def posteriors(untied_rows: int, tied_quality: float = 0.5) -> pl.DataFrame:
                   "latency_ms": 1000.0, "tokens_used": 1500, "cost_usd": 0.002, "decision_id": f"{model}-{i}"} for i in range(40)]
     rows += [{"model_id": "qwen2.5-math-72b-instruct", "task_type": "general", "outcome": "success", "quality_score": 0.99,
               "latency_ms": 1000.0, "tokens_used": 1500, "cost_usd": 0.0001, "decision_id": None}] * untied_rows
+    rows += [{"model_id": "deepseek-chat", "task_type": "general", "outcome": "success", "quality_score": 0.77,
+              "latency_ms": 1000.0, "tokens_used": 1500, "cost_usd": 0.002, "decision_id": None}] * untied_deepseek
     stats = daily_stats(pl.DataFrame(rows, schema_overrides={"decision_id": pl.String})).with_columns(pl.lit(DAY).alias("day"))
-    frame, _ = posteriors_as_of(stats.lazy(), DAY, REGISTRY)
+    frame, _ = posteriors_as_of(stats.lazy(), DAY, registry)
     return frame
 
 
@@ -116,6 +120,25 @@ def test_a_held_model_does_not_creep_up_night_after_night():
     for _night in range(5):
         rules = candidates.candidate_rules(post, REGISTRY, in_force=rules).gated
     assert share(rules, RoutingPreference.QUALITY, model) <= start + 1e-3
+
+
+def test_a_long_shot_the_cut_drops_is_not_kept_at_the_floor_by_the_safe_step():
+    """Regression (issue 12, review of the many-arm cut): in a cell taking the safe step, an
+    unvouched long shot that the cut had dropped was held at its share in force (a P(best) of
+    1e-6, then the floor): the gated rules still sent it traffic the learned ones did not."""
+    import dataclasses
+
+    few_explored = dataclasses.replace(REGISTRY, learning=dataclasses.replace(REGISTRY.learning, always_explored=2))
+    in_force = candidates.candidate_rules(posteriors(untied_rows=0), REGISTRY).learned  # seven models: no cut
+    long_shot = "deepseek-chat"
+    assert share(in_force, RoutingPreference.QUALITY, long_shot) > 0.0  # in contention: a share of the floor
+    post = posteriors(untied_rows=4000, registry=few_explored, untied_deepseek=400)
+    candidate = candidates.candidate_rules(post, few_explored, in_force=in_force)
+    cell = Cell(TaskType.GENERAL, RoutingPreference.QUALITY)
+    assert any(h.cell == cell for h in candidate.holds)  # the cell took the safe step
+    assert share(candidate.learned, RoutingPreference.QUALITY, long_shot) == 0.0
+    assert share(candidate.gated, RoutingPreference.QUALITY, long_shot) == 0.0
+    assert not candidates.coverage_problems(candidate.gated)
 
 
 def test_evidence_tied_to_decisions_is_never_held():

@@ -580,7 +580,7 @@ typical_latency_ms = 1000
     long_shots = {m for m, p in as_is.items() if p < 0.01}
     spared = {f"m{i:02d}" for i in range(8)}  # the eight with the highest posterior mean quality
     assert long_shots - spared and long_shots & spared, as_is
-    assert all(best[m] == 0.0 for m in long_shots - spared)
+    assert not (long_shots - spared) & set(best)  # out of the cell's contention
     assert all(best[m] > 0.0 for m in spared if as_is[m] > 0)
     assert sum(best.values()) == pytest.approx(sum(as_is.values()))
     rules = candidates.candidate_rules(post, registry, seed=0).learned

@@ -67,50 +67,54 @@ def best_probabilities(
             scored = np.where(usable, objective, -np.inf)
             winners = scored[draws_with_choice].argmax(axis=1)
             wins = np.bincount(winners, minlength=len(ids)) / draws_with_choice.sum()
-            contenders = [i for i in range(len(ids)) if plausible[i] and candidates_allowed[i]]
+            # The most promising are ranked among every plausible model, excluded or not, so the
+            # gated rules (``excluded``) spare the same models as the learned ones.
+            ranked = [i for i in range(len(ids)) if plausible[i]]
+            spared = most_promising([ids[i] for i in ranked], objective[:, ranked], registry.learning.always_explored)
             result[Cell(task, preference)] = without_long_shots(
-                {ids[i]: float(wins[i]) for i in contenders}, registry.learning.min_best_probability,
-                most_promising([ids[i] for i in contenders], scored[:, contenders], registry.learning.always_explored),
+                {ids[i]: float(wins[i]) for i in ranked if candidates_allowed[i]}, registry.learning.min_best_probability, spared,
             )
     return result
 
 
-def most_promising(ids: list[str], scored: np.ndarray, count: int) -> frozenset[str]:
-    """The ``count`` models of ``ids`` with the highest mean objective over the posterior draws
-    in which they are usable (``scored``: draws x models, -inf where not usable); a model usable
-    in no draw comes last.
+def most_promising(ids: list[str], objective: np.ndarray, count: int) -> frozenset[str]:
+    """The ``count`` models of ``ids`` with the highest posterior mean of the cell's objective
+    (``objective``: posterior draws x models; a draw that is not finite is left out of the mean).
 
-    >>> draws = np.array([[0.9, 0.5, -np.inf], [0.7, 0.6, 0.2]])
+    >>> draws = np.array([[0.9, 0.5, 0.1], [0.7, 0.6, np.inf], [0.8, 0.7, np.nan]])
     >>> sorted(most_promising(["a", "b", "c"], draws, 2))
     ['a', 'b']
+    >>> most_promising(["a", "b", "c"], draws, 0)
+    frozenset()
     """
-    finite = np.isfinite(scored)
-    with np.errstate(invalid="ignore"):
-        means = np.where(finite, scored, 0.0).sum(axis=0) / finite.sum(axis=0)
-    means = np.where(finite.any(axis=0), means, -np.inf)
+    finite = np.isfinite(objective)
+    counted = finite.sum(axis=0)
+    means = np.where(counted > 0, np.where(finite, objective, 0.0).sum(axis=0) / np.maximum(counted, 1), -np.inf)
     return frozenset(ids[i] for i in np.argsort(-means, kind="stable")[:count])
 
 
 def without_long_shots(best: dict[str, float], least: float, spared: frozenset[str] = frozenset()) -> dict[str, float]:
-    """P(best) of one cell with the models below ``least`` (the registry's
-    ``min_best_probability``) set to 0, except the ``spared`` ones (its ``always_explored`` most
-    promising, :func:`most_promising`), and the others scaled up to sum as before: a long shot
-    then gets neither its Thompson share nor the exploration floor, which ``build_rules``
-    spreads over the models with P(best) > 0. With ``least`` 0, with every model spared (a cell
-    of at most ``always_explored`` models), or when no model is kept, the probabilities as they are.
+    """P(best) of one cell without the long shots: the models below ``least`` (the registry's
+    ``min_best_probability``) that are not ``spared`` (the cell's ``always_explored`` most
+    promising, :func:`most_promising`) leave the cell's contention, and the others are scaled up
+    to sum as before. A long shot then gets neither its Thompson share nor the exploration floor,
+    which ``build_rules`` spreads over the models in contention, and the publication gate does
+    not hold it either. With ``least`` 0, with no long shot (as in a cell of at most
+    ``always_explored`` models), or when nothing would be left, ``best`` itself.
 
     >>> without_long_shots({"a": 0.9, "b": 0.095, "c": 0.005}, 0.01)
-    {'a': 0.9045226130653267, 'b': 0.09547738693467336, 'c': 0.0}
+    {'a': 0.9045226130653267, 'b': 0.09547738693467336}
     >>> without_long_shots({"a": 0.9, "b": 0.095, "c": 0.005}, 0.01, spared=frozenset({"a", "c"}))
     {'a': 0.9, 'b': 0.095, 'c': 0.005}
     >>> without_long_shots({"a": 0.9, "b": 0.095, "c": 0.005}, 0.0)
     {'a': 0.9, 'b': 0.095, 'c': 0.005}
     """
-    total = sum(best.values())
-    kept = sum(p for m, p in best.items() if p >= least or m in spared)
-    if least <= 0 or kept <= 0:
+    long_shots = {m for m, p in best.items() if p < least and m not in spared}
+    kept = sum(p for m, p in best.items() if m not in long_shots)
+    if least <= 0 or not long_shots or kept <= 0:
         return best
-    return {m: p * total / kept if p >= least or m in spared else 0.0 for m, p in best.items()}
+    total = sum(best.values())
+    return {m: p * total / kept for m, p in best.items() if m not in long_shots}
 
 
 def exploration_floors(posteriors: pl.DataFrame, registry: ModelRegistry) -> dict[TaskType, float]:
