@@ -451,21 +451,26 @@ def test_off_policy_estimates_of_restricted_decisions_renormalise_the_target_ali
     assert abs(free - true_value) > 0.04
 
 
-THREE_GENERALISTS = ModelRegistry.from_toml("""
+def generalists(ids, header: str, prior_quality: float = 0.5) -> ModelRegistry:
+    """A registry of generalists ``ids`` at one price and latency, after the TOML ``header``."""
+    return ModelRegistry.from_toml(header + "".join(f"""
+[[models]]
+id = "{m}"
+input_cost_per_1k = 0.001
+output_cost_per_1k = 0.001
+prior_quality = {prior_quality}
+typical_latency_ms = 1000
+""" for m in ids))
+
+
+THREE_GENERALISTS = generalists(("m1", "m2", "m3"), """
 [defaults]
 min_quality_score = 0.0
 [learning]
 prior_pseudo_count = 10
 exploration_floor = 0.05
 exploration_floor_evidence = 500
-""" + "".join(f"""
-[[models]]
-id = "{m}"
-input_cost_per_1k = 0.001
-output_cost_per_1k = 0.001
-prior_quality = 0.5
-typical_latency_ms = 1000
-""" for m in ("m1", "m2", "m3")))
+""")
 
 
 @pytest.mark.parametrize("qualities, expected", [
@@ -564,14 +569,7 @@ def test_a_many_arm_cell_keeps_exploring_its_most_promising_models_and_drops_the
     from routing_runtime import RoutingPreference, TaskType
 
     qualities = {f"m{i:02d}": 0.60 - 0.01 * i for i in range(12)}  # m00 best; from m03 on, P(best) < 1%
-    registry = ModelRegistry.from_toml("[defaults]\nmin_quality_score = 0.0\n" + "".join(f"""
-[[models]]
-id = "{m}"
-input_cost_per_1k = 0.001
-output_cost_per_1k = 0.001
-prior_quality = 0.5
-typical_latency_ms = 1000
-""" for m in qualities))
+    registry = generalists(qualities, "[defaults]\nmin_quality_score = 0.0\n")
     totals = totals_for({(m, "math"): {"n": 2000.0, "sum_q": 2000.0 * q, "n_raw": 2000.0} for m, q in qualities.items()})
     post = posteriors.compute_posteriors(totals, registry)
     cell = Cell(TaskType.MATH, RoutingPreference.QUALITY)
@@ -610,11 +608,4 @@ def test_a_slipping_cell_is_forgotten_at_the_half_life_and_a_steady_one_at_the_s
     assert effective["b"] == pytest.approx(100 * (2.0 ** (-ages / settings.half_life_days)).sum())
 
 
-THREE_AB = ModelRegistry.from_toml("[learning]\nsteady_half_life_days = 180\n" + "".join(f"""
-[[models]]
-id = "{m}"
-input_cost_per_1k = 0.001
-output_cost_per_1k = 0.001
-prior_quality = 0.8
-typical_latency_ms = 1000
-""" for m in ("a", "b")))
+THREE_AB = generalists(("a", "b"), "[learning]\nsteady_half_life_days = 180\n", prior_quality=0.8)
