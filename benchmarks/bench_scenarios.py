@@ -561,8 +561,7 @@ def main(argv: list[str] | None = None) -> int:
             "load_average_1min": {"start": load_start, "end": load_end},
             "runtime_seconds": elapsed_total, "router_seconds": router_seconds,
             "settings": {"epsilon": EPSILON, "noise_cv": NOISE_CV, "prior_weight": PRIOR_WEIGHT, "min_draw": MIN_DRAW,
-                         "router_learning": {f.name: getattr(router_learning, f.name) for f in dataclasses.fields(router_learning)}
-                         if router_learning else None},
+                         "router_learning": dataclasses.asdict(router_learning) if router_learning else None},
             "policies": POLICIES, "summary": summary,
         }
         Path(args.json).write_text(json.dumps(payload, indent=2, default=str) + "\n")

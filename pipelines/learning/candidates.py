@@ -64,8 +64,7 @@ def best_probabilities(
             draws_with_choice = usable.any(axis=1)
             if not draws_with_choice.any():
                 continue
-            scored = np.where(usable, objective, -np.inf)
-            winners = scored[draws_with_choice].argmax(axis=1)
+            winners = np.where(usable, objective, -np.inf)[draws_with_choice].argmax(axis=1)
             wins = np.bincount(winners, minlength=len(ids)) / draws_with_choice.sum()
             # The most promising are ranked among every plausible model, excluded or not, so the
             # gated rules (``excluded``) spare the same models as the learned ones.
