@@ -8,7 +8,9 @@ checks receive the value they check. The day everything is as of is run config o
 import datetime as dt
 import functools
 import hashlib
+import importlib.util
 import json
+import pkgutil
 from pathlib import Path
 
 import dagster as dg
@@ -273,14 +275,28 @@ def model_routing_rules(
     })
 
 
+def learning_sources() -> dict[str, Path]:
+    """The source file of every module of ``routing_pipelines``, by module name: in a checkout
+    (``pipelines/`` and ``assets/``, editable) and in a wheel alike, and nothing else of a checkout
+    (tests, scripts, a virtual environment)."""
+    import routing_pipelines
+    import routing_pipelines.assets
+
+    modules = {"routing_pipelines", "routing_pipelines.assets"}
+    for package in (routing_pipelines, routing_pipelines.assets):  # assets/ sits apart in a checkout
+        modules |= {m.name for m in pkgutil.walk_packages(package.__path__, package.__name__ + ".")}
+    specs = {name: importlib.util.find_spec(name) for name in modules}
+    return {name: Path(spec.origin) for name, spec in sorted(specs.items())
+            if spec is not None and spec.origin and spec.origin.endswith(".py")}
+
+
 @functools.cache
 def code_version() -> str:
-    """The runtime's version and a digest of the learning code's sources: two rule sets with the
-    same value were learned by the same code."""
-    root = Path(__file__).resolve().parents[1]
+    """The runtime's version and a digest of the learning code's sources (``learning_sources``):
+    two rule sets with the same value were learned by the same code."""
     digest = hashlib.sha256()
-    for source in sorted(root.rglob("*.py")):
-        digest.update(source.relative_to(root).as_posix().encode() + b"\0" + source.read_bytes())
+    for name, source in learning_sources().items():
+        digest.update(name.encode() + b"\0" + source.read_bytes())
     return f"{CODE_VERSION}, routing_pipelines {digest.hexdigest()[:12]}"
 
 

@@ -159,6 +159,23 @@ def test_learning_publishes_a_new_rule_set_with_its_inputs(home: Path):
     assert evaluation["gate"].value == "passed" and "| all | balanced | quality_per_usd |" in evaluation["estimates"].value
 
 
+def test_the_code_version_digests_the_learning_modules_and_nothing_else_of_a_checkout():
+    """Regression: the digest read every *.py under the checkout (tests, scripts, .venv: 13,000
+    files, 0.6 s a learn), so editing a test between two learns made their rule sets differ."""
+    import routing_pipelines
+    from routing_pipelines.assets import learning_assets
+
+    sources = learning_assets.learning_sources()
+    root = Path(__file__).resolve().parents[1]
+    assert {"routing_pipelines.learn", "routing_pipelines.learning.candidates", "routing_pipelines.assets.learning_assets",
+            "routing_pipelines.assets.names"} <= sources.keys()
+    assert all(name == "routing_pipelines" or name.startswith("routing_pipelines.") for name in sources)
+    assert all(not path.resolve().is_relative_to(root / folder) for path in sources.values()
+               for folder in ("tests", "scripts", "benchmarks", ".venv"))
+    assert sources["routing_pipelines.learn"] == Path(routing_pipelines.learn.__file__)
+    assert learning_assets.code_version() == learning_assets.code_version.__wrapped__()
+
+
 def test_a_failing_blocking_check_keeps_the_previous_rule_set(home: Path):
     # `routing init` refuses a registry with every model disabled, so disable them in routing.db.
     conn = sqlite3.connect(home / "routing.db")
