@@ -9,14 +9,17 @@ Sources, every prompt written by somebody else except the last:
   with its source address, licence and fixed ``split`` (a hash of the text, drawn once by
   ``scripts/build_classifier_corpus.py``). ``prompts.jsonl`` holds the text of those whose licence
   lets us redistribute it (MIT, Apache-2.0, CC0, CC-BY-4.0: MBPP, HumanEval, MATH, self-instruct,
-  awesome-chatgpt-prompts). ``references.jsonl`` lists the others (GitHub issues and pull requests,
-  Stack Exchange and forum questions, Dolly) by address, label, split and the SHA-256 of the text,
-  without the text: they count only where a local copy of their texts is passed (``texts=``), and
-  a copy whose text does not match the digest is refused.
+  awesome-chatgpt-prompts, and Arena-Hard-Auto v0.1's 500 prompts that Chatbot Arena's users
+  wrote: the nearest thing here to what an agent's users send). ``references.jsonl`` lists the
+  others (GitHub issues and pull requests, Stack Exchange and forum questions, Dolly) by address,
+  label, split and the SHA-256 of the text, without the text: they count only where a local copy
+  of their texts is passed (``texts=``), and a copy whose text does not match the digest is refused.
 * ``../shared/data/outcomes/routellm`` (Apache-2.0): GSM8K (``math``), MMLU (the mathematics
   subjects ``math``, every other subject ``general``) and the first turns of MT-Bench (coding
   ``code_generation``, math ``math``, the rest ``general``). Split by a hash of the text: 40% train.
 * ``tests/data/labelled_prompts.jsonl``: prompts we wrote in the style of agent requests. Train only.
+
+How the prompts were labelled where two task types could fit: ``benchmarks/data/classifier/README.md``.
 
 The held-out rows are never used to fit or to choose anything: the training script chooses its
 regularisation by cross-validation on the train rows alone.

@@ -10,6 +10,12 @@ fire). It is trained on the train split of ``benchmarks/classifier_corpus.py`` o
 weighted equally; the L2 strength is chosen by 5-fold cross-validation on those rows. The held-out
 rows are not read here at all: ``benchmarks/bench_classifier.py`` judges the result on them.
 
+``--anchor MODEL`` (a model file this script wrote before) centres the L2 penalty on that model's
+weights instead of on zero, and keeps every feature it has: what it learned from prompts that are
+no longer at hand (the referenced texts, when ``--texts`` is not passed) is kept unless the rows
+at hand argue against it, and new rows move it as far as they do. Cross-validation then chooses
+how strongly the old weights hold.
+
 The output is deterministic for the same inputs (no random draw; folds by a hash of the text), so a
 rebuild on another machine gives the same file.
 """
@@ -17,6 +23,7 @@ rebuild on another machine gives the same file.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import random
 import sys
@@ -82,16 +89,38 @@ def design(rows: list[Prompt], vocabulary: dict[str, int]) -> sparse.csr_matrix:
     return sparse.csr_matrix((np.ones(len(indices)), indices, indptr), shape=(len(rows), len(vocabulary)))
 
 
-def build_vocabulary(rows: list[Prompt]) -> dict[str, int]:
+def build_vocabulary(rows: list[Prompt], anchor: dict[str, list[float]] | None = None) -> dict[str, int]:
     documents = Counter(k for p in rows for k in feature_keys(p.text))
-    keys = sorted(k for k, n in documents.items() if n >= MIN_DOCUMENTS or k.startswith("!"))
-    return {k: i for i, k in enumerate(keys)}
+    keys = {k for k, n in documents.items() if n >= MIN_DOCUMENTS or k.startswith("!")} | set(anchor or ())
+    return {k: i for i, k in enumerate(sorted(keys))}
 
 
-def fit(x: sparse.csr_matrix, labels: np.ndarray, l2: float) -> tuple[np.ndarray, np.ndarray]:
-    """Weights (features x types) and biases minimising the class-balanced log loss plus L2."""
+def read_anchor(path: Path) -> dict[str, list[float]]:
+    """A model file's weights by feature key (``feature_keys``' spelling: rules prefixed ``!``)."""
+    try:
+        model = json.loads(path.read_text(encoding="utf-8"))
+        if model.get("task_types") != [t.value for t in TYPES]:
+            raise ValueError(f"its task_types {model.get('task_types')} are not {[t.value for t in TYPES]}")
+        weights = {**model["words"], **model["pairs"], **{"!" + k: v for k, v in model["rules"].items()}}
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        sys.exit(f"--anchor {path}: not a model file this script wrote ({e})")
+    return weights
+
+
+def anchor_matrix(vocabulary: dict[str, int], anchor: dict[str, list[float]] | None) -> np.ndarray:
+    """The prior mean of the weights: the anchor's where it has the feature, zero elsewhere."""
+    w0 = np.zeros((len(vocabulary), len(TYPES)))
+    for key, row in (anchor or {}).items():
+        w0[vocabulary[key]] = row
+    return w0
+
+
+def fit(x: sparse.csr_matrix, labels: np.ndarray, l2: float, w0: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Weights (features x types) and biases minimising the class-balanced log loss plus an L2
+    penalty on their distance from ``w0`` (zero unless anchored)."""
     n, d = x.shape
     k = len(TYPES)
+    w0 = np.zeros((d, k)) if w0 is None else w0
     counts = np.bincount(labels, minlength=k)
     sample_weight = (n / (k * np.maximum(counts, 1)))[labels] / n
     onehot = np.zeros((n, k))
@@ -102,12 +131,13 @@ def fit(x: sparse.csr_matrix, labels: np.ndarray, l2: float) -> tuple[np.ndarray
         logits = x @ w + b
         logits -= logits.max(axis=1, keepdims=True)
         log_p = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
-        value = -(sample_weight * (onehot * log_p).sum(axis=1)).sum() + 0.5 * l2 * (w * w).sum()
+        value = -(sample_weight * (onehot * log_p).sum(axis=1)).sum() + 0.5 * l2 * ((w - w0) ** 2).sum()
         residual = (np.exp(log_p) - onehot) * sample_weight[:, None]
-        grad_w = x.T @ residual + l2 * w
+        grad_w = x.T @ residual + l2 * (w - w0)
         return value, np.concatenate([np.asarray(grad_w).ravel(), residual.sum(axis=0)])
 
-    result = optimize.minimize(loss, np.zeros(d * k + k), jac=True, method="L-BFGS-B", options={"maxiter": 2000})
+    start = np.concatenate([w0.ravel(), np.zeros(k)])
+    result = optimize.minimize(loss, start, jac=True, method="L-BFGS-B", options={"maxiter": 2000})
     return result.x[: d * k].reshape(d, k), result.x[d * k:]
 
 
@@ -117,7 +147,7 @@ def balanced_accuracy(x, labels, w, b) -> float:
     return float(np.mean(recalls))
 
 
-def choose_l2(rows: list[Prompt]) -> tuple[float, dict[float, float]]:
+def choose_l2(rows: list[Prompt], anchor: dict[str, list[float]] | None = None) -> tuple[float, dict[float, float]]:
     """The L2 strength with the best mean balanced accuracy over folds of the train rows."""
     fold = np.array([zlib.crc32(p.text.encode("utf-8")) % FOLDS for p in rows])
     labels = np.array([TYPES.index(p.task_type) for p in rows])
@@ -127,8 +157,8 @@ def choose_l2(rows: list[Prompt]) -> tuple[float, dict[float, float]]:
         for f in range(FOLDS):
             inside = [p for p, g in zip(rows, fold) if g != f]
             outside = [p for p, g in zip(rows, fold) if g == f]
-            vocabulary = build_vocabulary(inside)
-            w, b = fit(design(inside, vocabulary), labels[fold != f], l2)
+            vocabulary = build_vocabulary(inside, anchor)
+            w, b = fit(design(inside, vocabulary), labels[fold != f], l2, anchor_matrix(vocabulary, anchor))
             per_fold.append(balanced_accuracy(design(outside, vocabulary), labels[fold == f], w, b))
         scores[l2] = float(np.mean(per_fold))
         print(f"  l2 {l2:g}: cross-validated balanced accuracy {scores[l2]:.3f}", flush=True)
@@ -140,14 +170,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="the shared data folder (default ../shared/data)")
     parser.add_argument("--texts", type=Path, help="the texts of the referenced prompts (see benchmarks/classifier_corpus.py)")
     parser.add_argument("--out", type=Path, default=MODEL_FILE, help=f"where to write the model (default {MODEL_FILE})")
+    parser.add_argument("--anchor", type=Path, help="a model file to centre the L2 penalty on (see above)")
     args = parser.parse_args(argv)
+    anchor = read_anchor(args.anchor) if args.anchor else None
 
     rows = train_rows(args.data, args.texts)
     print(f"{len(rows)} train prompts: " + ", ".join(f"{t.value} {n}" for t, n in Counter(p.task_type for p in rows).most_common()))
-    l2, cv = choose_l2(rows)
-    vocabulary = build_vocabulary(rows)
+    l2, cv = choose_l2(rows, anchor)
+    vocabulary = build_vocabulary(rows, anchor)
     labels = np.array([TYPES.index(p.task_type) for p in rows])
-    w, b = fit(design(rows, vocabulary), labels, l2)
+    w, b = fit(design(rows, vocabulary), labels, l2, anchor_matrix(vocabulary, anchor))
     # Softmax is unchanged by adding a constant to a feature's row: centring each row makes small
     # rows prunable whatever their offset.
     w = w - w.mean(axis=1, keepdims=True)
@@ -164,6 +196,9 @@ def main(argv: list[str] | None = None) -> int:
         "bias": [round(float(v), DIGITS) for v in b - b.mean()],
         "l2": l2, "cross_validated_balanced_accuracy": {f"{k:g}": round(v, 4) for k, v in cv.items()},
         "trained_on": {t.value: n for t, n in sorted(Counter(p.task_type for p in rows).items())},
+        **({"anchored_on": {"sha256": hashlib.sha256(args.anchor.read_bytes()).hexdigest(),
+                            "trained_on": json.loads(args.anchor.read_text(encoding="utf-8")).get("trained_on")}}
+           if args.anchor else {}),
         **kept,
     }
     args.out.write_text(json.dumps(model, ensure_ascii=False, separators=(",", ":"), sort_keys=False) + "\n", encoding="utf-8")

@@ -212,3 +212,34 @@ def test_texts_that_match_no_reference_are_refused(tmp_path):
     with pytest.raises(ValueError, match=r"texts=.*none of its texts matches a digest in references.jsonl"):
         corpus.collected(wrong)
     assert len(corpus.collected()) == len(corpus.COLLECTED.read_text(encoding="utf-8").splitlines())
+
+
+def test_appending_to_the_corpus_keeps_every_row_and_split_and_adds_only_new_texts(tmp_path, monkeypatch):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+    import build_classifier_corpus as builder
+
+    corpus = _corpus()
+    collected, references = tmp_path / "prompts.jsonl", tmp_path / "references.jsonl"
+    collected.write_bytes(corpus.COLLECTED.read_bytes())
+    references.write_bytes(corpus.REFERENCES.read_bytes())
+    monkeypatch.setattr(builder, "COLLECTED", collected)
+    monkeypatch.setattr(builder, "REFERENCES", references)
+    existing = json.loads(corpus.COLLECTED.read_text(encoding="utf-8").splitlines()[0])
+    new = {"text": "Write a Zig program that prints the first 10 primes.", "task_type": "code_generation",
+           "origin": "dataset:example", "source": "example/repo@0:questions.jsonl#1", "licence": "Apache-2.0"}
+    inputs = tmp_path / "new.jsonl"
+    inputs.write_text("".join(json.dumps(r) + "\n" for r in (
+        {**new, "text": "  " + existing["text"].upper() + " "},           # the same text, case and spaces aside
+        new,
+        {**new, "text": "Summarise this memo.", "licence": "CC-BY-NC-4.0"},  # non-commercial: dropped
+    )), encoding="utf-8")
+
+    assert builder.main(["--append", str(inputs)]) == 0
+
+    before = corpus.COLLECTED.read_text(encoding="utf-8")
+    after = collected.read_text(encoding="utf-8")
+    assert after.startswith(before), "rows already in the corpus are kept as they were, in order"
+    added = [json.loads(line) for line in after[len(before):].splitlines()]
+    assert [r["text"] for r in added] == [new["text"]]
+    assert added[0]["split"] == corpus.hashed_split(new["text"], 0.6)
+    assert references.read_bytes() == corpus.REFERENCES.read_bytes()
