@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import random
+import re
 import sys
 from collections import Counter
 from pathlib import Path
@@ -243,3 +244,46 @@ def test_appending_to_the_corpus_keeps_every_row_and_split_and_adds_only_new_tex
     assert [r["text"] for r in added] == [new["text"]]
     assert added[0]["split"] == corpus.hashed_split(new["text"], 0.6)
     assert references.read_bytes() == corpus.REFERENCES.read_bytes()
+
+
+def _trainer():
+    pytest.importorskip("scipy")
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+    import train_classifier
+
+    return train_classifier
+
+
+def test_an_anchored_fit_keeps_the_anchors_features_and_holds_to_its_weights_as_the_penalty_grows(tmp_path):
+    np = pytest.importorskip("numpy")
+    trainer = _trainer()
+    corpus = _corpus()
+    anchor = trainer.read_anchor(Path(trainer.MODEL_FILE))
+    rows = [corpus.Prompt("write a python function that parses dates", TaskType.CODE_GENERATION, "own", "train"),
+            corpus.Prompt("write a python function that sorts a list", TaskType.CODE_GENERATION, "own", "train"),
+            corpus.Prompt("what is the capital of france", TaskType.GENERAL, "own", "train"),
+            corpus.Prompt("what is the tallest mountain", TaskType.GENERAL, "own", "train")]
+    vocabulary = trainer.build_vocabulary(rows, anchor)
+    assert set(anchor) <= set(vocabulary), "a feature only the anchor knows (learned from texts not at hand) is kept"
+    assert {"!" + name for name in json.loads(Path(trainer.MODEL_FILE).read_text())["rules"]} <= set(vocabulary)
+    x = trainer.design(rows, vocabulary)
+    labels = np.array([trainer.TYPES.index(p.task_type) for p in rows])
+    w0 = trainer.anchor_matrix(vocabulary, anchor)
+    held, _ = trainer.fit(x, labels, 1e4, w0)
+    free, _ = trainer.fit(x, labels, 1e-3, w0)
+    assert np.abs(held - w0).max() < 1e-2 < np.abs(free - w0).max()
+    unanchored, _ = trainer.fit(x, labels, 1e4)
+    assert np.abs(unanchored).max() < 1e-2, "without an anchor a strong penalty pulls to zero"
+
+
+@pytest.mark.parametrize("content, why", [
+    ("not json", "Expecting value"),
+    (json.dumps({"task_types": ["math", "general"], "words": {}, "pairs": {}, "rules": {}}), "task_types"),
+    (json.dumps({"task_types": [t.value for t in TaskType]}), "words"),
+])
+def test_an_anchor_that_is_not_a_model_file_is_refused_naming_the_file(tmp_path, content, why):
+    trainer = _trainer()
+    bad = tmp_path / "model.json"
+    bad.write_text(content, encoding="utf-8")
+    with pytest.raises(SystemExit, match=rf"--anchor {re.escape(str(bad))}: not a model file this script wrote \(.*{why}"):
+        trainer.read_anchor(bad)
