@@ -569,6 +569,31 @@ def test_detach_gives_back_the_routers_strategy_and_lets_go_of_the_attachment(ho
     assert count_rows(home, "routing_decisions") == 1
 
 
+def test_detach_stops_the_writer_thread_even_in_its_write_delay(home, monkeypatch):
+    # The writer thread, woken by a report and waiting out its delay, held the attachment until
+    # the delay was over: detach() let go of it only some time later (a flaky test under load).
+    import gc
+    import weakref
+
+    from routing_runtime.integrations import litellm as integration
+
+    monkeypatch.setattr(integration, "WRITE_DELAY_S", 30.0)
+    llm = litellm.Router(model_list=[deployment(m) for m in CHAT])
+    router = ModelRouter.open(home)
+    routing = attach(llm, router)
+    llm.completion(model="chat", **ask())
+    time.sleep(0.3)  # LiteLLM's logging thread reports; the writer wakes into its delay
+    started = time.monotonic()
+    routing.detach()
+    assert time.monotonic() - started < 5 and routing.errors == []
+    gone = weakref.ref(routing)
+    del routing
+    gc.collect()
+    assert gone() is None
+    router.close()
+    assert count_rows(home, "model_performance") == 1
+
+
 def test_a_sync_flush_inside_an_event_loop_points_to_aflush(home, routed):
     llm, routing = routed([deployment(m) for m in CHAT])
 

@@ -330,6 +330,10 @@ class Attachment:
             if _ATTACHED.get(id(self.llm_router)) is self:
                 del _ATTACHED[id(self.llm_router)]
         atexit.unregister(self._at_exit)
+        # The writer thread holds the attachment until it returns (it may be waking up, or in
+        # the middle of a write): wait for it, so that a detached attachment is let go of at once.
+        if self._writer.is_alive() and self._writer is not threading.current_thread():
+            self._writer.join(timeout)
         self._write_ready()
 
     def _restore_strategy(self) -> None:
@@ -645,9 +649,9 @@ class Attachment:
             with self._settled:
                 while not self._ready and self._attached:
                     self._settled.wait()
-                if not self._attached:
+                # The delay leaves the write to the caller's next pick; detach() cuts it short.
+                if self._settled.wait_for(lambda: not self._attached, WRITE_DELAY_S):
                     return
-            time.sleep(WRITE_DELAY_S)
             self._write_ready()
 
     def _quality(self, kwargs: Mapping[str, Any], response: Any) -> float | None:
