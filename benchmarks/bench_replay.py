@@ -40,8 +40,9 @@ What is replayed, per repeat (seed ``--seed + r``, everything seeded):
 * **Router** (the product's learning code, unmodified): a registry built in memory with the models
   as generalists, their real prices, ``prior_quality = 0.5`` for all (no prior knowledge),
   ``typical_latency_ms = 1000`` (no latency data), ``min_quality_score = 0`` and the default
-  ``[learning]`` settings (half-life 30 days; prior pseudo-count at most 10, learned below it;
-  exploration floor 0.05).
+  ``[learning]`` settings (half-life 30 days, 180 where a cell shows no drift; prior pseudo-count
+  at most 10, learned below it; the cross-task prior at most 30; exploration floor 0.05, shrinking
+  beyond 500 observations of a task type; the long-shot cut in every cell).
   Day 1 uses the registry rule set (``build_rules(registry_estimates(...))``). Each request draws a
   model from the rule set's ``selection_probability`` for (task type, ``quality``) and observes that
   model's real ``correct`` on that question (success/failure, ``quality_score`` = correct, cost =
@@ -71,14 +72,13 @@ given up by spreading the floor evenly over all models: floor × (best fixed −
 / best fixed.
 
 With ``--ablations`` a second table re-runs the router on the same streams with one learning choice
-changed at a time. First issue 12's: the registry's pseudo-count as it is (the router before it);
-the floor shrinking beyond 500 observations of a task type, a 180-day half-life for cells that
-show no drift, and both; no long-shot cut (``min_best_probability`` 0, the router before the
-many-arm cut); the long-shot cut in every cell (``always_explored`` 0), alone and with the
-180-day half-life (settings off by default: they cost the drift scenario's reaction). Then: day 1
-routed by the rule set of an empty history instead of the registry rule set (tied priors share
-it); exploration floor 0; a fixed 14-day half-life; no forgetting; prior pseudo-count 2 instead of
-10; then the last four at once (and no long-shot cut). That last variant has the ingredients of plain TS (what remains
+changed at a time. First issue 12's last four, each back to what it was before: no cross-task
+prior, the floor never shrinking, a 30-day half-life where a cell shows no drift, a cell's eight
+most promising models spared from the long-shot cut; then all four at once (the router before).
+Then: the registry's pseudo-count as it is (not learned); no long-shot cut; day 1 routed by the
+rule set of an empty history instead of the registry rule set (tied priors share it); exploration
+floor 0; a fixed 14-day half-life; no forgetting; prior pseudo-count 2 instead of 10; then the last
+four at once (and no long-shot cut, no cross-task prior). That last variant has the ingredients of plain TS (what remains
 different: the prior mean is shrunk toward the pooled mean of the other models instead of 0.5,
 and P(best) is estimated from 4000 draws), so it checks the harness as much as the router: it
 should land on plain TS (over 30 seeds it did, within 0.012 on every task type).
@@ -143,39 +143,41 @@ class LearningKnobs:
 
     label: str
     half_life_days: float = 30.0
-    steady_half_life_days: float = 30.0
+    steady_half_life_days: float = 180.0
     prior_pseudo_count: float = 10.0
     #: False: the registry's pseudo-count as it is, not learned from how far priors are off.
     learned_prior_weight: bool = True
+    cross_task_prior_count: float = 30.0
     exploration_floor: float = 0.05
-    exploration_floor_evidence: float = 0.0
+    exploration_floor_evidence: float = 500.0
     min_best_probability: float = 0.01
-    always_explored: int = 8
+    always_explored: int = 0
     cold_start: Literal["registry", "posterior"] = "registry"
 
 
 NO_FORGETTING = 1e9  # days: weights 2^(-age / 1e9) = 1 for any replay
-SHRINKING_FLOOR = 500.0  # effective observations of a task type before the floor shrinks
-STEADY_HALF_LIFE = 180.0  # days: the half-life of cells that show no drift, in the variants
 ROUTER = LearningKnobs("router (as shipped)")
+#: The router before issue 12's last change: no cross-task prior, the floor never shrinking, a
+#: 30-day half-life everywhere and the long-shot cut only beyond a cell's eight most promising models.
+BEFORE = dict(cross_task_prior_count=0.0, exploration_floor_evidence=0.0, steady_half_life_days=30.0, always_explored=8)
 #: Router variants with one learning knob changed at a time, then all together; the last one has
 #: the same ingredients as plain TS (no floor, no decay, 2 pseudo-observations, no day-1 bias).
 ABLATIONS = (
-    LearningKnobs("router, the registry's prior weight, not learned (before issue 12)", learned_prior_weight=False),
-    LearningKnobs("router, the floor shrinking beyond 500 observations (off by default)", exploration_floor_evidence=SHRINKING_FLOOR),
-    LearningKnobs("router, a 180-day half-life where a cell shows no drift (off by default)", steady_half_life_days=STEADY_HALF_LIFE),
-    LearningKnobs("router, both", exploration_floor_evidence=SHRINKING_FLOOR, steady_half_life_days=STEADY_HALF_LIFE),
-    LearningKnobs("router, no long-shot cut (before issue 12's many-arm cells)", min_best_probability=0.0),
-    LearningKnobs("router, long shots cut in every cell (off by default)", always_explored=0),
-    LearningKnobs("router, long shots cut in every cell and the 180-day steady half-life",
-                  always_explored=0, steady_half_life_days=STEADY_HALF_LIFE),
+    LearningKnobs("router, no cross-task prior", cross_task_prior_count=0.0),
+    LearningKnobs("router, the floor never shrinking", exploration_floor_evidence=0.0),
+    LearningKnobs("router, a 30-day half-life where a cell shows no drift", steady_half_life_days=30.0),
+    LearningKnobs("router, a cell's eight most promising models spared from the long-shot cut", always_explored=8),
+    LearningKnobs("router as before (all four of the above)", **BEFORE),
+    LearningKnobs("router, the registry's prior weight, not learned", learned_prior_weight=False),
+    LearningKnobs("router, no long-shot cut", min_best_probability=0.0),
     LearningKnobs("router, day 1 from empty posteriors", cold_start="posterior"),
     LearningKnobs("router, floor 0", exploration_floor=0.0),
     LearningKnobs("router, a fixed 14-day half-life (the design's default)", half_life_days=14.0, steady_half_life_days=14.0),
     LearningKnobs("router, no forgetting", half_life_days=NO_FORGETTING, steady_half_life_days=NO_FORGETTING),
     LearningKnobs("router, pseudo-count 2", prior_pseudo_count=2.0),
     LearningKnobs("router, all four changes", half_life_days=NO_FORGETTING, steady_half_life_days=NO_FORGETTING,
-                  prior_pseudo_count=2.0, exploration_floor=0.0, min_best_probability=0.0, cold_start="posterior"),
+                  prior_pseudo_count=2.0, exploration_floor=0.0, min_best_probability=0.0, cold_start="posterior",
+                  cross_task_prior_count=0.0),
 )
 
 
@@ -310,6 +312,7 @@ def registry_toml(models: Sequence[str], price_per_million: dict[str, float], kn
         f"half_life_days = {knobs.half_life_days!r}",
         f"steady_half_life_days = {knobs.steady_half_life_days!r}",
         f"prior_pseudo_count = {knobs.prior_pseudo_count!r}",
+        f"cross_task_prior_count = {knobs.cross_task_prior_count!r}",
         f"exploration_floor = {knobs.exploration_floor!r}",
         f"exploration_floor_evidence = {knobs.exploration_floor_evidence!r}",
         f"min_best_probability = {knobs.min_best_probability!r}",

@@ -99,34 +99,32 @@ class LearningSettings:
     * ``half_life_days`` (30): a day's evidence weighs 2^(-age / half-life) for a (model, task
       type) whose last ``drift_window_days`` (7) differ from the evidence before them (|z| >
       ``drift_z_threshold``, 3, on quality, log latency or log cost);
-    * ``steady_half_life_days`` (30, the same by default): the half-life of the others, whose
-      evidence shows no drift (see ``routing_pipelines.learning.changes.drifting``). Longer, it
-      learns more from a stationary world (180: +0.9% of the best model on the real-data
-      replay) and reacts later to a collapse (the drift scenario's worst cell: 4 nights instead of 2-3).
-    * ``prior_pseudo_count`` (10): observations the registry's prior quality is worth.
+    * ``steady_half_life_days`` (180): the half-life of the others, whose evidence shows no drift
+      (see ``routing_pipelines.learning.changes.drifting``): a stationary world is learned from
+      longer, a slip still forgets at ``half_life_days``.
+    * ``prior_pseudo_count`` (10): the most observations the registry's prior quality is worth
+      (fewer where the task type's outcomes show the registry off).
+    * ``cross_task_prior_count`` (30): the most observations a model's record on its other task
+      types is worth in its prior on one more (empirical Bayes on how consistently models stand
+      above or below their peers; 0: off). See ``routing_pipelines.learning.posteriors.cross_task_priors``.
     * ``credible_level`` (0.90): the central probability of every posterior interval.
 
     Publishing:
 
-    * ``exploration_floor`` (0.05): traffic spread over the models still in contention; with
-      ``exploration_floor_evidence`` > 0 (0: off, the default), whole while a task type has at
-      most that many effective observations and shrinking as √(``exploration_floor_evidence`` / n)
-      beyond (see ``routing_pipelines.learning.candidates.exploration_floors``): cheaper on a
-      stationary world, slower to see a collapse.
-    * ``min_best_probability`` (0.01) and ``always_explored`` (8): in a cell with more plausibly
-      eligible models than ``always_explored``, a model outside the ``always_explored`` most
-      promising (by the posterior mean of the cell's objective) whose posterior probability of
-      being the best eligible one is below ``min_best_probability`` leaves the cell's contention:
-      no Thompson share, no floor, no hold by the publication gate; the others' shares are
-      scaled up to make up for it. With 19 models (the real-data replay) most of the floor and
-      of Thompson sampling's own tail went to such long shots: 0.925 of the best model against
-      0.916, over 15 seeds. A cell of at most ``always_explored`` models is left as it is: there
-      the floor buys the runners-up the evidence that decides how fast the router follows a
-      collapse of the top model (the drift scenario). ``always_explored = 0`` cuts long shots in
-      every cell: with a 180-day ``steady_half_life_days`` that is level with plain Thompson
-      sampling on the replay, but the drift scenario's worst cell then takes 3 nights or more on
-      14 of 15 seeds, against 5 of 15 as shipped. ``min_best_probability = 0`` turns the cut off.
-      See ``routing_pipelines.learning.candidates.without_long_shots``.
+    * ``exploration_floor`` (0.05): traffic spread over the models still in contention; whole
+      while a task type has at most ``exploration_floor_evidence`` (500; 0: never shrinks)
+      effective observations, shrinking as √(``exploration_floor_evidence`` / n) beyond (see
+      ``routing_pipelines.learning.candidates.exploration_floors``).
+    * ``min_best_probability`` (0.01) and ``always_explored`` (0): a model outside a cell's
+      ``always_explored`` most promising (by the posterior mean of the cell's objective) whose
+      posterior probability of being the best eligible one is below ``min_best_probability``
+      leaves the cell's contention: no Thompson share, no floor, no hold by the publication gate;
+      the others' shares are scaled up to make up for it. With 19 models (the real-data replay)
+      most of the floor and of Thompson sampling's own tail went to such long shots.
+      ``min_best_probability = 0`` turns the cut off; ``always_explored = 8`` spares a cell's
+      eight most promising models (the setting before ``cross_task_prior_count``, when the
+      runners-up needed the floor's evidence to take over from a collapsed top model). See
+      ``routing_pipelines.learning.candidates.without_long_shots``.
     * ``thompson_draws`` (4000): posterior draws per task type for P(best) and the specialist comparison.
     * ``plausibly_eligible`` (0.05): a model eligible in fewer draws than this share gets no traffic.
     * ``evaluation_window_days`` (7): days of logged decisions the off-policy evaluation reads.
@@ -160,14 +158,15 @@ class LearningSettings:
     """
 
     half_life_days: float = _setting(30.0, 1e-6)
-    steady_half_life_days: float = _setting(30.0, 1e-6)
+    steady_half_life_days: float = _setting(180.0, 1e-6)
     drift_window_days: int = _setting(7, 1, 3650)
     drift_z_threshold: float = _setting(3.0, 0.0)
     prior_pseudo_count: float = _setting(10.0, 1e-6)
+    cross_task_prior_count: float = _setting(30.0, 0.0)
     exploration_floor: float = _setting(0.05, 0.0, 0.5)
-    exploration_floor_evidence: float = _setting(0.0, 0.0)
+    exploration_floor_evidence: float = _setting(500.0, 0.0)
     min_best_probability: float = _setting(0.01, 0.0, 0.5)
-    always_explored: int = _setting(8, 0, 1_000_000)
+    always_explored: int = _setting(0, 0, 1_000_000)
     credible_level: float = _setting(0.90, 0.5, 0.999)
     thompson_draws: int = _setting(4000, 10, 1_000_000)
     plausibly_eligible: float = _setting(0.05, 0.0, 1.0)

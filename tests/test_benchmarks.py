@@ -123,9 +123,9 @@ def test_scenarios_learn_with_the_learning_settings_of_another_registry(tmp_path
     if _missing(("dagster", "polars")):
         pytest.skip("bench_scenarios needs the [pipeline] extra")
     shipped = (REPO / "routing_runtime" / "default_registry.toml").read_text(encoding="utf-8")
-    stable = re.sub(r"(?m)^always_explored = 8 ", "always_explored = 0 ", shipped)
-    stable = re.sub(r"(?m)^steady_half_life_days = 30 ", "steady_half_life_days = 180 ", stable)
-    assert "always_explored = 0 " in stable and "steady_half_life_days = 180 " in stable
+    stable = re.sub(r"(?m)^always_explored = 0 ", "always_explored = 8 ", shipped)
+    stable = re.sub(r"(?m)^steady_half_life_days = 180 ", "steady_half_life_days = 30 ", stable)
+    assert "always_explored = 8 " in stable and "steady_half_life_days = 30 " in stable
     registry = tmp_path / "stable.toml"
     registry.write_text(stable, encoding="utf-8")
     figures = tmp_path / "figures.json"
@@ -133,10 +133,10 @@ def test_scenarios_learn_with_the_learning_settings_of_another_registry(tmp_path
     proc = _scenarios("--learning-from", str(registry), "--json", str(figures))
 
     assert proc.returncode == 0, proc.stderr[-4000:]
-    assert (f"The router learned with the [learning] settings of {registry}: steady_half_life_days 180 (shipped 30), "
-            "always_explored 0 (shipped 8).") in proc.stdout
+    assert (f"The router learned with the [learning] settings of {registry}: steady_half_life_days 30 (shipped 180), "
+            "always_explored 8 (shipped 0).") in proc.stdout
     learning = json.loads(figures.read_text(encoding="utf-8"))["settings"]["router_learning"]
-    assert learning["always_explored"] == 0 and learning["steady_half_life_days"] == 180.0
+    assert learning["always_explored"] == 8 and learning["steady_half_life_days"] == 30.0
 
 
 @pytest.mark.parametrize("content, says", [

@@ -251,6 +251,7 @@ steady_half_life_days = 90.0
 drift_window_days = 5
 drift_z_threshold = 4.0
 prior_pseudo_count = 4.0
+cross_task_prior_count = 12.0
 exploration_floor = 0.1
 exploration_floor_evidence = 250.0
 min_best_probability = 0.02
@@ -304,6 +305,7 @@ def test_every_learning_setting_comes_from_the_registry_and_survives_the_home(wr
     ("min_best_probability = 0.6", "field 'min_best_probability' = 0.6 must be within [0.0, 0.5]"),
     ("always_explored = -1", "field 'always_explored' = -1 must be within [0, 1000000]"),
     ("always_explored = 2.5", "field 'always_explored' = 2.5 must be a whole number"),
+    ("cross_task_prior_count = -1", "field 'cross_task_prior_count' = -1 must be within [0.0, inf]"),
 ])
 def test_a_bad_learning_setting_is_named_with_its_value_and_range(write_registry, body, message):
     text, path = _load_error(write_registry, f"[learning]\n{body}\n\n" + GOOD_MODEL)

@@ -119,25 +119,26 @@ def without_long_shots(best: dict[str, float], least: float, spared: frozenset[s
 def exploration_floors(posteriors: pl.DataFrame, registry: ModelRegistry) -> dict[TaskType, float]:
     """Per task type, the exploration floor its evidence still calls for: the registry's
     ``exploration_floor`` while the task type has at most ``exploration_floor_evidence``
-    effective (forgotten) observations, then shrinking as √(``exploration_floor_evidence`` / n);
-    with ``exploration_floor_evidence`` 0 (the default), the floor as it is.
+    effective (forgotten) observations (500 by default), then shrinking as
+    √(``exploration_floor_evidence`` / n); with ``exploration_floor_evidence`` 0, the floor as it is.
 
     Thompson sampling explores on its own where posteriors are wide; the floor is insurance
     (models out of favour stay watched, the logs keep off-policy support), and a fixed one is a
     fixed cost on a stationary cell: 5% spread over 19 models gave up 3.7% of the best model's
     quality on the math replay. Forgetting bounds n, so the floor never reaches 0: with a 30-day
-    half-life and 300 requests a day, n levels off near 13,000, a floor of about 1%. But the floor
-    is also what sees a collapse of the top model early: on the drift scenario, shrinking it
-    made the worst cell follow in up to 5 nights instead of 2-3, hence off by default.
+    half-life and 300 requests a day, n levels off near 13,000, a floor of about 1%. The floor is
+    also what gathered the runners-up's evidence before a collapse of the top model: without the
+    cross-task prior (``posteriors.cross_task_priors``), shrinking it made the drift scenario's
+    worst cell follow in up to 5 nights instead of 2-3.
 
     >>> import dataclasses
     >>> frame = pl.DataFrame({"task_type": ["math", "math", "debugging"], "n_effective": [1500.0, 500.0, 100.0]})
     >>> default = ModelRegistry.load_default()
-    >>> shrinking = dataclasses.replace(default, learning=dataclasses.replace(default.learning, exploration_floor_evidence=500.0))
-    >>> floors = exploration_floors(frame, shrinking)
+    >>> floors = exploration_floors(frame, default)
     >>> round(floors[TaskType.MATH], 4), floors[TaskType.DEBUGGING], floors[TaskType.TESTING]
     (0.025, 0.05, 0.05)
-    >>> set(exploration_floors(frame, default).values())
+    >>> fixed = dataclasses.replace(default, learning=dataclasses.replace(default.learning, exploration_floor_evidence=0.0))
+    >>> set(exploration_floors(frame, fixed).values())
     {0.05}
     """
     settings = registry.learning

@@ -120,6 +120,71 @@ def prior_counts(frame: pl.DataFrame, most: float) -> pl.Expr:
     return pl.col("task_type").replace_strict(learned, default=most, return_dtype=pl.Float64).alias("prior_count")
 
 
+def cross_task_priors(model: np.ndarray, task: np.ndarray, specialised: np.ndarray, n: np.ndarray, sum_q: np.ndarray,
+                      group_quality: np.ndarray, prior_mean: np.ndarray, prior_count: np.ndarray,
+                      most: float) -> tuple[np.ndarray, np.ndarray]:
+    """The quality prior of each (model, task type) sharpened by the model's record on its other
+    task types: empirical Bayes on how consistently models stand above or below their group.
+
+    A model's lead over its group (``group_quality``: the pooled other specialists or generalists)
+    on its other task types of the same standing (a specialist's specialties, or its other tasks; a
+    generalist's all), precision-weighted, predicts its lead on this one. How far such predictions
+    miss on the task type's models with PRIOR_FIT_MIN_N observations or more, less the sampling
+    noise, is their variance. The prediction and the existing prior (``prior_mean``, worth
+    ``prior_count`` observations) are combined as two independent normal estimates: the result is
+    worth more than either, at most ``most`` observations (``cross_task_prior_count``; 0: off) and
+    never fewer than ``prior_count``. A task type with fewer than PRIOR_FIT_MIN_MODELS judged
+    models, and a model with no other task type of PRIOR_FIT_MIN_N observations, keep their prior.
+
+    So a model that is better than its peers wherever it was tried is trusted sooner where it was
+    tried little (the runner-up that must take over a cell when its top model collapses), and
+    where models' standing differs from task to task the predictions miss and weigh little.
+
+    >>> models, tasks = np.array(list("abcd") * 2), np.array(["x"] * 4 + ["y"] * 4)
+    >>> n = np.array([400.0] * 7 + [5.0])                          # d is barely tried on y ...
+    >>> q = np.array([0.6, 0.7, 0.8, 0.9, 0.55, 0.65, 0.75, 0.6])  # ... but leads its peers on x
+    >>> group = np.array([0.8, 0.77, 0.73, 0.7, 0.7, 0.65, 0.6, 0.65])  # each one's peers, pooled
+    >>> prior = dict(prior_mean=np.full(8, 0.7), prior_count=np.full(8, 5.0))
+    >>> mean, count = cross_task_priors(models, tasks, np.zeros(8, bool), n, q * n, group, **prior, most=30.0)
+    >>> round(float(mean[7]), 2), round(float(count[7]), 1)        # d's prior on y: up, and firmer
+    (0.84, 30.0)
+    >>> float(cross_task_priors(models, tasks, np.zeros(8, bool), n, q * n, group, **prior, most=0.0)[0][7])
+    0.7
+    """
+    mean, count = prior_mean.astype(float), prior_count.astype(float)
+    if most <= 0:
+        return mean, count
+    observed = np.where(n > 0, sum_q / np.maximum(n, 1e-12), group_quality)
+    noise = np.clip(observed * (1 - observed), 0.01, None) / np.maximum(n, 1e-12)
+    fitted = n >= PRIOR_FIT_MIN_N
+    lead = observed - group_quality
+    rows_of: dict[tuple, list[int]] = {}
+    for i in np.flatnonzero(fitted):
+        rows_of.setdefault((model[i], bool(specialised[i])), []).append(int(i))
+    predicted, predicted_var = np.full(len(n), np.nan), np.full(len(n), np.nan)
+    for i in range(len(n)):
+        others = [j for j in rows_of.get((model[i], bool(specialised[i])), ()) if j != i]
+        if others:
+            weight = 1.0 / noise[others]
+            predicted[i] = float(np.dot(weight, lead[others]) / weight.sum())
+            predicted_var[i] = float(1.0 / weight.sum())
+    for t in dict.fromkeys(task.tolist()):
+        on_task = task == t
+        judged = np.flatnonzero(on_task & fitted & ~np.isnan(predicted))
+        if len(judged) < PRIOR_FIT_MIN_MODELS:
+            continue
+        miss = lead[judged] - predicted[judged]
+        spread = max(float(np.mean(miss ** 2 - noise[judged] - predicted_var[judged])), 1e-4)
+        for i in np.flatnonzero(on_task & ~np.isnan(predicted)):
+            estimate, estimate_var = group_quality[i] + predicted[i], spread + predicted_var[i]
+            prior_var = mean[i] * (1 - mean[i]) / (count[i] + 1)
+            combined_var = 1.0 / (1.0 / prior_var + 1.0 / estimate_var)
+            combined = float(np.clip(combined_var * (mean[i] / prior_var + estimate / estimate_var), 0.01, 0.99))
+            count[i] = float(np.clip(combined * (1 - combined) / combined_var - 1, count[i], max(count[i], most)))
+            mean[i] = combined
+    return mean, count
+
+
 def compute_posteriors(totals: pl.DataFrame, registry: ModelRegistry) -> pl.DataFrame:
     """One row per (enabled or not) registry model × task type, evidence or none.
 
@@ -163,6 +228,10 @@ def compute_posteriors(totals: pl.DataFrame, registry: ModelRegistry) -> pl.Data
     )
 
     d = {c: frame[c].to_numpy() for c in frame.columns if frame[c].dtype.is_numeric()}
+    d["prior_mean"], d["prior_count"] = cross_task_priors(
+        frame["model_id"].to_numpy(), frame["task_type"].to_numpy(), frame["is_specialized"].to_numpy(), d["n"], d["sum_q"],
+        d["group_quality"], d["prior_mean"], d["prior_count"], registry.learning.cross_task_prior_count)
+    frame = frame.with_columns(pl.Series("prior_mean", d["prior_mean"]), pl.Series("prior_count", d["prior_count"]))
     level = registry.learning.credible_level
     quality = BetaQuality.from_totals(d["n"], d["sum_q"], prior_mean=d["prior_mean"], prior_count=d["prior_count"], validate=False)
     latency = NormalInverseGammaLog.from_totals(
