@@ -655,7 +655,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--days", type=int, default=20, help="days replayed (default 20)")
     parser.add_argument("--per-day", type=int, default=300, help="requests per task type per day (default 300)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the first repeat (default 0)")
-    parser.add_argument("--repeats", type=int, default=5, help="independent replays, seeds seed..seed+repeats-1 (default 5)")
+    parser.add_argument("--repeats", type=int, default=15, help="independent replays, seeds seed..seed+repeats-1 (default 15)")
     parser.add_argument("--source", choices=("all", *SOURCES), default="all",
                         help="which real-data replay (default all: each whose data is present)")
     parser.add_argument("--incomplete", choices=("drop-questions", "drop-models"), default="drop-questions",
