@@ -1,7 +1,7 @@
 """Replay benchmark: the router's nightly learning loop on real per-question LLM outcomes.
 
 Run with ``python benchmarks/bench_replay.py [--source all|openllm_v2|routellm|routerbench_mini]
-[--days 20] [--per-day 300] [--seed 0] [--repeats 5] [--incomplete drop-questions|drop-models]
+[--days 20] [--per-day 300] [--seed 0] [--repeats 15] [--incomplete drop-questions|drop-models]
 [--ablations] [--data DIR] [--quick] [--json out.json]``. ``--quick`` (3 days × 20 requests, one
 repeat; seconds) only proves it still runs: ``make test``.
 
