@@ -453,7 +453,7 @@ def main(argv: list[str] | None = None) -> int:
     add_scenario_arguments(parser, DEFAULT_SCENARIOS, seeds=5)
     parser.add_argument("--learning-from", metavar="REGISTRY", type=Path,
                         help="run the router with the [learning] settings of this registry TOML (the scenario's models stay): "
-                             "e.g. to measure always_explored = 0 or steady_half_life_days = 180 before setting them")
+                             "e.g. to measure always_explored = 8 or cross_task_prior_count = 0 against the shipped settings")
     parser.add_argument("--json", metavar="PATH", help="also write the figures as JSON to PATH")
     parser.add_argument("--quick", action="store_true",
                         help="tiny sizes, seconds: proves the benchmark still runs end to end (`make test`); figures mean nothing")

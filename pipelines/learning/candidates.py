@@ -125,8 +125,9 @@ def exploration_floors(posteriors: pl.DataFrame, registry: ModelRegistry) -> dic
     Thompson sampling explores on its own where posteriors are wide; the floor is insurance
     (models out of favour stay watched, the logs keep off-policy support), and a fixed one is a
     fixed cost on a stationary cell: 5% spread over 19 models gave up 3.7% of the best model's
-    quality on the math replay. Forgetting bounds n, so the floor never reaches 0: with a 30-day
-    half-life and 300 requests a day, n levels off near 13,000, a floor of about 1%. The floor is
+    quality on the math replay. Forgetting bounds n, so the floor never reaches 0: with 300
+    requests a day, n levels off near 13,000 at a 30-day half-life (a floor of about 1%) and near
+    78,000 at the 180-day half-life of steady cells (about 0.4%). The floor is
     also what gathered the runners-up's evidence before a collapse of the top model: without the
     cross-task prior (``posteriors.cross_task_priors``), shrinking it made the drift scenario's
     worst cell follow in up to 5 nights instead of 2-3.
@@ -184,11 +185,14 @@ class Candidate(NamedTuple):
 
 
 def untied_shares(posteriors: pl.DataFrame, registry: ModelRegistry) -> dict[tuple[str, str], float]:
-    """Per (task type, model): the share of its posterior's weight (the prior's pseudo-count
-    included) that comes from outcomes not tied to a routing decision, which off-policy
-    evaluation cannot check."""
+    """Per (task type, model): the share of its posterior's weight (the registry prior's
+    pseudo-count included) that comes from outcomes not tied to a routing decision, which
+    off-policy evaluation cannot check. The pseudo-count the model's record on its other task
+    types adds (``posteriors.cross_task_priors``) is left out of the weight: those outcomes may be
+    untied as well, and counting them as checked would let untied evidence past the gate."""
     untied = (pl.col("n_effective") - pl.col("n_tied_effective")).clip(0.0)
-    shares = posteriors.select("task_type", "model_id", (untied / (pl.col("prior_count") + pl.col("n_effective"))).alias("share"))
+    weight = pl.col("registry_prior_count") + pl.col("n_effective")
+    shares = posteriors.select("task_type", "model_id", (untied / weight).alias("share"))
     return {(t, m): share for t, m, share in shares.iter_rows()}
 
 
