@@ -81,18 +81,19 @@ def digest(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-def _jsonl(path: Path) -> list[dict]:
+def jsonl_rows(path: Path) -> list[dict]:
+    """The rows of a JSON-lines file, blank lines skipped."""
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
 def collected(texts: Path | None = None) -> list[Prompt]:
     """The real prompts of all eight task types: the shipped ones, and the referenced ones whose
     text the JSONL file ``texts`` holds (rows with ``text``; matched to a reference by digest)."""
-    out = [Prompt(r["text"], TaskType(r["task_type"]), r["origin"], r["split"]) for r in _jsonl(COLLECTED)]
+    out = [Prompt(r["text"], TaskType(r["task_type"]), r["origin"], r["split"]) for r in jsonl_rows(COLLECTED)]
     if texts is None:
         return out
-    by_digest = {digest(r["text"]): r["text"] for r in _jsonl(texts)}
-    references = _jsonl(REFERENCES)
+    by_digest = {digest(r["text"]): r["text"] for r in jsonl_rows(texts)}
+    references = jsonl_rows(REFERENCES)
     missing = [r["source"] for r in references if r["sha256"] not in by_digest]
     if len(missing) == len(references):
         raise ValueError(f"texts={texts}: none of its texts matches a digest in {REFERENCES.name}: is it the right file?")
@@ -102,13 +103,12 @@ def collected(texts: Path | None = None) -> list[Prompt]:
 
 def reference_count() -> int:
     """How many prompts are referenced without their text."""
-    return len(_jsonl(REFERENCES))
+    return len(jsonl_rows(REFERENCES))
 
 
 def own(path: Path = OWN) -> list[Prompt]:
     """The prompts we wrote (train only)."""
-    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    return [Prompt(r["text"], TaskType(r["task_type"]), "own", "train") for r in rows]
+    return [Prompt(r["text"], TaskType(r["task_type"]), "own", "train") for r in jsonl_rows(path)]
 
 
 def shared(data: Path = DEFAULT_DATA) -> list[Prompt]:

@@ -25,7 +25,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from classifier_corpus import COLLECTED, REFERENCES, SHIPPED_LICENCES, digest, hashed_split  # noqa: E402
+from classifier_corpus import COLLECTED, REFERENCES, SHIPPED_LICENCES, digest, hashed_split, jsonl_rows  # noqa: E402
 
 from routing_runtime import TaskType  # noqa: E402
 
@@ -42,8 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     shipped, referenced, texts, dropped = [], [], [], Counter()
     known_digests: set[str] = set()
     if args.append:
-        shipped = [json.loads(line) for line in COLLECTED.read_text(encoding="utf-8").splitlines() if line.strip()]
-        referenced = [json.loads(line) for line in REFERENCES.read_text(encoding="utf-8").splitlines() if line.strip()]
+        shipped, referenced = jsonl_rows(COLLECTED), jsonl_rows(REFERENCES)
         seen = {" ".join(r["text"].lower().split()) for r in shipped}
         known_digests = {r["sha256"] for r in referenced} | {digest(r["text"]) for r in shipped}
     for path in args.inputs:
